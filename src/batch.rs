@@ -1,0 +1,8 @@
+//! `batch`: collation of samples into the batch layout (see
+//! [`layout`]), one buffer per batch.
+
+pub mod collator;
+pub mod layout;
+
+pub use collator::{KEY_COLUMN, collate};
+pub use layout::{ALIGN, Batch, Column};

@@ -1,0 +1,192 @@
+//! `fetch`: objects become ordered streams of parts, read as parallel
+//! range-GETs under one process-wide concurrency limit and one memory budget.
+//!
+//! ```text
+//!            ┌───────────── FetchEngine (one per process) ─────────────┐
+//!  shards ──▶│ scheduler: HEAD ▸ plan parts ▸ reserve ▸ permit ▸ spawn │──▶ PartEvent (in order)
+//!            │ ConcurrencyLimit (resizable)   MemoryBudget (bytes)     │
+//!            └──────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! Each part is a range GET streamed into a buffer of its exact size (no
+//! collect-then-copy: see DESIGN.md, measured facts), pinned to the object's
+//! ETag, and retried with decorrelated-jitter backoff when the failure is
+//! transient (5xx, 429, timeouts, resets, short bodies). Retries are ours, not
+//! object_store's, so every one is counted and paced.
+
+mod backoff;
+mod concurrency_limit;
+mod fetch_stats;
+mod memory_budget;
+mod part_plan;
+mod part_reader;
+mod shard_stream;
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use object_store::ObjectStore;
+
+pub use backoff::Backoff;
+pub use concurrency_limit::{ConcurrencyLimit, ConnPermit};
+pub use fetch_stats::{FetchSnapshot, FetchStats};
+pub use memory_budget::{MAX_RESERVATION, MemoryBudget, Reservation, budgeted_bytes};
+pub use part_plan::PartPlan;
+pub use part_reader::{fetch_part, head_shard};
+pub use shard_stream::{PartEvent, spawn_shard_stream};
+
+use crate::ErrorKind;
+use crate::source::{ShardRef, chain, classify};
+
+/// Where a configured value came from; shown next to it in `bench`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provenance {
+    Default,
+    User,
+    Autotuned,
+}
+
+/// Fetch settings.
+#[derive(Debug, Clone)]
+pub struct FetchConfig {
+    /// 8 MiB: the AWS CRT default part size; large enough that transfer time
+    /// dominates time to first byte on S3 (≈85 MB/s per connection).
+    pub part_bytes: u64,
+    /// 16: the knee of the loopback measurements in DESIGN.md (16–32 in
+    /// flight saturate a local server); the autotuner will replace it.
+    pub concurrency: usize,
+    /// 1 GiB: room for 128 parts of 8 MiB, far more than 16 in flight need,
+    /// so the parser can run ahead while the consumer is slow.
+    pub memory_budget_bytes: u64,
+    /// 10 attempts: object_store's default number of retries.
+    pub max_attempts: u32,
+    /// 50 ms first backoff, capped at 5 s: a throttled store recovers in
+    /// seconds, and longer sleeps only stall the pipeline.
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    /// Per attempt; see [`part_reader::default_request_timeout`].
+    pub request_timeout: Duration,
+    /// 16 shards' HEAD requests ahead of the scheduler, so a shard's size is
+    /// known before its first part is due.
+    pub head_lookahead: usize,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        FetchConfig {
+            part_bytes: 8 << 20,
+            concurrency: 16,
+            memory_budget_bytes: 1 << 30,
+            max_attempts: 10,
+            backoff_base: Duration::from_millis(50),
+            backoff_cap: Duration::from_secs(5),
+            request_timeout: part_reader::default_request_timeout(),
+            head_lookahead: 16,
+        }
+    }
+}
+
+/// Errors while fetching shard bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("shard {shard} not found: {detail}")]
+    NotFound { shard: String, detail: String },
+    #[error("access to shard {shard} denied (check credentials): {detail}")]
+    AccessDenied { shard: String, detail: String },
+    #[error(
+        "shard {shard} changed while being read (at offset {offset}: ETag {expected} became {found})"
+    )]
+    ShardChanged {
+        shard: String,
+        offset: u64,
+        expected: String,
+        found: String,
+    },
+    #[error("fetching shard {shard} bytes {}..{} failed after {attempts} attempt(s): {detail}", range.start, range.end)]
+    Failed {
+        shard: String,
+        range: Range<u64>,
+        attempts: u32,
+        detail: String,
+    },
+    #[error("request for shard {shard} rejected: {detail}")]
+    Rejected { shard: String, detail: String },
+}
+
+impl FetchError {
+    /// Maps a permanent (or last) store error for `shard`.
+    pub fn from_store(
+        shard: &ShardRef,
+        range: Option<Range<u64>>,
+        attempts: u32,
+        e: object_store::Error,
+    ) -> FetchError {
+        let class = classify(&e);
+        let (shard, detail) = (shard.url.clone(), chain(&e));
+        match class.kind {
+            ErrorKind::NotFound => FetchError::NotFound { shard, detail },
+            ErrorKind::PermissionDenied => FetchError::AccessDenied { shard, detail },
+            ErrorKind::CorruptInput => FetchError::ShardChanged {
+                shard,
+                offset: range.map_or(0, |r| r.start),
+                expected: "pinned".into(),
+                found: detail,
+            },
+            _ if class.transient => FetchError::Failed {
+                shard,
+                range: range.unwrap_or(0..0),
+                attempts,
+                detail,
+            },
+            _ => FetchError::Rejected { shard, detail },
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            FetchError::NotFound { .. } => ErrorKind::NotFound,
+            FetchError::AccessDenied { .. } => ErrorKind::PermissionDenied,
+            FetchError::ShardChanged { .. } => ErrorKind::CorruptInput,
+            FetchError::Failed { .. } => ErrorKind::Unavailable,
+            FetchError::Rejected { .. } => ErrorKind::InvalidArgument,
+        }
+    }
+}
+
+/// The process-wide fetch engine: one store, one limit, one budget.
+#[derive(Debug)]
+pub struct FetchEngine {
+    pub store: Arc<dyn ObjectStore>,
+    pub config: FetchConfig,
+    pub limit: Arc<ConcurrencyLimit>,
+    pub budget: Arc<MemoryBudget>,
+    pub stats: Arc<FetchStats>,
+    part_bytes: AtomicU64,
+}
+
+impl FetchEngine {
+    pub fn new(store: Arc<dyn ObjectStore>, config: FetchConfig) -> Arc<FetchEngine> {
+        Arc::new(FetchEngine {
+            store,
+            limit: ConcurrencyLimit::new(config.concurrency),
+            budget: MemoryBudget::new(config.memory_budget_bytes),
+            stats: Arc::new(FetchStats::default()),
+            part_bytes: AtomicU64::new(config.part_bytes.clamp(1, MAX_RESERVATION)),
+            config,
+        })
+    }
+
+    /// The part size for parts planned from now on.
+    pub fn part_bytes(&self) -> u64 {
+        self.part_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Changes the part size for shards planned from now on.
+    pub fn set_part_bytes(&self, bytes: u64) {
+        self.part_bytes
+            .store(bytes.clamp(1, MAX_RESERVATION), Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,119 @@
+//! The one process-wide limit on requests in flight.
+//!
+//! A semaphore whose size can change while permits are out: this is the knob
+//! the autotuner turns. Growing adds permits at once; shrinking forgets idle
+//! permits at once and retires the rest as they come back, so a new limit
+//! takes effect within one request time and never cancels a request.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// A resizable limit on concurrent requests.
+#[derive(Debug)]
+pub struct ConcurrencyLimit {
+    semaphore: Arc<Semaphore>,
+    limit: AtomicUsize,
+    /// Permits still to retire after a shrink.
+    debt: AtomicUsize,
+    in_flight: AtomicUsize,
+}
+
+/// One request's right to be in flight; returned on drop.
+#[derive(Debug)]
+pub struct ConnPermit {
+    permit: Option<OwnedSemaphorePermit>,
+    owner: Arc<ConcurrencyLimit>,
+}
+
+impl ConcurrencyLimit {
+    pub fn new(limit: usize) -> Arc<ConcurrencyLimit> {
+        let limit = limit.max(1);
+        Arc::new(ConcurrencyLimit {
+            semaphore: Arc::new(Semaphore::new(limit)),
+            limit: AtomicUsize::new(limit),
+            debt: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+        })
+    }
+
+    /// Waits for a free slot.
+    pub async fn acquire(self: &Arc<Self>) -> ConnPermit {
+        // The semaphore is never closed, so acquiring cannot fail.
+        let permit = self.semaphore.clone().acquire_owned().await.ok();
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        ConnPermit {
+            permit,
+            owner: self.clone(),
+        }
+    }
+
+    /// The current limit.
+    pub fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Changes the limit (at least 1).
+    pub fn set_limit(&self, new_limit: usize) {
+        let new_limit = new_limit.max(1);
+        let old = self.limit.swap(new_limit, Ordering::AcqRel);
+        if new_limit > old {
+            let mut grow = new_limit - old;
+            // Cancel outstanding retirements before adding permits.
+            let _ = self
+                .debt
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |debt| {
+                    let cancel = debt.min(grow);
+                    grow -= cancel;
+                    Some(debt - cancel)
+                });
+            self.semaphore.add_permits(grow);
+        } else if new_limit < old {
+            let shrink = old - new_limit;
+            let forgotten = self.semaphore.forget_permits(shrink);
+            self.debt.fetch_add(shrink - forgotten, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        self.owner.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let retire = self
+            .owner
+            .debt
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1))
+            .is_ok();
+        if let Some(permit) = self.permit.take()
+            && retire
+        {
+            permit.forget();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn shrink_retires_permits_as_they_return() {
+        let limit = ConcurrencyLimit::new(4);
+        let held: Vec<_> = futures::future::join_all((0..4).map(|_| limit.acquire())).await;
+        assert_eq!(limit.in_flight(), 4);
+        limit.set_limit(2);
+        drop(held);
+        assert_eq!(limit.semaphore.available_permits(), 2);
+        limit.set_limit(5);
+        assert_eq!(limit.semaphore.available_permits(), 5);
+        limit.set_limit(1);
+        assert_eq!(limit.semaphore.available_permits(), 1);
+        assert_eq!(limit.in_flight(), 0);
+    }
+}

@@ -1,0 +1,50 @@
+//! Counters of the fetch engine, read by `bench` (and later by metrics and
+//! the autotuner). Plain relaxed atomics: each is an independent count.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Process-wide fetch counters.
+#[derive(Debug, Default)]
+pub struct FetchStats {
+    /// Requests sent (HEAD and GET, first tries and retries).
+    pub requests: AtomicU64,
+    /// Requests repeated after a transient failure.
+    pub retries: AtomicU64,
+    /// Replies that asked us to slow down (503, 429).
+    pub throttled: AtomicU64,
+    /// Failed attempts (each retried one, and each final failure).
+    pub errors: AtomicU64,
+    /// Payload bytes received.
+    pub bytes: AtomicU64,
+    /// Parts completed.
+    pub parts: AtomicU64,
+}
+
+/// A plain copy of [`FetchStats`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FetchSnapshot {
+    pub requests: u64,
+    pub retries: u64,
+    pub throttled: u64,
+    pub errors: u64,
+    pub bytes: u64,
+    pub parts: u64,
+}
+
+impl FetchStats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> FetchSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        FetchSnapshot {
+            requests: get(&self.requests),
+            retries: get(&self.retries),
+            throttled: get(&self.throttled),
+            errors: get(&self.errors),
+            bytes: get(&self.bytes),
+            parts: get(&self.parts),
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Splitting an object into the byte ranges we fetch in parallel.
+//!
+//! ```text
+//!  0        part_bytes   2·part_bytes          size
+//!  ├────────────┼────────────┼──────────────────┤
+//!  │  part 0    │  part 1    │ part 2 (shorter) │
+//! ```
+
+use std::ops::Range;
+
+/// The parts of one object, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartPlan {
+    pub size: u64,
+    pub part_bytes: u64,
+}
+
+impl PartPlan {
+    /// Plans `size` bytes in parts of `part_bytes` (at least 1).
+    pub fn new(size: u64, part_bytes: u64) -> PartPlan {
+        PartPlan {
+            size,
+            part_bytes: part_bytes.max(1),
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.size.div_ceil(self.part_bytes)
+    }
+
+    /// The byte ranges, covering `0..size` exactly once.
+    pub fn ranges(&self) -> impl Iterator<Item = Range<u64>> + use<> {
+        let PartPlan { size, part_bytes } = *self;
+        (0..self.count()).map(move |i| i * part_bytes..((i + 1) * part_bytes).min(size))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn last_part_is_short() {
+        let r: Vec<_> = PartPlan::new(10, 4).ranges().collect();
+        assert_eq!(r, [0..4, 4..8, 8..10]);
+        assert_eq!(PartPlan::new(0, 4).ranges().count(), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn ranges_tile_the_object(size in 0u64..1_000_000, part in 1u64..100_000) {
+            let plan = PartPlan::new(size, part);
+            let mut next = 0;
+            for r in plan.ranges() {
+                prop_assert_eq!(r.start, next);
+                prop_assert!(r.end > r.start && r.end - r.start <= part);
+                next = r.end;
+            }
+            prop_assert_eq!(next, size);
+        }
+    }
+}

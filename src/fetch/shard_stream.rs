@@ -1,0 +1,120 @@
+//! The fetch scheduler: shards in plan order become an ordered stream of
+//! part events, with many range-GETs in flight underneath.
+//!
+//! ```text
+//!  shards ─HEAD (lookahead)─▶ for each part, in consumption order:
+//!                               reserve budget ─▶ take a permit ─▶ spawn GET
+//!                               send the part's receiver downstream (in order)
+//! ```
+//!
+//! Order is fixed by the scheduler, not by completion, so the parser sees
+//! every shard's bytes in sequence however the network reorders replies.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+
+use super::memory_budget::budgeted_bytes;
+use super::part_reader::{fetch_part, head_shard};
+use super::{FetchEngine, FetchError, PartPlan};
+use crate::source::ShardRef;
+
+/// What the scheduler sends downstream, in order.
+#[derive(Debug)]
+pub enum PartEvent {
+    /// A shard begins; `size` bytes follow in parts.
+    ShardStart {
+        index: usize,
+        shard: Arc<ShardRef>,
+        size: u64,
+    },
+    /// The next part of the current shard, once it has arrived.
+    Part {
+        offset: u64,
+        data: oneshot::Receiver<Result<Bytes, FetchError>>,
+    },
+    /// The current shard's parts are all sent.
+    ShardEnd { index: usize },
+    /// The shard could not even be looked up.
+    Failed(FetchError),
+}
+
+/// How many parts may wait, fetched or in flight, between the scheduler and
+/// the parser. The memory budget is the real bound; this only caps the
+/// number of small channel entries.
+const EVENT_QUEUE: usize = 4096;
+
+/// Starts fetching `shards` (plan index, shard) in order on the current
+/// tokio runtime. Dropping the receiver stops the scheduler.
+pub fn spawn_shard_stream(
+    engine: Arc<FetchEngine>,
+    shards: Vec<(usize, Arc<ShardRef>)>,
+) -> mpsc::Receiver<PartEvent> {
+    let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+    tokio::spawn(async move {
+        let lookahead = engine.config.head_lookahead.max(1);
+        let heads = futures::stream::iter(shards).map(|(index, shard)| {
+            let engine = engine.clone();
+            async move {
+                let head =
+                    head_shard(engine.store.as_ref(), &shard, &engine.config, &engine.stats).await;
+                (index, shard, head)
+            }
+        });
+        let mut heads = heads.buffered(lookahead);
+        while let Some((index, shard, head)) = heads.next().await {
+            let (size, e_tag) = match head {
+                Ok(h) => h,
+                Err(e) => {
+                    let _ = tx.send(PartEvent::Failed(e)).await;
+                    return;
+                }
+            };
+            if tx
+                .send(PartEvent::ShardStart {
+                    index,
+                    shard: shard.clone(),
+                    size,
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let e_tag: Option<Arc<str>> = e_tag.map(Into::into);
+            for range in PartPlan::new(size, engine.part_bytes()).ranges() {
+                let reservation = engine.budget.reserve(range.end - range.start).await;
+                let permit = engine.limit.acquire().await;
+                let (done, data) = oneshot::channel();
+                let (engine, shard, e_tag) = (engine.clone(), shard.clone(), e_tag.clone());
+                let offset = range.start;
+                tokio::spawn(async move {
+                    let r = fetch_part(
+                        engine.store.as_ref(),
+                        &shard,
+                        range,
+                        e_tag.as_deref(),
+                        &engine.config,
+                        &engine.stats,
+                    )
+                    .await;
+                    drop(permit);
+                    let r = r.map(|buf| {
+                        crate::fetch::FetchStats::add(&engine.stats.bytes, buf.len() as u64);
+                        budgeted_bytes(buf, reservation)
+                    });
+                    let _ = done.send(r);
+                });
+                if tx.send(PartEvent::Part { offset, data }).await.is_err() {
+                    return;
+                }
+            }
+            if tx.send(PartEvent::ShardEnd { index }).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}

@@ -1,0 +1,11 @@
+//! `order`: the epoch plan. Which shards each rank reads, in which order,
+//! and the seeded sample shuffle — all functions of `(seed, epoch, rank)`
+//! and the data, never of network timing.
+
+mod epoch_plan;
+mod seed;
+mod shuffle_buffer;
+
+pub use epoch_plan::{OrderConfig, plan_shards};
+pub use seed::{mix64, stream_rng};
+pub use shuffle_buffer::ShuffleBuffer;

@@ -1,0 +1,117 @@
+//! One shard's bytes in, its samples out: zstd (if the bytes say so), tar,
+//! grouping.
+//!
+//! ```text
+//!  parts ─▶ [zstd, if magic] ─▶ TarStream ─members─▶ SampleGrouper ─▶ samples
+//! ```
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::ShardError;
+use super::sample_grouper::{Sample, SampleGrouper};
+use super::tar_stream::TarStream;
+use super::zstd_stream::{ZstdStream, is_zstd};
+
+/// Parser state for one shard.
+#[derive(Debug)]
+pub struct ShardParser {
+    shard: Arc<str>,
+    started: bool,
+    zstd: Option<ZstdStream>,
+    tar: TarStream,
+    grouper: SampleGrouper,
+    samples: u64,
+    decoded: Vec<Bytes>,
+}
+
+impl ShardParser {
+    /// A parser for `shard` that rejects members over `max_member_bytes`.
+    pub fn new(shard: Arc<str>, max_member_bytes: u64) -> ShardParser {
+        ShardParser {
+            tar: TarStream::new(shard.clone(), max_member_bytes),
+            grouper: SampleGrouper::new(shard.clone()),
+            shard,
+            started: false,
+            zstd: None,
+            samples: 0,
+            decoded: Vec::new(),
+        }
+    }
+
+    /// Feeds the next part; completed samples go to `out`.
+    pub fn push(&mut self, part: Bytes, out: &mut Vec<Sample>) -> Result<(), ShardError> {
+        if !self.started && !part.is_empty() {
+            self.started = true;
+            // Compression is read from the bytes, not the name: a `.tar`
+            // that is really zstd (or the reverse) still reads.
+            if is_zstd(&part) {
+                self.zstd = Some(ZstdStream::new(self.shard.clone())?);
+            }
+        }
+        match &mut self.zstd {
+            Some(z) => {
+                z.push(&part, &mut self.decoded)?;
+                self.drain_decoded(out)
+            }
+            None => self.feed_tar(part, out),
+        }
+    }
+
+    /// Ends the shard: flushes, checks it ended cleanly, emits the last sample.
+    pub fn finish(mut self, out: &mut Vec<Sample>) -> Result<u64, ShardError> {
+        if let Some(z) = &mut self.zstd {
+            z.finish(&mut self.decoded)?;
+            self.drain_decoded(out)?;
+        }
+        self.tar.finish()?;
+        if let Some(sample) = self.grouper.finish() {
+            self.samples += 1;
+            out.push(sample);
+        }
+        if self.samples == 0 {
+            return Err(ShardError::NoSamples {
+                shard: self.shard.to_string(),
+            });
+        }
+        Ok(self.samples)
+    }
+
+    fn drain_decoded(&mut self, out: &mut Vec<Sample>) -> Result<(), ShardError> {
+        for chunk in std::mem::take(&mut self.decoded) {
+            self.feed_tar(chunk, out)?;
+        }
+        Ok(())
+    }
+
+    fn feed_tar(&mut self, chunk: Bytes, out: &mut Vec<Sample>) -> Result<(), ShardError> {
+        self.tar.push(chunk)?;
+        while let Some(member) = self.tar.next_member() {
+            if let Some(sample) = self.grouper.push(member)? {
+                self.samples += 1;
+                out.push(sample);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses a whole shard held in memory (tests, `inspect`, benches).
+pub fn parse_shard_bytes(
+    shard: &str,
+    bytes: Bytes,
+    part_bytes: usize,
+    max_member_bytes: u64,
+) -> Result<Vec<Sample>, ShardError> {
+    let mut parser = ShardParser::new(shard.into(), max_member_bytes);
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let end = (at + part_bytes.max(1)).min(bytes.len());
+        parser.push(bytes.slice(at..end), &mut out)?;
+        at = end;
+    }
+    parser.finish(&mut out)?;
+    Ok(out)
+}

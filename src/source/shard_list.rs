@@ -1,0 +1,96 @@
+//! Turning a dataset URL into its ordered list of shard objects.
+
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::ObjectStore;
+use object_store::path::Path;
+
+use super::brace::{expand_braces, has_braces};
+use super::{DatasetUrl, SourceError};
+
+/// One shard object. Size and ETag are known when the shard came from a
+/// listing; the fetch engine asks the store (HEAD) otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardRef {
+    /// The shard's full URL, for messages and sample provenance.
+    pub url: String,
+    pub path: Path,
+    pub size: Option<u64>,
+    pub e_tag: Option<String>,
+}
+
+/// Whether an object name is a WebDataset shard we can read.
+pub fn is_shard_name(key: &str) -> bool {
+    key.ends_with(".tar") || key.ends_with(".tar.zst") || key.ends_with(".tzst")
+}
+
+/// The shards `url` names: a brace pattern in the order written, a single
+/// shard, or every shard below a prefix in lexical order.
+pub async fn resolve_shards(
+    url: &DatasetUrl,
+    store: &dyn ObjectStore,
+) -> Result<Vec<Arc<ShardRef>>, SourceError> {
+    let key = url.key.as_str();
+    let shards = if has_braces(key) {
+        let mut shards = Vec::new();
+        for key in expand_braces(key)? {
+            shards.push(Arc::new(ShardRef {
+                url: url.object_url(&key),
+                path: parse_key(url, &key)?,
+                size: None,
+                e_tag: None,
+            }));
+        }
+        shards
+    } else if !key.is_empty() && !key.ends_with('/') && is_shard_name(key) {
+        vec![Arc::new(ShardRef {
+            url: url.to_url(),
+            path: parse_key(url, key)?,
+            size: None,
+            e_tag: None,
+        })]
+    } else {
+        list_prefix(url, store).await?
+    };
+    if shards.is_empty() {
+        return Err(SourceError::NoShards { url: url.to_url() });
+    }
+    Ok(shards)
+}
+
+fn parse_key(url: &DatasetUrl, key: &str) -> Result<Path, SourceError> {
+    Path::parse(key).map_err(|e| SourceError::BadUrl {
+        url: url.object_url(key),
+        reason: format!("invalid object key: {e}"),
+    })
+}
+
+async fn list_prefix(
+    url: &DatasetUrl,
+    store: &dyn ObjectStore,
+) -> Result<Vec<Arc<ShardRef>>, SourceError> {
+    let prefix = parse_key(url, url.key.trim_end_matches('/'))?;
+    let prefix = (!prefix.as_ref().is_empty()).then_some(prefix);
+    let mut metas: Vec<_> = store
+        .list(prefix.as_ref())
+        .try_filter(|m| futures::future::ready(is_shard_name(m.location.as_ref())))
+        .try_collect()
+        .await
+        .map_err(|source| SourceError::List {
+            url: url.to_url(),
+            source,
+        })?;
+    metas.sort_by(|a, b| a.location.as_ref().cmp(b.location.as_ref()));
+    Ok(metas
+        .into_iter()
+        .map(|m| {
+            Arc::new(ShardRef {
+                url: url.object_url(m.location.as_ref()),
+                path: m.location,
+                size: Some(m.size),
+                e_tag: m.e_tag,
+            })
+        })
+        .collect())
+}
