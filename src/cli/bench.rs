@@ -230,6 +230,10 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_start;
+    let samples_dropped = pipeline
+        .stats
+        .samples_dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
     drop(pipeline);
     progress.finish_and_clear();
     if let Some(out) = &mut keys_out {
@@ -274,12 +278,8 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         epochs_completed,
         unique_samples: full.then_some(seen.len() as u64),
         duplicate_samples: full.then_some(duplicates),
-        samples_dropped: pipeline_dropped(&args.drop_last),
+        samples_dropped,
     })
-}
-
-fn pipeline_dropped(_drop_last: &bool) -> u64 {
-    0
 }
 
 fn progress_bar() -> ProgressBar {

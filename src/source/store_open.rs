@@ -50,66 +50,57 @@ pub fn open_store(
         max_retries: 0,
         ..RetryConfig::default()
     };
-    let client = ClientOptions::new().with_connect_timeout(std::time::Duration::from_secs(10));
+    // Client options go through config keys, not `with_client_options`,
+    // which would replace what the environment and --store-opt configured.
+    // 10 s to connect: a store that does not answer by then is down.
+    let defaults = [("connect_timeout".to_string(), "10s".to_string())];
+    let options = || defaults.iter().chain(&opts.options);
     let store: Arc<dyn ObjectStore> = match url.scheme {
         Scheme::S3 => {
             let mut b = AmazonS3Builder::from_env().with_bucket_name(&url.authority);
-            for (k, v) in &opts.options {
+            for (k, v) in options() {
                 let key: AmazonS3ConfigKey = k.parse().map_err(|e| opt_err(k, format!("{e}")))?;
                 b = b.with_config(key, v);
             }
             // A plain-http endpoint (MinIO, a local test server) was asked
             // for explicitly, so allow it rather than fail on the scheme.
-            if b.get_config_value(&AmazonS3ConfigKey::Endpoint)
-                .is_some_and(|e| e.starts_with("http://"))
-            {
+            let endpoint = b.get_config_value(&AmazonS3ConfigKey::Endpoint);
+            if endpoint.is_some_and(|e| e.starts_with("http://")) {
                 b = b.with_allow_http(true);
             }
-            Arc::new(
-                b.with_retry(retry)
-                    .with_client_options(client)
-                    .build()
-                    .map_err(build_err)?,
-            )
+            Arc::new(b.with_retry(retry).build().map_err(build_err)?)
         }
         Scheme::Gcs => {
             let mut b = GoogleCloudStorageBuilder::from_env().with_bucket_name(&url.authority);
-            for (k, v) in &opts.options {
+            for (k, v) in options() {
                 b = b.with_config(k.parse().map_err(|e| opt_err(k, format!("{e}")))?, v);
             }
-            Arc::new(
-                b.with_retry(retry)
-                    .with_client_options(client)
-                    .build()
-                    .map_err(build_err)?,
-            )
+            Arc::new(b.with_retry(retry).build().map_err(build_err)?)
         }
         Scheme::Azure => {
             let mut b = MicrosoftAzureBuilder::from_env().with_container_name(&url.authority);
-            for (k, v) in &opts.options {
+            for (k, v) in options() {
                 b = b.with_config(k.parse().map_err(|e| opt_err(k, format!("{e}")))?, v);
             }
-            Arc::new(
-                b.with_retry(retry)
-                    .with_client_options(client)
-                    .build()
-                    .map_err(build_err)?,
-            )
+            Arc::new(b.with_retry(retry).build().map_err(build_err)?)
         }
         Scheme::Http | Scheme::Https => {
-            let scheme = if url.scheme == Scheme::Http {
-                "http"
-            } else {
-                "https"
-            };
-            let client = client.with_allow_http(url.scheme == Scheme::Http);
-            let b = HttpBuilder::new().with_url(format!("{scheme}://{}", url.authority));
-            Arc::new(
-                b.with_retry(retry)
-                    .with_client_options(client)
-                    .build()
-                    .map_err(build_err)?,
-            )
+            let base = format!(
+                "{}://{}",
+                if url.scheme == Scheme::Http {
+                    "http"
+                } else {
+                    "https"
+                },
+                url.authority
+            );
+            let client = ClientOptions::new()
+                .with_connect_timeout(std::time::Duration::from_secs(10))
+                .with_allow_http(url.scheme == Scheme::Http);
+            let b = HttpBuilder::new()
+                .with_url(base)
+                .with_client_options(client);
+            Arc::new(b.with_retry(retry).build().map_err(build_err)?)
         }
         Scheme::File => Arc::new(LocalFileSystem::new()),
         Scheme::Memory => {
