@@ -1,0 +1,240 @@
+//! Transient failures are retried without losing or repeating a sample:
+//! a failure-injecting wrapper around the real S3 client answers some GETs
+//! with 503 SlowDown and breaks some bodies off mid-stream.
+
+mod support;
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+use stoker::fetch::{FetchConfig, FetchEngine};
+use stoker::pipeline::{Pipeline, PipelineConfig};
+use stoker::source::Dataset;
+use support::*;
+
+/// Wraps a store; GET number n fails with 503 when n % 4 == 1 and has its
+/// body cut after half when n % 4 == 2.
+#[derive(Debug)]
+struct FlakyStore {
+    inner: Arc<dyn ObjectStore>,
+    gets: AtomicU64,
+}
+
+impl fmt::Display for FlakyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FlakyStore({})", self.inner)
+    }
+}
+
+fn injected(msg: &str) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "flaky",
+        source: msg.to_string().into(),
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FlakyStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        if options.head {
+            return self.inner.get_opts(location, options).await;
+        }
+        let n = self.gets.fetch_add(1, Ordering::Relaxed);
+        if n % 4 == 1 {
+            return Err(injected(
+                "Server returned non-2xx status code: 503 Service Unavailable: <Code>SlowDown</Code>",
+            ));
+        }
+        let result = self.inner.get_opts(location, options).await?;
+        if n % 4 != 2 {
+            return Ok(result);
+        }
+        let keep = (result.range.end - result.range.start) / 2;
+        let GetResult {
+            meta,
+            range,
+            attributes,
+            extensions,
+            ..
+        } = result;
+        let stream = result_stream(
+            self.inner.clone(),
+            location.clone(),
+            range.start..range.start + keep,
+        );
+        Ok(GetResult {
+            payload: GetResultPayload::Stream(stream),
+            meta,
+            range,
+            attributes,
+            extensions,
+        })
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// The bytes of `range`, then a connection reset.
+fn result_stream(
+    inner: Arc<dyn ObjectStore>,
+    location: Path,
+    range: Range<u64>,
+) -> BoxStream<'static, object_store::Result<Bytes>> {
+    futures::stream::once(async move {
+        use object_store::ObjectStoreExt;
+        inner.get_range(&location, range).await
+    })
+    .chain(futures::stream::once(async {
+        Err(injected("connection reset by peer (injected)"))
+    }))
+    .boxed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_and_broken_bodies_are_retried_exactly_once() {
+    let server = S3Server::start().await;
+    server.bucket("data");
+    let cfg = small_synth(6, false);
+    server.write_synth("s3://data/flaky/", &cfg).await;
+    let mut dataset = Dataset::open("s3://data/flaky/", &server.options())
+        .await
+        .expect("open");
+    dataset.store = Arc::new(FlakyStore {
+        inner: dataset.store.clone(),
+        gets: AtomicU64::new(0),
+    });
+    let fetch = FetchConfig {
+        backoff_base: std::time::Duration::from_millis(1),
+        backoff_cap: std::time::Duration::from_millis(20),
+        ..small_fetch()
+    };
+    let engine = FetchEngine::new(dataset.store.clone(), fetch);
+    let mut pipeline = Pipeline::start(
+        &dataset,
+        engine.clone(),
+        PipelineConfig {
+            batch_size: 5,
+            ..PipelineConfig::default()
+        },
+    )
+    .expect("start");
+    let mut batches = Vec::new();
+    while let Some(b) = pipeline.next().await {
+        batches.push(b.expect("faults are transient"));
+    }
+    let mut keys = check_against_synth(&batches, &cfg);
+    keys.sort();
+    let mut want = all_keys(&cfg);
+    want.sort();
+    assert_eq!(keys, want, "every sample once, despite the faults");
+    let stats = engine.stats.snapshot();
+    assert!(
+        stats.throttled > 0 && stats.retries >= stats.throttled,
+        "{stats:?}"
+    );
+    assert!(
+        stats.retries > stats.throttled,
+        "broken bodies were retried too: {stats:?}"
+    );
+    // Resumed parts fetch only what is missing: bytes received equal the data.
+    let total: u64 = dataset.shards.iter().map(|s| s.size.unwrap_or(0)).sum();
+    assert_eq!(stats.bytes, total);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_failure_ends_in_a_named_error() {
+    let server = S3Server::start().await;
+    server.bucket("data");
+    let cfg = small_synth(1, false);
+    server.write_synth("s3://data/dead/", &cfg).await;
+    let mut dataset = Dataset::open("s3://data/dead/", &server.options())
+        .await
+        .expect("open");
+    // The store goes away after the listing: nothing listens there now.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let mut opts = server.options();
+    opts.options[0].1 = format!("http://{dead}");
+    dataset.store = stoker::source::open_store(&dataset.url, &opts).expect("store");
+    let fetch = FetchConfig {
+        max_attempts: 3,
+        backoff_base: std::time::Duration::from_millis(1),
+        backoff_cap: std::time::Duration::from_millis(5),
+        ..small_fetch()
+    };
+    let err = run_dataset(&dataset, fetch, PipelineConfig::default())
+        .await
+        .expect_err("store is gone");
+    assert!(
+        matches!(
+            &err,
+            stoker::Error::Fetch(stoker::fetch::FetchError::Failed { attempts: 3, .. })
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("shard-000000.tar"), "{err}");
+}
