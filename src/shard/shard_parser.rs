@@ -19,6 +19,8 @@ use super::zstd_stream::{ZstdStream, is_zstd};
 pub struct ShardParser {
     shard: Arc<str>,
     started: bool,
+    /// The first bytes, while fewer than a zstd magic number have arrived.
+    head: Vec<u8>,
     zstd: Option<ZstdStream>,
     tar: TarStream,
     grouper: SampleGrouper,
@@ -34,6 +36,7 @@ impl ShardParser {
             grouper: SampleGrouper::new(shard.clone()),
             shard,
             started: false,
+            head: Vec::new(),
             zstd: None,
             samples: 0,
             decoded: Vec::new(),
@@ -41,15 +44,34 @@ impl ShardParser {
     }
 
     /// Feeds the next part; completed samples go to `out`.
-    pub fn push(&mut self, part: Bytes, out: &mut Vec<Sample>) -> Result<(), ShardError> {
-        if !self.started && !part.is_empty() {
-            self.started = true;
+    pub fn push(&mut self, mut part: Bytes, out: &mut Vec<Sample>) -> Result<(), ShardError> {
+        if !self.started {
             // Compression is read from the bytes, not the name: a `.tar`
-            // that is really zstd (or the reverse) still reads.
-            if is_zstd(&part) {
-                self.zstd = Some(ZstdStream::new(self.shard.clone())?);
+            // that is really zstd (or the reverse) still reads. Parts can be
+            // tiny, so gather the 4 magic bytes first.
+            if self.head.is_empty() && part.len() >= 4 {
+                self.start(&part[..4])?;
+            } else {
+                self.head.extend_from_slice(&part);
+                if self.head.len() < 4 {
+                    return Ok(());
+                }
+                part = Bytes::from(std::mem::take(&mut self.head));
+                self.start(&part[..4])?;
             }
         }
+        self.feed(part, out)
+    }
+
+    fn start(&mut self, magic: &[u8]) -> Result<(), ShardError> {
+        self.started = true;
+        if is_zstd(magic) {
+            self.zstd = Some(ZstdStream::new(self.shard.clone())?);
+        }
+        Ok(())
+    }
+
+    fn feed(&mut self, part: Bytes, out: &mut Vec<Sample>) -> Result<(), ShardError> {
         match &mut self.zstd {
             Some(z) => {
                 z.push(&part, &mut self.decoded)?;
@@ -61,6 +83,11 @@ impl ShardParser {
 
     /// Ends the shard: flushes, checks it ended cleanly, emits the last sample.
     pub fn finish(mut self, out: &mut Vec<Sample>) -> Result<u64, ShardError> {
+        if !self.head.is_empty() {
+            let head = Bytes::from(std::mem::take(&mut self.head));
+            self.start(&head)?;
+            self.feed(head, out)?;
+        }
         if let Some(z) = &mut self.zstd {
             z.finish(&mut self.decoded)?;
             self.drain_decoded(out)?;

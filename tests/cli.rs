@@ -1,0 +1,228 @@
+//! The `stoker` binary as a user runs it: help, gen, bench --json,
+//! --keys-out partitioning, the embedded default, and clear errors.
+
+mod support;
+
+use std::collections::HashSet;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use support::*;
+
+fn stoker(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stoker"))
+        .args(args)
+        .env("STOKER_LOG", "warn")
+        .output()
+        .expect("run stoker")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = stoker(args);
+    assert!(
+        out.status.success(),
+        "stoker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+/// The last stdout line, parsed as JSON.
+fn last_json(stdout: &str) -> Value {
+    let line = stdout.lines().last().expect("some output");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {line}"))
+}
+
+const REQUIRED: &[&str] = &[
+    "bytes",
+    "samples",
+    "batches",
+    "seconds",
+    "bytes_per_s",
+    "samples_per_s",
+    "requests",
+    "retries",
+    "errors",
+    "time_to_first_batch_s",
+    "batch_latency_s",
+    "concurrency",
+    "cpu_seconds",
+    "unique_samples",
+    "duplicate_samples",
+];
+
+#[test]
+fn help_documents_every_command() {
+    let top = ok(&["--help"]);
+    assert!(top.contains("bench") && top.contains("gen") && top.contains("AWS_ENDPOINT_URL"));
+    let bench = ok(&["bench", "--help"]);
+    for flag in [
+        "--concurrency",
+        "--part-bytes",
+        "--batch-size",
+        "--epochs",
+        "--duration",
+        "--rank",
+        "--world-size",
+        "--seed",
+        "--shuffle-buffer",
+        "--json",
+        "--keys-out",
+        "--drop-last",
+        "--store-opt",
+    ] {
+        assert!(bench.contains(flag), "bench --help lacks {flag}");
+    }
+    let gen_help = ok(&["gen", "--help"]);
+    for flag in [
+        "--shards",
+        "--shard-bytes",
+        "--sample-bytes",
+        "--fields",
+        "--zstd",
+        "--seed",
+    ] {
+        assert!(gen_help.contains(flag), "gen --help lacks {flag}");
+    }
+}
+
+#[test]
+fn gen_then_bench_partitions_keys_across_ranks() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let ds = format!("{}/ds/", dir.path().display());
+    let out = ok(&[
+        "gen",
+        &ds,
+        "--shards",
+        "5",
+        "--shard-bytes",
+        "200KiB",
+        "--sample-bytes",
+        "10KiB",
+        "--zstd",
+    ]);
+    assert!(out.contains("wrote 5 shards"), "{out}");
+    let mut all = Vec::new();
+    for rank in ["0", "1"] {
+        let keys = dir.path().join(format!("keys-{rank}.txt"));
+        let keys_arg = keys.to_str().expect("path");
+        let report = last_json(&ok(&[
+            "bench",
+            &ds,
+            "--json",
+            "--world-size",
+            "2",
+            "--rank",
+            rank,
+            "--batch-size",
+            "8",
+            "--keys-out",
+            keys_arg,
+        ]));
+        for field in REQUIRED {
+            assert!(
+                report.get(field).is_some(),
+                "--json lacks {field}: {report}"
+            );
+        }
+        let samples = report["samples"].as_u64().expect("samples");
+        assert!(samples > 0);
+        assert_eq!(report["unique_samples"].as_u64(), Some(samples));
+        assert_eq!(report["duplicate_samples"].as_u64(), Some(0));
+        assert_eq!(report["errors"].as_u64(), Some(0));
+        let lines: Vec<String> = std::fs::read_to_string(&keys)
+            .expect("keys")
+            .lines()
+            .map(String::from)
+            .collect();
+        assert_eq!(lines.len() as u64, samples);
+        all.extend(lines);
+    }
+    let cfg = stoker::synth::SynthConfig {
+        shards: 5,
+        shard_bytes: 200 << 10,
+        sample_bytes: 10 << 10,
+        zstd: true,
+        ..Default::default()
+    };
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(unique.len(), all.len(), "no key on two ranks");
+    assert_eq!(all.len(), cfg.total_samples(), "every key on some rank");
+}
+
+#[test]
+fn embedded_default_runs_with_no_arguments() {
+    let report = last_json(&ok(&["bench", "--json"]));
+    assert_eq!(report["synthetic"], Value::Bool(true));
+    assert_eq!(report["shards"].as_u64(), Some(32));
+    assert!(report["bytes"].as_u64().expect("bytes") > 1_000_000_000);
+    assert_eq!(report["duplicate_samples"].as_u64(), Some(0));
+    assert_eq!(report["unique_samples"], report["samples"]);
+    assert_eq!(report["concurrency"]["limit"]["source"], "default");
+}
+
+#[test]
+fn duration_stops_mid_run_without_an_epoch_verdict() {
+    let out = ok(&[
+        "bench",
+        "--json",
+        "--synth-shards",
+        "2",
+        "--synth-shard-bytes",
+        "2MiB",
+        "--epochs",
+        "100000",
+        "--duration",
+        "1",
+    ]);
+    let report = last_json(&out);
+    assert!(report["seconds"].as_f64().expect("seconds") < 5.0);
+    assert!(report["samples"].as_u64().expect("samples") > 0);
+    assert_eq!(report["unique_samples"], Value::Null);
+}
+
+#[test]
+fn bad_input_exits_with_a_one_line_error() {
+    for (args, want) in [
+        (vec!["bench", "ftp://x/y.tar"], "unknown scheme"),
+        (
+            vec!["bench", "/definitely/not/here/"],
+            "no .tar or .tar.zst shards",
+        ),
+        (vec!["bench", "s3://b/{1..0}.tar"], "backwards"),
+        (vec!["bench", "--part-bytes", "lots"], "not a size"),
+    ] {
+        let out = stoker(&args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_against_the_local_s3_server() {
+    let server = S3Server::start().await;
+    server.bucket("bench");
+    let cfg = small_synth(4, false);
+    server.write_synth("s3://bench/ds/", &cfg).await;
+    let mut args: Vec<String> = vec![
+        "bench".into(),
+        "s3://bench/ds/shard-{000000..000003}.tar".into(),
+        "--json".into(),
+    ];
+    for (k, v) in server.options().options {
+        args.push("--store-opt".into());
+        args.push(format!("{k}={v}"));
+    }
+    let out = tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(&refs)
+    })
+    .await
+    .expect("join");
+    let report = last_json(&out);
+    assert_eq!(report["samples"].as_u64(), Some(cfg.total_samples() as u64));
+    assert_eq!(report["duplicate_samples"].as_u64(), Some(0));
+    assert!(report["requests"].as_u64().expect("requests") >= 4);
+}
