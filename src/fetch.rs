@@ -112,6 +112,8 @@ pub enum FetchError {
         attempts: u32,
         detail: String,
     },
+    #[error("looking up shard {shard} (HEAD) failed after {attempts} attempt(s): {detail}")]
+    LookupFailed { shard: String, attempts: u32, detail: String },
     #[error("request for shard {shard} rejected: {detail}")]
     Rejected { shard: String, detail: String },
 }
@@ -150,7 +152,7 @@ impl FetchError {
             FetchError::NotFound { .. } => ErrorKind::NotFound,
             FetchError::AccessDenied { .. } => ErrorKind::PermissionDenied,
             FetchError::ShardChanged { .. } => ErrorKind::CorruptInput,
-            FetchError::Failed { .. } => ErrorKind::Unavailable,
+            FetchError::Failed { .. } | FetchError::LookupFailed { .. } => ErrorKind::Unavailable,
             FetchError::Rejected { .. } => ErrorKind::InvalidArgument,
         }
     }

@@ -34,7 +34,11 @@ pub async fn resolve_shards(
     let key = url.key.as_str();
     let shards = if has_braces(key) {
         let mut shards = Vec::new();
-        for key in expand_braces(key)? {
+        let expanded = expand_braces(key).map_err(|e| match e {
+            SourceError::BadPattern { reason, .. } => SourceError::BadPattern { pattern: url.to_url(), reason },
+            other => other,
+        })?;
+        for key in expanded {
             shards.push(Arc::new(ShardRef {
                 url: url.object_url(&key),
                 path: parse_key(url, &key)?,
