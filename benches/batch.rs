@@ -12,7 +12,12 @@ use stoker::synth::SynthConfig;
 fn bench_collate(c: &mut Criterion) {
     let mut group = c.benchmark_group("collate");
     for (label, sample_bytes, batch) in [("64x128KiB", 128 << 10, 64), ("256x4KiB", 4 << 10, 256)] {
-        let cfg = SynthConfig { shards: 1, shard_bytes: 16 << 20, sample_bytes, ..SynthConfig::default() };
+        let cfg = SynthConfig {
+            shards: 1,
+            shard_bytes: 16 << 20,
+            sample_bytes,
+            ..SynthConfig::default()
+        };
         let shard = Bytes::from(cfg.shard_bytes_of(0).expect("synthetic shard"));
         let samples = parse_shard_bytes("bench", shard, 8 << 20, u64::MAX).expect("parse");
         let samples = &samples[..batch.min(samples.len())];

@@ -11,7 +11,11 @@ use stoker::shard::parse_shard_bytes;
 use stoker::synth::SynthConfig;
 
 fn shard(zstd: bool) -> Bytes {
-    let cfg = SynthConfig { shards: 1, zstd, ..SynthConfig::default() };
+    let cfg = SynthConfig {
+        shards: 1,
+        zstd,
+        ..SynthConfig::default()
+    };
     Bytes::from(cfg.shard_bytes_of(0).expect("synthetic shard"))
 }
 
@@ -24,15 +28,22 @@ fn bench_parsers(c: &mut Criterion) {
         group.sample_size(20);
         group.bench_function("stoker", |b| {
             b.iter(|| {
-                let samples = parse_shard_bytes("bench", bytes.clone(), 8 << 20, u64::MAX).expect("parse");
+                let samples =
+                    parse_shard_bytes("bench", bytes.clone(), 8 << 20, u64::MAX).expect("parse");
                 assert!(!samples.is_empty());
                 samples.len()
             })
         });
         group.bench_function("webdataset", |b| {
             b.iter(|| {
-                let files = webdataset::shard::reader::TarFiles::new(Box::new(Cursor::new(bytes.clone()))).expect("open");
-                let n = webdataset::shard::reader::group_by_keys(files).map(|s| s.expect("parse")).count();
+                let files =
+                    webdataset::shard::reader::TarFiles::new(Box::new(Cursor::new(bytes.clone())))
+                        .expect("open");
+                let mut n = 0;
+                for sample in webdataset::shard::reader::group_by_keys(files) {
+                    sample.expect("parse");
+                    n += 1;
+                }
                 assert!(n > 0);
                 n
             })

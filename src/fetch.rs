@@ -113,7 +113,11 @@ pub enum FetchError {
         detail: String,
     },
     #[error("looking up shard {shard} (HEAD) failed after {attempts} attempt(s): {detail}")]
-    LookupFailed { shard: String, attempts: u32, detail: String },
+    LookupFailed {
+        shard: String,
+        attempts: u32,
+        detail: String,
+    },
     #[error("request for shard {shard} rejected: {detail}")]
     Rejected { shard: String, detail: String },
 }

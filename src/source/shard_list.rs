@@ -35,7 +35,10 @@ pub async fn resolve_shards(
     let shards = if has_braces(key) {
         let mut shards = Vec::new();
         let expanded = expand_braces(key).map_err(|e| match e {
-            SourceError::BadPattern { reason, .. } => SourceError::BadPattern { pattern: url.to_url(), reason },
+            SourceError::BadPattern { reason, .. } => SourceError::BadPattern {
+                pattern: url.to_url(),
+                reason,
+            },
             other => other,
         })?;
         for key in expanded {
