@@ -80,9 +80,14 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            let usage = e
+            let kind = e
                 .downcast_ref::<crate::Error>()
-                .is_some_and(|e| e.kind() == crate::ErrorKind::InvalidArgument);
+                .map(crate::Error::kind)
+                .or_else(|| {
+                    e.downcast_ref::<crate::source::SourceError>()
+                        .map(|e| e.kind())
+                });
+            let usage = kind == Some(crate::ErrorKind::InvalidArgument);
             ExitCode::from(if usage { 2 } else { 1 })
         }
     }

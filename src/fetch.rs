@@ -89,6 +89,32 @@ impl Default for FetchConfig {
     }
 }
 
+impl FetchConfig {
+    /// Checks the settings fit together.
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        let err = |m: String| Err(crate::Error::Config(m));
+        if self.concurrency == 0 {
+            return err("--concurrency must be at least 1".into());
+        }
+        if self.part_bytes == 0 || self.part_bytes > MAX_RESERVATION {
+            return err(format!(
+                "--part-bytes must be between 1 and {MAX_RESERVATION}"
+            ));
+        }
+        // Two parts must fit: one being parsed while the next is fetched.
+        if self.part_bytes.saturating_mul(2) > self.memory_budget_bytes {
+            return err(format!(
+                "--part-bytes {} is more than half of --memory-budget {}",
+                self.part_bytes, self.memory_budget_bytes
+            ));
+        }
+        if self.max_attempts == 0 {
+            return err("at least one attempt per request is needed".into());
+        }
+        Ok(())
+    }
+}
+
 /// Errors while fetching shard bytes.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -118,6 +144,8 @@ pub enum FetchError {
         attempts: u32,
         detail: String,
     },
+    #[error("internal fetch error: {0}")]
+    Internal(String),
     #[error("request for shard {shard} rejected: {detail}")]
     Rejected { shard: String, detail: String },
 }
@@ -158,6 +186,7 @@ impl FetchError {
             FetchError::ShardChanged { .. } => ErrorKind::CorruptInput,
             FetchError::Failed { .. } | FetchError::LookupFailed { .. } => ErrorKind::Unavailable,
             FetchError::Rejected { .. } => ErrorKind::InvalidArgument,
+            FetchError::Internal(_) => ErrorKind::Internal,
         }
     }
 }

@@ -63,6 +63,17 @@ impl Default for PipelineConfig {
     }
 }
 
+impl PipelineConfig {
+    /// Checks the settings before anything starts.
+    pub fn validate(&self) -> Result<()> {
+        self.order.validate()?;
+        if self.batch_size == 0 {
+            return Err(Error::Config("--batch-size must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
 /// Counters of one pipeline run.
 #[derive(Debug, Default)]
 pub struct PipelineStats {
@@ -97,10 +108,7 @@ impl Pipeline {
         engine: Arc<FetchEngine>,
         cfg: PipelineConfig,
     ) -> Result<Pipeline> {
-        cfg.order.validate()?;
-        if cfg.batch_size == 0 {
-            return Err(Error::Config("--batch-size must be at least 1".into()));
-        }
+        cfg.validate()?;
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::Internal(
                 "Pipeline::start needs a tokio runtime".into(),

@@ -183,18 +183,36 @@ fn duration_stops_mid_run_without_an_epoch_verdict() {
 
 #[test]
 fn bad_input_exits_with_a_one_line_error() {
-    for (args, want) in [
-        (vec!["bench", "ftp://x/y.tar"], "unknown scheme"),
+    // Exit code 2: the user's input is wrong; 1: it is fine but failed.
+    let cases: &[(&[&str], &str, i32)] = &[
+        (&["bench", "ftp://x/y.tar"], "unknown scheme", 2),
         (
-            vec!["bench", "/definitely/not/here/"],
+            &["bench", "/definitely/not/here/"],
             "no .tar or .tar.zst shards",
+            1,
         ),
-        (vec!["bench", "s3://b/{1..0}.tar"], "backwards"),
-        (vec!["bench", "--part-bytes", "lots"], "not a size"),
-    ] {
-        let out = stoker(&args);
-        assert!(!out.status.success(), "{args:?} should fail");
+        (&["bench", "s3://b/{1..0}.tar"], "backwards", 2),
+        (&["bench", "--part-bytes", "lots"], "not a size", 2),
+        (
+            &["bench", "--part-bytes", "600MiB"],
+            "more than half of --memory-budget",
+            2,
+        ),
+        (
+            &["bench", "--concurrency", "0"],
+            "--concurrency must be at least 1",
+            2,
+        ),
+        (
+            &["bench", "--world-size", "2", "--rank", "2", "/tmp/"],
+            "--rank 2 is out of range",
+            2,
+        ),
+    ];
+    for (args, want, code) in cases {
+        let out = stoker(args);
         let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }

@@ -112,6 +112,32 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let opts = StoreOptions {
         options: args.store_opts.clone(),
     };
+    let defaults = FetchConfig::default();
+    let concurrency = chosen(args.concurrency, defaults.concurrency);
+    let part_bytes = chosen(args.part_bytes, defaults.part_bytes);
+    let budget = chosen(args.memory_budget, defaults.memory_budget_bytes);
+    let fetch = FetchConfig {
+        concurrency: concurrency.value,
+        part_bytes: part_bytes.value,
+        memory_budget_bytes: budget.value,
+        ..defaults
+    };
+    fetch.validate()?;
+    let cfg = PipelineConfig {
+        order: OrderConfig {
+            seed: args.seed,
+            epoch: args.epoch,
+            rank: args.rank,
+            world_size: args.world_size,
+            shuffle_shards: !args.no_shard_shuffle,
+            shuffle_buffer: args.shuffle_buffer,
+        },
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        drop_last: args.drop_last,
+        ..PipelineConfig::default()
+    };
+    cfg.validate()?;
     // The temporary directory lives until the end of the run.
     let mut _tmp = None;
     let url = match &args.url {
@@ -139,38 +165,8 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         }
     };
 
-    let defaults = FetchConfig::default();
-    let concurrency = chosen(args.concurrency, defaults.concurrency);
-    let part_bytes = chosen(args.part_bytes, defaults.part_bytes);
-    let budget = chosen(args.memory_budget, defaults.memory_budget_bytes);
-    if concurrency.value == 0 {
-        anyhow::bail!(crate::Error::Config(
-            "--concurrency must be at least 1".into()
-        ));
-    }
     let dataset = Dataset::open(&url, &opts).await?;
-    let fetch = FetchConfig {
-        concurrency: concurrency.value,
-        part_bytes: part_bytes.value,
-        memory_budget_bytes: budget.value,
-        ..defaults
-    };
     let engine = FetchEngine::new(dataset.store.clone(), fetch);
-    let cfg = PipelineConfig {
-        order: OrderConfig {
-            seed: args.seed,
-            epoch: args.epoch,
-            rank: args.rank,
-            world_size: args.world_size,
-            shuffle_shards: !args.no_shard_shuffle,
-            shuffle_buffer: args.shuffle_buffer,
-        },
-        epochs: args.epochs,
-        batch_size: args.batch_size,
-        drop_last: args.drop_last,
-        ..PipelineConfig::default()
-    };
-
     let cpu_start = cpu_seconds();
     let started = Instant::now();
     let mut pipeline = Pipeline::start(&dataset, engine.clone(), cfg)?;

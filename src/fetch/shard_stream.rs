@@ -55,16 +55,23 @@ pub fn spawn_shard_stream(
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     tokio::spawn(async move {
         let lookahead = engine.config.head_lookahead.max(1);
+        // Spawned, so lookahead HEADs progress while the loop below waits
+        // for budget or permits; `buffered` keeps them in plan order.
         let heads = futures::stream::iter(shards).map(|(index, shard)| {
             let engine = engine.clone();
-            async move {
+            tokio::spawn(async move {
                 let head =
                     head_shard(engine.store.as_ref(), &shard, &engine.config, &engine.stats).await;
                 (index, shard, head)
-            }
+            })
         });
         let mut heads = heads.buffered(lookahead);
-        while let Some((index, shard, head)) = heads.next().await {
+        while let Some(joined) = heads.next().await {
+            let Ok((index, shard, head)) = joined else {
+                let e = FetchError::Internal("a HEAD task panicked".into());
+                let _ = tx.send(PartEvent::Failed(e)).await;
+                return;
+            };
             let (size, e_tag) = match head {
                 Ok(h) => h,
                 Err(e) => {

@@ -62,7 +62,11 @@ impl Blob {
     /// A compact copy that pins no part buffers.
     pub fn compacted(&self) -> Blob {
         let mut b = Blob::new();
-        b.push(Bytes::copy_from_slice(&self.to_bytes()));
+        match self.pieces.as_slice() {
+            [one] => b.push(Bytes::copy_from_slice(one)),
+            // More than one piece: `to_bytes` already copies into a new buffer.
+            _ => b.push(self.to_bytes()),
+        }
         b
     }
 }
