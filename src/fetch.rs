@@ -19,6 +19,7 @@ mod concurrency_limit;
 mod fetch_stats;
 mod memory_budget;
 mod part_plan;
+mod part_pool;
 mod part_reader;
 mod shard_stream;
 
@@ -32,9 +33,10 @@ use object_store::ObjectStore;
 pub use backoff::Backoff;
 pub use concurrency_limit::{ConcurrencyLimit, ConnPermit};
 pub use fetch_stats::{FetchSnapshot, FetchStats};
-pub use memory_budget::{MAX_RESERVATION, MemoryBudget, Reservation, budgeted_bytes};
+pub use memory_budget::{MAX_RESERVATION, MemoryBudget, Reservation};
 pub use part_plan::PartPlan;
-pub use part_reader::{fetch_part, head_shard};
+pub use part_pool::{PartPool, pooled_bytes};
+pub use part_reader::{fetch_part, fetch_part_into, head_shard};
 pub use shard_stream::{PartEvent, spawn_shard_stream};
 
 use crate::ErrorKind;
@@ -198,6 +200,7 @@ pub struct FetchEngine {
     pub config: FetchConfig,
     pub limit: Arc<ConcurrencyLimit>,
     pub budget: Arc<MemoryBudget>,
+    pub pool: Arc<PartPool>,
     pub stats: Arc<FetchStats>,
     part_bytes: AtomicU64,
 }
@@ -208,6 +211,8 @@ impl FetchEngine {
             store,
             limit: ConcurrencyLimit::new(config.concurrency),
             budget: MemoryBudget::new(config.memory_budget_bytes),
+            // Up to a quarter of the budget kept for reuse.
+            pool: PartPool::new(config.memory_budget_bytes / 4),
             stats: Arc::new(FetchStats::default()),
             part_bytes: AtomicU64::new(config.part_bytes.clamp(1, MAX_RESERVATION)),
             config,

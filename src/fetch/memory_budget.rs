@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// A byte budget shared by every fetch in the process.
@@ -56,39 +55,20 @@ impl MemoryBudget {
     }
 }
 
-/// A fetched part: its bytes and the reservation that pays for them.
-struct PartBuffer {
-    data: Vec<u8>,
-    _reservation: Reservation,
-}
-
-impl AsRef<[u8]> for PartBuffer {
-    fn as_ref(&self) -> &[u8] {
-        &self.data
-    }
-}
-
-/// Wraps `data` so the reservation lives exactly as long as any slice of it.
-pub fn budgeted_bytes(data: Vec<u8>, reservation: Reservation) -> Bytes {
-    Bytes::from_owner(PartBuffer {
-        data,
-        _reservation: reservation,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn slices_keep_the_reservation() {
+    async fn reservations_wait_for_room() {
         let budget = MemoryBudget::new(100);
-        let r = budget.reserve(60).await;
-        let bytes = budgeted_bytes(vec![7; 60], r);
-        let slice = bytes.slice(10..20);
-        drop(bytes);
+        let first = budget.reserve(60).await;
         assert_eq!(budget.used_bytes(), 60);
-        drop(slice);
-        assert_eq!(budget.used_bytes(), 0);
+        let waiting =
+            tokio::time::timeout(std::time::Duration::from_millis(20), budget.reserve(60)).await;
+        assert!(waiting.is_err(), "over budget must wait");
+        drop(first);
+        let _second = budget.reserve(60).await;
+        assert_eq!(budget.used_bytes(), 60);
     }
 }

@@ -27,7 +27,26 @@ enum AttemptError {
     TooLong,
 }
 
-/// Fetches `range` of `shard`, retrying transient failures.
+/// A part's destination: a reusable, already initialised buffer (at least
+/// the part's length) and how much of it holds data.
+struct PartSink {
+    data: Vec<u8>,
+    filled: usize,
+    len: usize,
+}
+
+impl PartSink {
+    fn write(&mut self, chunk: &[u8]) -> Result<(), AttemptError> {
+        if self.filled + chunk.len() > self.len {
+            return Err(AttemptError::TooLong);
+        }
+        self.data[self.filled..self.filled + chunk.len()].copy_from_slice(chunk);
+        self.filled += chunk.len();
+        Ok(())
+    }
+}
+
+/// Fetches `range` of `shard` into a new buffer, retrying transient failures.
 pub async fn fetch_part(
     store: &dyn ObjectStore,
     shard: &ShardRef,
@@ -36,32 +55,52 @@ pub async fn fetch_part(
     cfg: &FetchConfig,
     stats: &FetchStats,
 ) -> Result<Vec<u8>, FetchError> {
-    let len = usize::try_from(range.end - range.start).map_err(|_| FetchError::Failed {
-        shard: shard.url.clone(),
-        range: range.clone(),
-        attempts: 0,
-        detail: "part larger than the address space".into(),
-    })?;
-    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    let len = (range.end - range.start) as usize;
+    let mut data = fetch_part_into(store, shard, range, e_tag, cfg, stats, vec![0; len]).await?;
+    data.truncate(len);
+    Ok(data)
+}
+
+/// Fetches `range` of `shard` into `data` (at least the range's length, e.g.
+/// a pooled buffer), retrying transient failures; returns `data` with the
+/// part in its first `range.end - range.start` bytes.
+pub async fn fetch_part_into(
+    store: &dyn ObjectStore,
+    shard: &ShardRef,
+    range: Range<u64>,
+    e_tag: Option<&str>,
+    cfg: &FetchConfig,
+    stats: &FetchStats,
+    data: Vec<u8>,
+) -> Result<Vec<u8>, FetchError> {
+    let len = usize::try_from(range.end - range.start)
+        .ok()
+        .filter(|&len| len <= data.len())
+        .ok_or_else(|| FetchError::Internal(format!("buffer too small for part {range:?}")))?;
+    let mut buf = PartSink {
+        data,
+        filled: 0,
+        len,
+    };
     let mut backoff = Backoff::new(cfg.backoff_base, cfg.backoff_cap);
     let mut rng = rand_chacha::ChaCha8Rng::from_os_rng();
     let mut attempts = 0u32;
     loop {
         attempts += 1;
-        let from = range.start + buf.len() as u64;
+        let from = range.start + buf.filled as u64;
         FetchStats::add(&stats.requests, 1);
         let attempt = tokio::time::timeout(
             cfg.request_timeout,
-            read_into(store, shard, from..range.end, e_tag, &mut buf, len),
+            read_into(store, shard, from..range.end, e_tag, &mut buf),
         )
         .await
         .unwrap_or(Err(AttemptError::Timeout));
         let detail = match attempt {
-            Ok(()) if buf.len() == len => {
+            Ok(()) if buf.filled == len => {
                 FetchStats::add(&stats.parts, 1);
-                return Ok(buf);
+                return Ok(buf.data);
             }
-            Ok(()) => format!("short body: {} of {len} bytes", buf.len()),
+            Ok(()) => format!("short body: {} of {len} bytes", buf.filled),
             Err(AttemptError::Changed { found }) => {
                 FetchStats::add(&stats.errors, 1);
                 return Err(FetchError::ShardChanged {
@@ -118,8 +157,7 @@ async fn read_into(
     shard: &ShardRef,
     range: Range<u64>,
     e_tag: Option<&str>,
-    buf: &mut Vec<u8>,
-    len: usize,
+    buf: &mut PartSink,
 ) -> Result<(), AttemptError> {
     let opts = GetOptions {
         range: Some(GetRange::Bounded(range.clone())),
@@ -144,32 +182,34 @@ async fn read_into(
         // stream of small chunks.
         GetResultPayload::File(file, _) => {
             let want = (served.end - served.start) as usize;
-            if buf.len() + want > len {
+            if buf.filled + want > buf.len {
                 return Err(AttemptError::TooLong);
             }
-            let mut local = std::mem::take(buf);
-            let read = tokio::task::spawn_blocking(move || {
+            let mut sink = std::mem::replace(
+                buf,
+                PartSink {
+                    data: Vec::new(),
+                    filled: 0,
+                    len: 0,
+                },
+            );
+            let (sink, read) = tokio::task::spawn_blocking(move || {
                 use std::os::unix::fs::FileExt;
-                let at = local.len();
-                local.resize(at + want, 0);
-                let r = file.read_exact_at(&mut local[at..], served.start);
-                if r.is_err() {
-                    local.truncate(at);
+                let at = sink.filled;
+                let r = file.read_exact_at(&mut sink.data[at..at + want], served.start);
+                if r.is_ok() {
+                    sink.filled += want;
                 }
-                (local, r)
+                (sink, r)
             })
             .await
             .map_err(|e| AttemptError::Io(std::io::Error::other(e)))?;
-            *buf = read.0;
-            read.1.map_err(AttemptError::Io)
+            *buf = sink;
+            read.map_err(AttemptError::Io)
         }
         GetResultPayload::Stream(mut stream) => {
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(AttemptError::Store)?;
-                if buf.len() + chunk.len() > len {
-                    return Err(AttemptError::TooLong);
-                }
-                buf.extend_from_slice(&chunk);
+                buf.write(&chunk.map_err(AttemptError::Store)?)?;
             }
             Ok(())
         }

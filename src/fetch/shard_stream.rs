@@ -16,8 +16,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
-use super::memory_budget::budgeted_bytes;
-use super::part_reader::{fetch_part, head_shard};
+use super::part_pool::pooled_bytes;
+use super::part_reader::{fetch_part_into, head_shard};
 use super::{FetchEngine, FetchError, PartPlan};
 use crate::source::ShardRef;
 
@@ -91,26 +91,32 @@ pub fn spawn_shard_stream(
                 return;
             }
             let e_tag: Option<Arc<str>> = e_tag.map(Into::into);
-            for range in PartPlan::new(size, engine.part_bytes()).ranges() {
+            let part_bytes = engine.part_bytes();
+            for range in PartPlan::new(size, part_bytes).ranges() {
                 let reservation = engine.budget.reserve(range.end - range.start).await;
                 let permit = engine.limit.acquire().await;
                 let (done, data) = oneshot::channel();
                 let (engine, shard, e_tag) = (engine.clone(), shard.clone(), e_tag.clone());
                 let offset = range.start;
+                let len = (range.end - range.start) as usize;
+                // Short last parts take full-size buffers too, so every
+                // pooled buffer fits every later part.
+                let buffer = engine.pool.take(len.max(part_bytes as usize));
                 tokio::spawn(async move {
-                    let r = fetch_part(
+                    let r = fetch_part_into(
                         engine.store.as_ref(),
                         &shard,
                         range,
                         e_tag.as_deref(),
                         &engine.config,
                         &engine.stats,
+                        buffer,
                     )
                     .await;
                     drop(permit);
                     let r = r.map(|buf| {
-                        crate::fetch::FetchStats::add(&engine.stats.bytes, buf.len() as u64);
-                        budgeted_bytes(buf, reservation)
+                        crate::fetch::FetchStats::add(&engine.stats.bytes, len as u64);
+                        pooled_bytes(buf, len, reservation, engine.pool.clone())
                     });
                     let _ = done.send(r);
                 });
