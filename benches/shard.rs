@@ -11,11 +11,7 @@ use stoker::shard::parse_shard_bytes;
 use stoker::synth::SynthConfig;
 
 fn shard(zstd: bool) -> Bytes {
-    let cfg = SynthConfig {
-        shards: 1,
-        zstd,
-        ..SynthConfig::default()
-    };
+    let cfg = SynthConfig { shards: 1, zstd, ..SynthConfig::default() };
     Bytes::from(cfg.shard_bytes_of(0).expect("synthetic shard"))
 }
 

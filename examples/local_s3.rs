@@ -32,9 +32,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let http = ConnBuilder::new(TokioExecutor::new());
     loop {
         let (socket, _) = listener.accept().await?;
-        let conn = http
-            .serve_connection(TokioIo::new(socket), service.clone())
-            .into_owned();
+        let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
         tokio::spawn(async move {
             let _ = conn.await;
         });

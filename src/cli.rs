@@ -47,10 +47,8 @@ pub fn parse_store_opt(text: &str) -> Result<(String, String), String> {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STOKER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 /// Runs the CLI; the exit code is 0 on success, 2 for bad input, 1 otherwise.
@@ -83,10 +81,7 @@ pub fn main() -> ExitCode {
             let kind = e
                 .downcast_ref::<crate::Error>()
                 .map(crate::Error::kind)
-                .or_else(|| {
-                    e.downcast_ref::<crate::source::SourceError>()
-                        .map(|e| e.kind())
-                });
+                .or_else(|| e.downcast_ref::<crate::source::SourceError>().map(|e| e.kind()));
             let usage = kind == Some(crate::ErrorKind::InvalidArgument);
             ExitCode::from(if usage { 2 } else { 1 })
         }

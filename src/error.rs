@@ -40,11 +40,7 @@ pub enum Error {
     #[error(transparent)]
     Shard(#[from] ShardError),
     #[error("{what} does not fit the memory budget of {budget_bytes} bytes: {hint}")]
-    OverBudget {
-        what: String,
-        budget_bytes: u64,
-        hint: &'static str,
-    },
+    OverBudget { what: String, budget_bytes: u64, hint: &'static str },
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("the pipeline stopped: {0}")]

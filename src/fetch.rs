@@ -14,6 +14,7 @@
 //! transient (5xx, 429, timeouts, resets, short bodies). Retries are ours, not
 //! object_store's, so every one is counted and paced.
 
+mod autotune_task;
 mod backoff;
 mod concurrency_limit;
 mod fetch_stats;
@@ -21,6 +22,7 @@ mod memory_budget;
 mod part_plan;
 mod part_pool;
 mod part_reader;
+mod rate_gate;
 mod shard_stream;
 
 use std::ops::Range;
@@ -37,6 +39,7 @@ pub use memory_budget::{MAX_RESERVATION, MemoryBudget, Reservation};
 pub use part_plan::PartPlan;
 pub use part_pool::{PartPool, pooled_bytes};
 pub use part_reader::{fetch_part, fetch_part_into, head_shard};
+pub use rate_gate::RateGate;
 pub use shard_stream::{PartEvent, spawn_shard_stream};
 
 use crate::ErrorKind;
@@ -74,6 +77,13 @@ pub struct FetchConfig {
     /// 16 shards' HEAD requests ahead of the scheduler, so a shard's size is
     /// known before its first part is due.
     pub head_lookahead: usize,
+    /// Let the autotuner choose concurrency (`--concurrency auto`, the
+    /// default) and part size; `concurrency` and `part_bytes` are then only
+    /// the starting points (or caps).
+    pub auto_concurrency: bool,
+    pub auto_part_bytes: bool,
+    /// Pace requests with the process-wide AIMD rate limiter of the endpoint.
+    pub rate_limit: bool,
 }
 
 impl Default for FetchConfig {
@@ -87,6 +97,9 @@ impl Default for FetchConfig {
             backoff_cap: Duration::from_secs(5),
             request_timeout: part_reader::default_request_timeout(),
             head_lookahead: 16,
+            auto_concurrency: false,
+            auto_part_bytes: false,
+            rate_limit: true,
         }
     }
 }
@@ -99,9 +112,7 @@ impl FetchConfig {
             return err("--concurrency must be at least 1".into());
         }
         if self.part_bytes == 0 || self.part_bytes > MAX_RESERVATION {
-            return err(format!(
-                "--part-bytes must be between 1 and {MAX_RESERVATION}"
-            ));
+            return err(format!("--part-bytes must be between 1 and {MAX_RESERVATION}"));
         }
         // Two parts must fit: one being parsed while the next is fetched.
         if self.part_bytes.saturating_mul(2) > self.memory_budget_bytes {
@@ -127,25 +138,11 @@ pub enum FetchError {
     #[error(
         "shard {shard} changed while being read (at offset {offset}: ETag {expected} became {found})"
     )]
-    ShardChanged {
-        shard: String,
-        offset: u64,
-        expected: String,
-        found: String,
-    },
+    ShardChanged { shard: String, offset: u64, expected: String, found: String },
     #[error("fetching shard {shard} bytes {}..{} failed after {attempts} attempt(s): {detail}", range.start, range.end)]
-    Failed {
-        shard: String,
-        range: Range<u64>,
-        attempts: u32,
-        detail: String,
-    },
+    Failed { shard: String, range: Range<u64>, attempts: u32, detail: String },
     #[error("looking up shard {shard} (HEAD) failed after {attempts} attempt(s): {detail}")]
-    LookupFailed {
-        shard: String,
-        attempts: u32,
-        detail: String,
-    },
+    LookupFailed { shard: String, attempts: u32, detail: String },
     #[error("internal fetch error: {0}")]
     Internal(String),
     #[error("request for shard {shard} rejected: {detail}")]
@@ -171,12 +168,9 @@ impl FetchError {
                 expected: "pinned".into(),
                 found: detail,
             },
-            _ if class.transient => FetchError::Failed {
-                shard,
-                range: range.unwrap_or(0..0),
-                attempts,
-                detail,
-            },
+            _ if class.transient => {
+                FetchError::Failed { shard, range: range.unwrap_or(0..0), attempts, detail }
+            }
             _ => FetchError::Rejected { shard, detail },
         }
     }
@@ -202,21 +196,57 @@ pub struct FetchEngine {
     pub budget: Arc<MemoryBudget>,
     pub pool: Arc<PartPool>,
     pub stats: Arc<FetchStats>,
+    /// The endpoint's request-rate limiter, when pacing is on.
+    pub gate: Option<Arc<RateGate>>,
+    /// What the autotuner chose, window by window (empty when pinned).
+    pub tuning: Arc<std::sync::Mutex<Vec<TunePoint>>>,
     part_bytes: AtomicU64,
 }
 
+/// One autotuner window, for reports and plots.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct TunePoint {
+    pub t_secs: f64,
+    pub goodput_bps: f64,
+    pub concurrency: usize,
+    pub part_bytes: u64,
+    pub inflight: f64,
+    pub phase: crate::autotune::Phase,
+}
+
 impl FetchEngine {
+    /// An engine for `store`; `endpoint` (e.g. `s3://bucket`) names its
+    /// process-wide rate limiter. With autotuning on and a tokio runtime
+    /// current, the controller task starts here and stops with the engine.
     pub fn new(store: Arc<dyn ObjectStore>, config: FetchConfig) -> Arc<FetchEngine> {
-        Arc::new(FetchEngine {
+        Self::for_endpoint(store, config, "")
+    }
+
+    pub fn for_endpoint(
+        store: Arc<dyn ObjectStore>,
+        config: FetchConfig,
+        endpoint: &str,
+    ) -> Arc<FetchEngine> {
+        let controller = autotune_task::controller_for(&config);
+        let start = controller.as_ref().map_or(config.concurrency, |c| c.concurrency());
+        let engine = Arc::new(FetchEngine {
             store,
-            limit: ConcurrencyLimit::new(config.concurrency),
+            gate: config.rate_limit.then(|| {
+                if endpoint.is_empty() { RateGate::new() } else { RateGate::for_endpoint(endpoint) }
+            }),
+            tuning: Default::default(),
+            limit: ConcurrencyLimit::new(start),
             budget: MemoryBudget::new(config.memory_budget_bytes),
             // Up to a quarter of the budget kept for reuse.
             pool: PartPool::new(config.memory_budget_bytes / 4),
             stats: Arc::new(FetchStats::default()),
             part_bytes: AtomicU64::new(config.part_bytes.clamp(1, MAX_RESERVATION)),
             config,
-        })
+        });
+        if let Some(controller) = controller {
+            autotune_task::spawn(&engine, controller);
+        }
+        engine
     }
 
     /// The part size for parts planned from now on.
@@ -226,7 +256,6 @@ impl FetchEngine {
 
     /// Changes the part size for shards planned from now on.
     pub fn set_part_bytes(&self, bytes: u64) {
-        self.part_bytes
-            .store(bytes.clamp(1, MAX_RESERVATION), Ordering::Relaxed);
+        self.part_bytes.store(bytes.clamp(1, MAX_RESERVATION), Ordering::Relaxed);
     }
 }

@@ -110,9 +110,7 @@ impl Pipeline {
     ) -> Result<Pipeline> {
         cfg.validate()?;
         if tokio::runtime::Handle::try_current().is_err() {
-            return Err(Error::Internal(
-                "Pipeline::start needs a tokio runtime".into(),
-            ));
+            return Err(Error::Internal("Pipeline::start needs a tokio runtime".into()));
         }
         let mut plan = Vec::new();
         let mut epoch_of = Vec::new();
@@ -175,28 +173,20 @@ fn parse_loop(
                     return;
                 }
                 last_epoch = Some(epoch);
-                parser = Some((
-                    ShardParser::new(shard.url.as_str().into(), max_member_bytes),
-                    epoch,
-                ));
+                parser =
+                    Some((ShardParser::new(shard.url.as_str().into(), max_member_bytes), epoch));
                 Ok(())
             }
             PartEvent::Part { data, .. } => match (data.blocking_recv(), parser.as_mut()) {
                 (Ok(Ok(bytes)), Some((p, _))) => p.push(bytes, &mut out).map_err(Error::from),
                 (Ok(Err(e)), _) => Err(e.into()),
-                (Err(_), _) => Err(Error::Internal(
-                    "a fetch task ended without a result".into(),
-                )),
+                (Err(_), _) => Err(Error::Internal("a fetch task ended without a result".into())),
                 (_, None) => Err(Error::Internal("a part arrived outside a shard".into())),
             },
             PartEvent::ShardEnd { .. } => match parser.take() {
-                Some((p, _)) => p
-                    .finish(&mut out)
-                    .map(|_| ())
-                    .map_err(Error::from)
-                    .inspect(|()| {
-                        stats.shards_done.fetch_add(1, Ordering::Relaxed);
-                    }),
+                Some((p, _)) => p.finish(&mut out).map(|_| ()).map_err(Error::from).inspect(|()| {
+                    stats.shards_done.fetch_add(1, Ordering::Relaxed);
+                }),
                 None => Err(Error::Internal("a shard ended that never started".into())),
             },
             PartEvent::Failed(e) => Err(e.into()),
@@ -204,14 +194,8 @@ fn parse_loop(
         if let Err(e) = result {
             return fail(e);
         }
-        let epoch = parser
-            .as_ref()
-            .map(|(_, e)| *e)
-            .or(last_epoch)
-            .unwrap_or_default();
-        stats
-            .samples_parsed
-            .fetch_add(out.len() as u64, Ordering::Relaxed);
+        let epoch = parser.as_ref().map(|(_, e)| *e).or(last_epoch).unwrap_or_default();
+        stats.samples_parsed.fetch_add(out.len() as u64, Ordering::Relaxed);
         for sample in out.drain(..) {
             if tx.send(SampleMsg::Sample { epoch, sample }).is_err() {
                 return;
@@ -304,9 +288,7 @@ fn batch_loop(
                 }
                 if !st.pending.is_empty() {
                     if cfg.drop_last {
-                        stats
-                            .samples_dropped
-                            .fetch_add(st.pending.len() as u64, Ordering::Relaxed);
+                        stats.samples_dropped.fetch_add(st.pending.len() as u64, Ordering::Relaxed);
                     } else if !send(&mut st) {
                         return;
                     }

@@ -34,41 +34,18 @@ pub enum ShardError {
     #[error("shard {shard} is not a tar archive (offset 0: {detail})")]
     NotTar { shard: String, detail: String },
     #[error("shard {shard} is corrupt at offset {offset}: {detail}")]
-    Corrupt {
-        shard: String,
-        offset: u64,
-        detail: String,
-    },
+    Corrupt { shard: String, offset: u64, detail: String },
     #[error("shard {shard} is truncated at offset {offset}: {detail}")]
-    Truncated {
-        shard: String,
-        offset: u64,
-        detail: String,
-    },
+    Truncated { shard: String, offset: u64, detail: String },
     #[error("shard {shard} has corrupt zstd data at compressed offset {offset}: {detail}")]
-    CorruptZstd {
-        shard: String,
-        offset: u64,
-        detail: String,
-    },
+    CorruptZstd { shard: String, offset: u64, detail: String },
     #[error(
         "shard {shard}: member '{member}' at offset {offset} is {size} bytes, more than the {limit}-byte \
          limit the memory budget allows (raise --memory-budget)"
     )]
-    MemberTooLarge {
-        shard: String,
-        member: String,
-        offset: u64,
-        size: u64,
-        limit: u64,
-    },
+    MemberTooLarge { shard: String, member: String, offset: u64, size: u64, limit: u64 },
     #[error("shard {shard}: sample '{key}' has field '{field}' twice (offset {offset})")]
-    DuplicateField {
-        shard: String,
-        offset: u64,
-        key: String,
-        field: String,
-    },
+    DuplicateField { shard: String, offset: u64, key: String, field: String },
 }
 
 impl ShardError {

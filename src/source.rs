@@ -11,6 +11,7 @@
 
 mod brace;
 mod dataset_url;
+mod emulated_store;
 mod shard_list;
 mod store_error;
 mod store_open;
@@ -21,6 +22,7 @@ use object_store::ObjectStore;
 
 pub use brace::{expand_braces, has_braces};
 pub use dataset_url::{DatasetUrl, Scheme};
+pub use emulated_store::{EmulatedStore, RemoteProfile};
 pub use shard_list::{ShardRef, is_shard_name, resolve_shards};
 pub use store_error::{StoreFailure, chain, classify};
 pub use store_open::{StoreOptions, open_store};
@@ -37,15 +39,9 @@ pub enum SourceError {
     #[error("bad store option '{key}': {reason}")]
     BadOption { key: String, reason: String },
     #[error("cannot open the store for '{url}': {}", chain(source))]
-    Store {
-        url: String,
-        source: object_store::Error,
-    },
+    Store { url: String, source: object_store::Error },
     #[error("cannot list '{url}': {}", chain(source))]
-    List {
-        url: String,
-        source: object_store::Error,
-    },
+    List { url: String, source: object_store::Error },
     #[error("no .tar or .tar.zst shards at '{url}'")]
     NoShards { url: String },
 }

@@ -137,12 +137,8 @@ impl SynthConfig {
                 header.set_mode(0o444);
                 header.set_mtime(0);
                 header.set_entry_type(tar::EntryType::Regular);
-                tar.append_data(
-                    &mut header,
-                    format!("{}.{field}", sample.key),
-                    data.as_slice(),
-                )
-                .map_err(io)?;
+                tar.append_data(&mut header, format!("{}.{field}", sample.key), data.as_slice())
+                    .map_err(io)?;
             }
         }
         let bytes = tar.into_inner().map_err(io)?;
@@ -219,32 +215,25 @@ pub async fn write_to_store(
         .map_ok(|(s, bytes)| {
             let store = store.clone();
             let name = cfg.shard_name(s);
-            let key = if prefix.is_empty() {
-                name
-            } else {
-                format!("{prefix}/{name}")
-            };
+            let key = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
             let shard_url = url.object_url(&key);
             async move {
                 let path =
                     Path::parse(&key).map_err(|e| Error::Config(format!("bad key {key}: {e}")))?;
                 let n = bytes.len() as u64;
-                store
-                    .put(&path, PutPayload::from(bytes))
-                    .await
-                    .map_err(|e| {
-                        Error::Fetch(crate::fetch::FetchError::from_store(
-                            &crate::source::ShardRef {
-                                url: shard_url,
-                                path: path.clone(),
-                                size: None,
-                                e_tag: None,
-                            },
-                            None,
-                            1,
-                            e,
-                        ))
-                    })?;
+                store.put(&path, PutPayload::from(bytes)).await.map_err(|e| {
+                    Error::Fetch(crate::fetch::FetchError::from_store(
+                        &crate::source::ShardRef {
+                            url: shard_url,
+                            path: path.clone(),
+                            size: None,
+                            e_tag: None,
+                        },
+                        None,
+                        1,
+                        e,
+                    ))
+                })?;
                 Ok::<_, Error>((s, n))
             }
         })
@@ -252,9 +241,5 @@ pub async fn write_to_store(
         .try_collect()
         .await?;
     let bytes = results.iter().map(|(_, n)| n).sum();
-    Ok(WriteSummary {
-        shards: cfg.shards,
-        samples: cfg.total_samples(),
-        bytes,
-    })
+    Ok(WriteSummary { shards: cfg.shards, samples: cfg.total_samples(), bytes })
 }

@@ -13,21 +13,14 @@ use support::*;
 async fn server_with(cfg: &stoker::synth::SynthConfig, prefix: &str) -> S3Server {
     let server = S3Server::start().await;
     server.bucket("data");
-    server
-        .write_synth(&format!("s3://data/{prefix}/"), cfg)
-        .await;
+    server.write_synth(&format!("s3://data/{prefix}/"), cfg).await;
     server
 }
 
 async fn run_err(server: &S3Server, url: &str) -> Error {
-    run_pipeline(
-        url,
-        &server.options(),
-        small_fetch(),
-        PipelineConfig::default(),
-    )
-    .await
-    .expect_err("must fail")
+    run_pipeline(url, &server.options(), small_fetch(), PipelineConfig::default())
+        .await
+        .expect_err("must fail")
 }
 
 fn shard_bytes(cfg: &stoker::synth::SynthConfig, s: usize) -> Vec<u8> {
@@ -51,10 +44,7 @@ async fn non_tar_object_is_named() {
     let server = S3Server::start().await;
     server.bucket("data");
     server
-        .put(
-            "s3://data/x/notes.tar",
-            b"these are not the bytes you are looking for".repeat(40),
-        )
+        .put("s3://data/x/notes.tar", b"these are not the bytes you are looking for".repeat(40))
         .await;
     let err = run_err(&server, "s3://data/x/").await;
     assert!(
@@ -95,10 +85,7 @@ async fn tar_without_end_marker_is_truncated() {
     }
     server.put("s3://data/t/noend.tar", bytes).await;
     let err = run_err(&server, "s3://data/t/noend.tar").await;
-    assert!(
-        err.to_string().contains("no end-of-archive marker"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("no end-of-archive marker"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,10 +108,7 @@ async fn corrupt_and_truncated_zstd_are_named() {
     short.truncate(short.len() * 2 / 3);
     server.put("s3://data/z/short.tar.zst", short).await;
     let err = run_err(&server, "s3://data/z/short.tar.zst").await;
-    assert!(
-        matches!(&err, Error::Shard(ShardError::Truncated { .. })),
-        "{err}"
-    );
+    assert!(matches!(&err, Error::Shard(ShardError::Truncated { .. })), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,10 +125,7 @@ async fn empty_shard_is_named() {
     // A valid tar with nothing in it is no better.
     server.put("s3://data/e/hollow.tar", vec![0u8; 1024]).await;
     let err = run_err(&server, "s3://data/e/hollow.tar").await;
-    assert!(
-        matches!(&err, Error::Shard(ShardError::NoSamples { .. })),
-        "{err}"
-    );
+    assert!(matches!(&err, Error::Shard(ShardError::NoSamples { .. })), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,27 +136,12 @@ async fn member_larger_than_the_budget_is_named() {
         ..small_synth(1, false)
     };
     let server = server_with(&cfg, "big").await;
-    let fetch = FetchConfig {
-        memory_budget_bytes: 1 << 20,
-        part_bytes: 64 << 10,
-        ..small_fetch()
-    };
-    let err = run_pipeline(
-        "s3://data/big/",
-        &server.options(),
-        fetch,
-        PipelineConfig::default(),
-    )
-    .await
-    .expect_err("too big");
+    let fetch = FetchConfig { memory_budget_bytes: 1 << 20, part_bytes: 64 << 10, ..small_fetch() };
+    let err = run_pipeline("s3://data/big/", &server.options(), fetch, PipelineConfig::default())
+        .await
+        .expect_err("too big");
     match &err {
-        Error::Shard(ShardError::MemberTooLarge {
-            shard,
-            member,
-            offset,
-            limit,
-            ..
-        }) => {
+        Error::Shard(ShardError::MemberTooLarge { shard, member, offset, limit, .. }) => {
             assert_eq!(shard, "s3://data/big/shard-000000.tar");
             assert!(member.ends_with(".bin"));
             assert_eq!(*offset, 0);
@@ -192,19 +158,13 @@ async fn malformed_urls_and_patterns_are_named() {
     for (url, want) in [
         ("ftp://host/x.tar", "unknown scheme"),
         ("s3:///nobucket.tar", "bucket"),
-        (
-            "s3://b/train/shard-{000..}.tar",
-            "not a non-negative integer",
-        ),
+        ("s3://b/train/shard-{000..}.tar", "not a non-negative integer"),
         ("s3://b/train/shard-{9..1}.tar", "backwards"),
         ("s3://b/train/shard-{000..001.tar", "without a matching"),
     ] {
         let err = Dataset::open(url, &opts).await.expect_err(url);
         assert!(
-            matches!(
-                err,
-                SourceError::BadUrl { .. } | SourceError::BadPattern { .. }
-            ),
+            matches!(err, SourceError::BadUrl { .. } | SourceError::BadPattern { .. }),
             "{url}: {err}"
         );
         assert!(err.to_string().contains(want), "{url}: {err}");
@@ -218,9 +178,7 @@ async fn wrong_credentials_are_access_denied() {
     let server = server_with(&cfg, "c").await;
     let wrong = server.options_with("not-the-secret");
     // Listing a prefix.
-    let err = Dataset::open("s3://data/c/", &wrong)
-        .await
-        .expect_err("listing with a wrong secret");
+    let err = Dataset::open("s3://data/c/", &wrong).await.expect_err("listing with a wrong secret");
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
     // Reading a named shard.
     let err = run_pipeline(
@@ -241,9 +199,7 @@ async fn wrong_credentials_are_access_denied() {
 async fn changed_etag_is_an_error_not_a_mix() {
     let cfg = small_synth(1, false);
     let server = server_with(&cfg, "etag").await;
-    let dataset = Dataset::open("s3://data/etag/", &server.options())
-        .await
-        .expect("open");
+    let dataset = Dataset::open("s3://data/etag/", &server.options()).await.expect("open");
     let shard = &dataset.shards[0];
     let stats = stoker::fetch::FetchStats::default();
     let err = stoker::fetch::fetch_part(

@@ -74,14 +74,7 @@ fn help_documents_every_command() {
         assert!(bench.contains(flag), "bench --help lacks {flag}");
     }
     let gen_help = ok(&["gen", "--help"]);
-    for flag in [
-        "--shards",
-        "--shard-bytes",
-        "--sample-bytes",
-        "--fields",
-        "--zstd",
-        "--seed",
-    ] {
+    for flag in ["--shards", "--shard-bytes", "--sample-bytes", "--fields", "--zstd", "--seed"] {
         assert!(gen_help.contains(flag), "gen --help lacks {flag}");
     }
 }
@@ -120,21 +113,15 @@ fn gen_then_bench_partitions_keys_across_ranks() {
             keys_arg,
         ]));
         for field in REQUIRED {
-            assert!(
-                report.get(field).is_some(),
-                "--json lacks {field}: {report}"
-            );
+            assert!(report.get(field).is_some(), "--json lacks {field}: {report}");
         }
         let samples = report["samples"].as_u64().expect("samples");
         assert!(samples > 0);
         assert_eq!(report["unique_samples"].as_u64(), Some(samples));
         assert_eq!(report["duplicate_samples"].as_u64(), Some(0));
         assert_eq!(report["errors"].as_u64(), Some(0));
-        let lines: Vec<String> = std::fs::read_to_string(&keys)
-            .expect("keys")
-            .lines()
-            .map(String::from)
-            .collect();
+        let lines: Vec<String> =
+            std::fs::read_to_string(&keys).expect("keys").lines().map(String::from).collect();
         assert_eq!(lines.len() as u64, samples);
         all.extend(lines);
     }
@@ -158,7 +145,9 @@ fn embedded_default_runs_with_no_arguments() {
     assert!(report["bytes"].as_u64().expect("bytes") > 1_000_000_000);
     assert_eq!(report["duplicate_samples"].as_u64(), Some(0));
     assert_eq!(report["unique_samples"], report["samples"]);
-    assert_eq!(report["concurrency"]["limit"]["source"], "default");
+    assert_eq!(report["concurrency"]["limit"]["source"], "autotuned");
+    assert!(report["verdict"]["text"].as_str().expect("verdict").starts_with("sustains "));
+    assert!(report["verdict"]["gpus"].as_u64().is_some());
 }
 
 #[test]
@@ -186,28 +175,12 @@ fn bad_input_exits_with_a_one_line_error() {
     // Exit code 2: the user's input is wrong; 1: it is fine but failed.
     let cases: &[(&[&str], &str, i32)] = &[
         (&["bench", "ftp://x/y.tar"], "unknown scheme", 2),
-        (
-            &["bench", "/definitely/not/here/"],
-            "no .tar or .tar.zst shards",
-            1,
-        ),
+        (&["bench", "/definitely/not/here/"], "no .tar or .tar.zst shards", 1),
         (&["bench", "s3://b/{1..0}.tar"], "backwards", 2),
         (&["bench", "--part-bytes", "lots"], "not a size", 2),
-        (
-            &["bench", "--part-bytes", "600MiB"],
-            "more than half of --memory-budget",
-            2,
-        ),
-        (
-            &["bench", "--concurrency", "0"],
-            "--concurrency must be at least 1",
-            2,
-        ),
-        (
-            &["bench", "--world-size", "2", "--rank", "2", "/tmp/"],
-            "--rank 2 is out of range",
-            2,
-        ),
+        (&["bench", "--part-bytes", "600MiB"], "more than half of --memory-budget", 2),
+        (&["bench", "--concurrency", "0"], "--concurrency must be at least 1", 2),
+        (&["bench", "--world-size", "2", "--rank", "2", "/tmp/"], "--rank 2 is out of range", 2),
     ];
     for (args, want, code) in cases {
         let out = stoker(args);
@@ -224,11 +197,8 @@ async fn bench_against_the_local_s3_server() {
     server.bucket("bench");
     let cfg = small_synth(4, false);
     server.write_synth("s3://bench/ds/", &cfg).await;
-    let mut args: Vec<String> = vec![
-        "bench".into(),
-        "s3://bench/ds/shard-{000000..000003}.tar".into(),
-        "--json".into(),
-    ];
+    let mut args: Vec<String> =
+        vec!["bench".into(), "s3://bench/ds/shard-{000000..000003}.tar".into(), "--json".into()];
     for (k, v) in server.options().options {
         args.push("--store-opt".into());
         args.push(format!("{k}={v}"));

@@ -25,14 +25,7 @@ fn oracle(bytes: &[u8]) -> Flat {
             .field_names()
             .into_iter()
             .map(|f| {
-                (
-                    f.to_string(),
-                    sample
-                        .get(f)
-                        .and_then(Value::as_bytes)
-                        .expect("bytes")
-                        .to_vec(),
-                )
+                (f.to_string(), sample.get(f).and_then(Value::as_bytes).expect("bytes").to_vec())
             })
             .collect();
         fields.sort();
@@ -42,21 +35,14 @@ fn oracle(bytes: &[u8]) -> Flat {
 }
 
 fn ours(bytes: &[u8], part: usize) -> Flat {
-    let samples = parse_shard_bytes(
-        "mem://shard.tar",
-        Bytes::copy_from_slice(bytes),
-        part,
-        u64::MAX,
-    )
-    .expect("ours parses");
+    let samples =
+        parse_shard_bytes("mem://shard.tar", Bytes::copy_from_slice(bytes), part, u64::MAX)
+            .expect("ours parses");
     samples
         .into_iter()
         .map(|s| {
-            let mut fields: Vec<_> = s
-                .fields
-                .iter()
-                .map(|(f, b)| (f.clone(), b.to_bytes().to_vec()))
-                .collect();
+            let mut fields: Vec<_> =
+                s.fields.iter().map(|(f, b)| (f.clone(), b.to_bytes().to_vec())).collect();
             fields.sort();
             (s.key, fields)
         })
@@ -67,14 +53,9 @@ fn ours(bytes: &[u8], part: usize) -> Flat {
 /// names), upper-case extensions, multi-dot fields and an empty member.
 fn wds_shard(n: usize, zstd: bool) -> Vec<u8> {
     let buf = SharedBuf::default();
-    let compression = if zstd {
-        Compression::Zstd
-    } else {
-        Compression::None
-    };
-    let mut w = TarWriter::new(Box::new(buf.clone()), compression)
-        .expect("writer")
-        .with_mtime(Some(0));
+    let compression = if zstd { Compression::Zstd } else { Compression::None };
+    let mut w =
+        TarWriter::new(Box::new(buf.clone()), compression).expect("writer").with_mtime(Some(0));
     for i in 0..n {
         let key = if i % 3 == 0 {
             format!("dir/sub/{}{i:04}", "long-name-".repeat(12))
@@ -82,10 +63,7 @@ fn wds_shard(n: usize, zstd: bool) -> Vec<u8> {
             format!("k{i:04}")
         };
         let mut s = WdsSample::with_key(key);
-        s.insert(
-            "jpg",
-            Value::Bytes(Bytes::from(vec![(i % 251) as u8; 100 + i * 37])),
-        );
+        s.insert("jpg", Value::Bytes(Bytes::from(vec![(i % 251) as u8; 100 + i * 37])));
         s.insert("cls", Value::Text(format!("{}", i % 10)));
         s.insert("seg.png", Value::Bytes(Bytes::from(vec![7u8; i % 3])));
         s.insert("TXT", Value::Text(format!("sample {i}")));
@@ -120,10 +98,7 @@ fn agrees_with_webdataset_on_its_own_shards() {
         let shard = wds_shard(40, zstd);
         let want = oracle(&shard);
         assert_eq!(want.len(), 40);
-        assert!(
-            want.iter().any(|(k, _)| k.len() > 100),
-            "long names are exercised"
-        );
+        assert!(want.iter().any(|(k, _)| k.len() > 100), "long names are exercised");
         for part in [1, 511, 512, 513, 4096, 1 << 20] {
             assert_eq!(ours(&shard, part), want, "zstd {zstd}, part {part}");
         }
@@ -139,12 +114,8 @@ fn agrees_with_webdataset_on_synthetic_shards() {
         ..Default::default()
     };
     for zstd in [false, true] {
-        let shard = stoker::synth::SynthConfig {
-            zstd,
-            ..cfg.clone()
-        }
-        .shard_bytes_of(0)
-        .expect("synth");
+        let shard =
+            stoker::synth::SynthConfig { zstd, ..cfg.clone() }.shard_bytes_of(0).expect("synth");
         assert_eq!(ours(&shard, 65_536), oracle(&shard));
     }
 }

@@ -31,9 +31,8 @@ async fn exactly_once(
                 batch_size: 7,
                 ..PipelineConfig::default()
             };
-            let batches = run_pipeline(url, &server.options(), small_fetch(), pcfg)
-                .await
-                .expect("pipeline");
+            let batches =
+                run_pipeline(url, &server.options(), small_fetch(), pcfg).await.expect("pipeline");
             let keys = check_against_synth(&batches, cfg);
             per_rank.push(keys.len());
             for k in keys {
@@ -41,21 +40,12 @@ async fn exactly_once(
             }
         }
         let dupes: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-        assert!(
-            dupes.is_empty(),
-            "world size {world_size}: duplicates {dupes:?}"
-        );
+        assert!(dupes.is_empty(), "world size {world_size}: duplicates {dupes:?}");
         let missing: Vec<_> = expected.iter().filter(|k| !seen.contains_key(*k)).collect();
-        assert!(
-            missing.is_empty(),
-            "world size {world_size}: missing {missing:?}"
-        );
+        assert!(missing.is_empty(), "world size {world_size}: missing {missing:?}");
         assert_eq!(seen.len(), expected.len());
         if world_size > 1 {
-            assert!(
-                per_rank.iter().all(|&n| n > 0),
-                "every rank got samples: {per_rank:?}"
-            );
+            assert!(per_rank.iter().all(|&n| n > 0), "every rank got samples: {per_rank:?}");
         }
     }
 }
@@ -75,13 +65,7 @@ async fn tar_zst_brace_pattern_exactly_once_at_world_sizes_1_2_3() {
     server.bucket("data");
     let cfg = small_synth(5, true);
     server.write_synth("s3://data/zst/", &cfg).await;
-    exactly_once(
-        "s3://data/zst/shard-{000000..000004}.tar.zst",
-        &server,
-        &cfg,
-        0,
-    )
-    .await;
+    exactly_once("s3://data/zst/shard-{000000..000004}.tar.zst", &server, &cfg, 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,22 +87,13 @@ async fn same_seed_same_order_across_part_sizes_and_concurrency() {
         let opts = server.options();
         async move {
             let pcfg = PipelineConfig {
-                order: OrderConfig {
-                    seed,
-                    shuffle_buffer: 30,
-                    ..OrderConfig::default()
-                },
+                order: OrderConfig { seed, shuffle_buffer: 30, ..OrderConfig::default() },
                 batch_size: 16,
                 ..PipelineConfig::default()
             };
-            let fetch = stoker::fetch::FetchConfig {
-                part_bytes,
-                concurrency,
-                ..small_fetch()
-            };
-            let batches = run_pipeline("s3://data/det/", &opts, fetch, pcfg)
-                .await
-                .expect("pipeline");
+            let fetch = stoker::fetch::FetchConfig { part_bytes, concurrency, ..small_fetch() };
+            let batches =
+                run_pipeline("s3://data/det/", &opts, fetch, pcfg).await.expect("pipeline");
             batches
                 .iter()
                 .flat_map(|b| b.keys().map(str::to_string).collect::<Vec<_>>())
@@ -142,10 +117,7 @@ async fn epochs_and_drop_last() {
     let batch_size = 10;
     for drop_last in [false, true] {
         let pcfg = PipelineConfig {
-            order: OrderConfig {
-                seed: 3,
-                ..OrderConfig::default()
-            },
+            order: OrderConfig { seed: 3, ..OrderConfig::default() },
             epochs: 2,
             batch_size,
             drop_last,
@@ -157,11 +129,7 @@ async fn epochs_and_drop_last() {
         for epoch in 0..2 {
             let b: Vec<_> = batches.iter().filter(|b| b.epoch == epoch).collect();
             let n: usize = b.iter().map(|b| b.num_samples).sum();
-            let want = if drop_last {
-                total / batch_size * batch_size
-            } else {
-                total
-            };
+            let want = if drop_last { total / batch_size * batch_size } else { total };
             assert_eq!(n, want, "epoch {epoch}, drop_last {drop_last}");
             assert!(b.iter().enumerate().all(|(i, b)| b.index == i as u64));
             if drop_last {

@@ -25,33 +25,23 @@ fn aligned(n: u64) -> u64 {
 /// Collates `samples` into one batch.
 pub fn collate(samples: &[Sample], epoch: u64, index: u64) -> Batch {
     let n = samples.len();
-    let names: BTreeSet<&str> = samples
-        .iter()
-        .flat_map(|s| s.fields.iter().map(|(f, _)| f.as_str()))
-        .collect();
+    let names: BTreeSet<&str> =
+        samples.iter().flat_map(|s| s.fields.iter().map(|(f, _)| f.as_str())).collect();
     let offsets_len = 8 * (n as u64 + 1);
     let key_bytes: u64 = samples.iter().map(|s| s.key.len() as u64).sum();
     let mut total = aligned(offsets_len) + aligned(key_bytes);
     for name in &names {
-        let bytes: u64 = samples
-            .iter()
-            .filter_map(|s| s.field(name))
-            .map(|b| b.len())
-            .sum();
+        let bytes: u64 = samples.iter().filter_map(|s| s.field(name)).map(|b| b.len()).sum();
         total += aligned(offsets_len) + aligned(bytes);
     }
     let mut buf = Vec::with_capacity(total as usize);
 
-    let keys = write_column(
-        &mut buf,
-        KEY_COLUMN,
-        samples.iter().map(|s| s.key.len() as u64),
-        |buf| {
+    let keys =
+        write_column(&mut buf, KEY_COLUMN, samples.iter().map(|s| s.key.len() as u64), |buf| {
             for s in samples {
                 buf.extend_from_slice(s.key.as_bytes());
             }
-        },
-    );
+        });
     let mut columns = Vec::with_capacity(names.len());
     for name in names {
         let col = write_column(
@@ -69,14 +59,7 @@ pub fn collate(samples: &[Sample], epoch: u64, index: u64) -> Batch {
         columns.push(col);
     }
     debug_assert!(buf.len() as u64 <= total);
-    Batch {
-        buf,
-        num_samples: n,
-        keys,
-        columns,
-        epoch,
-        index,
-    }
+    Batch { buf, num_samples: n, keys, columns, epoch, index }
 }
 
 /// Writes one column: offsets from `lens`, then the values `write` appends.
@@ -99,12 +82,7 @@ fn write_column(
     write(buf);
     let values_len = buf.len() as u64 - values_at;
     debug_assert_eq!(values_len, acc);
-    Column {
-        name: name.to_string(),
-        offsets_at,
-        values_at,
-        values_len,
-    }
+    Column { name: name.to_string(), offsets_at, values_at, values_len }
 }
 
 #[cfg(test)]
@@ -120,9 +98,7 @@ mod tests {
                 .iter()
                 .map(|(n, pieces)| {
                     let mut b = Blob::new();
-                    pieces
-                        .iter()
-                        .for_each(|p| b.push(Bytes::copy_from_slice(p)));
+                    pieces.iter().for_each(|p| b.push(Bytes::copy_from_slice(p)));
                     (n.to_string(), b)
                 })
                 .collect(),
@@ -143,10 +119,7 @@ mod tests {
         let names: Vec<_> = b.columns.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["cls", "jpg"]);
         let jpg = b.column("jpg").unwrap();
-        assert_eq!(
-            [b.value(jpg, 0), b.value(jpg, 1), b.value(jpg, 2)],
-            [&b"hello"[..], b"", b"!"]
-        );
+        assert_eq!([b.value(jpg, 0), b.value(jpg, 1), b.value(jpg, 2)], [&b"hello"[..], b"", b"!"]);
         let cls = b.column("cls").unwrap();
         assert_eq!(b.value(cls, 1), b"22");
         assert_eq!(b.payload_bytes(), 6 + 3);

@@ -9,12 +9,14 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::report::{BenchReport, Chosen, ConcurrencyReport, Percentiles};
+use super::report::{
+    BenchReport, Chosen, ConcurrencyReport, Percentiles, SweepReport, SweepRow, Verdict,
+};
 use super::size_arg::{human_bytes, parse_bytes};
-use crate::fetch::{FetchConfig, FetchEngine, Provenance};
+use crate::fetch::{FetchConfig, FetchEngine, Provenance, TunePoint};
 use crate::order::OrderConfig;
 use crate::pipeline::{Pipeline, PipelineConfig};
-use crate::source::{Dataset, StoreOptions};
+use crate::source::{Dataset, EmulatedStore, RemoteProfile, StoreOptions};
 use crate::synth::{SynthConfig, write_dataset};
 
 /// Flags of `stoker bench`.
@@ -24,10 +26,12 @@ pub struct BenchArgs {
     /// .tar/.tar.zst below), gs://, az://, https://, file:// or a local path. Omit it to
     /// benchmark a generated 1 GiB synthetic dataset in a temporary directory.
     pub url: Option<String>,
-    /// Range-GET requests in flight (process-wide) [default: 16].
-    #[arg(long)]
-    pub concurrency: Option<usize>,
-    /// Size of each range GET [default: 8MiB, the AWS CRT default].
+    /// Range-GET requests in flight (process-wide): `auto` lets the autotuner
+    /// choose from what it measures; a number pins it.
+    #[arg(long, default_value = "auto", value_parser = parse_concurrency)]
+    pub concurrency: ConcurrencyArg,
+    /// Size of each range GET; pins it [default: 8MiB, the AWS CRT default, then
+    /// autotuned: doubled while the store's request rate is the limit].
     #[arg(long, value_parser = parse_bytes)]
     pub part_bytes: Option<u64>,
     /// Memory for fetched bytes not yet batched [default: 1GiB].
@@ -81,18 +85,35 @@ pub struct BenchArgs {
     /// object_store option KEY=VALUE (e.g. aws_endpoint=http://127.0.0.1:9000); repeatable.
     #[arg(long = "store-opt", value_parser = super::parse_store_opt)]
     pub store_opts: Vec<(String, String)>,
+    /// Samples per second one GPU consumes, for the verdict [default: 2500,
+    /// about an H100 training ResNet-50 in mixed precision].
+    #[arg(long, default_value_t = 2500.0)]
+    pub gpu_samples_per_s: f64,
+    /// Run static concurrencies 1, 2, 4, … (up to what the memory budget
+    /// allows) and auto on the same data, and compare them.
+    #[arg(long)]
+    pub sweep: bool,
+    /// Make the store behave like a remote one: `remote` adds 20 ms to the
+    /// first byte of each request and caps each at 50 MB/s (labelled emulated).
+    #[arg(long, value_name = "PROFILE", value_parser = ["remote"])]
+    pub emulate: Option<String>,
 }
 
-fn chosen<T: Copy>(user: Option<T>, default: T) -> Chosen<T> {
-    match user {
-        Some(value) => Chosen {
-            value,
-            source: Provenance::User,
-        },
-        None => Chosen {
-            value: default,
-            source: Provenance::Default,
-        },
+/// `--concurrency`: `auto` or a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConcurrencyArg {
+    Auto,
+    Fixed(usize),
+}
+
+fn parse_concurrency(text: &str) -> Result<ConcurrencyArg, String> {
+    if text.eq_ignore_ascii_case("auto") {
+        return Ok(ConcurrencyArg::Auto);
+    }
+    match text.parse::<usize>() {
+        Ok(0) => Err("--concurrency must be at least 1 (or auto)".into()),
+        Ok(n) => Ok(ConcurrencyArg::Fixed(n)),
+        Err(_) => Err(format!("'{text}' is neither 'auto' nor a number")),
     }
 }
 
@@ -107,36 +128,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the benchmark and returns its report.
+/// Runs the benchmark (or the sweep) and returns the report of the run
+/// with the settings asked for (auto by default).
 pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
-    let opts = StoreOptions {
-        options: args.store_opts.clone(),
-    };
-    let defaults = FetchConfig::default();
-    let concurrency = chosen(args.concurrency, defaults.concurrency);
-    let part_bytes = chosen(args.part_bytes, defaults.part_bytes);
-    let budget = chosen(args.memory_budget, defaults.memory_budget_bytes);
-    let fetch = FetchConfig {
-        concurrency: concurrency.value,
-        part_bytes: part_bytes.value,
-        memory_budget_bytes: budget.value,
-        ..defaults
-    };
+    let opts = StoreOptions { options: args.store_opts.clone() };
+    let fetch = fetch_config(args, args.concurrency);
     fetch.validate()?;
-    let cfg = PipelineConfig {
-        order: OrderConfig {
-            seed: args.seed,
-            epoch: args.epoch,
-            rank: args.rank,
-            world_size: args.world_size,
-            shuffle_shards: !args.no_shard_shuffle,
-            shuffle_buffer: args.shuffle_buffer,
-        },
-        epochs: args.epochs,
-        batch_size: args.batch_size,
-        drop_last: args.drop_last,
-        ..PipelineConfig::default()
-    };
+    let cfg = pipeline_config(args);
     cfg.validate()?;
     // The temporary directory lives until the end of the run.
     let mut _tmp = None;
@@ -164,22 +162,143 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
             url
         }
     };
+    let mut dataset = Dataset::open(&url, &opts).await?;
+    let emulated = args.emulate.is_some();
+    if emulated {
+        dataset.store = Arc::new(EmulatedStore::new(dataset.store.clone(), RemoteProfile::REMOTE));
+        eprintln!("Emulating a remote store: +20 ms to first byte, 50 MB/s per request.");
+    }
+    if args.sweep {
+        return sweep(args, &dataset, emulated).await;
+    }
+    run_once(args, &dataset, fetch, cfg, emulated, true, args.duration).await
+}
 
-    let dataset = Dataset::open(&url, &opts).await?;
-    let engine = FetchEngine::new(dataset.store.clone(), fetch);
+fn fetch_config(args: &BenchArgs, concurrency: ConcurrencyArg) -> FetchConfig {
+    let defaults = FetchConfig::default();
+    FetchConfig {
+        concurrency: match concurrency {
+            ConcurrencyArg::Fixed(n) => n,
+            ConcurrencyArg::Auto => defaults.concurrency,
+        },
+        auto_concurrency: concurrency == ConcurrencyArg::Auto,
+        part_bytes: args.part_bytes.unwrap_or(defaults.part_bytes),
+        auto_part_bytes: args.part_bytes.is_none() && concurrency == ConcurrencyArg::Auto,
+        memory_budget_bytes: args.memory_budget.unwrap_or(defaults.memory_budget_bytes),
+        ..defaults
+    }
+}
+
+fn pipeline_config(args: &BenchArgs) -> PipelineConfig {
+    PipelineConfig {
+        order: OrderConfig {
+            seed: args.seed,
+            epoch: args.epoch,
+            rank: args.rank,
+            world_size: args.world_size,
+            shuffle_shards: !args.no_shard_shuffle,
+            shuffle_buffer: args.shuffle_buffer,
+        },
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        drop_last: args.drop_last,
+        ..PipelineConfig::default()
+    }
+}
+
+/// Static concurrencies 1, 2, 4, … up to what the memory budget allows, then
+/// auto, each on the same data; prints the comparison, returns auto's report.
+async fn sweep(args: &BenchArgs, dataset: &Dataset, emulated: bool) -> anyhow::Result<BenchReport> {
+    // Each setting runs long enough for the autotuner to settle: 10 s (or
+    // --duration), looping over the data.
+    let duration = Some(args.duration.unwrap_or(10.0));
+    let cfg = PipelineConfig { epochs: 1_000_000, ..pipeline_config(args) };
+    let base = fetch_config(args, ConcurrencyArg::Fixed(1));
+    let max = ((base.memory_budget_bytes / 2) / base.part_bytes.max(1)).clamp(1, 1024) as usize;
+    let mut rows = Vec::new();
+    let mut c = 1;
+    while c <= max {
+        let r = run_once(
+            args,
+            dataset,
+            fetch_config(args, ConcurrencyArg::Fixed(c)),
+            cfg.clone(),
+            emulated,
+            false,
+            duration,
+        )
+        .await?;
+        eprintln!("sweep: concurrency {c:>4}: {}/s", human_bytes(r.bytes_per_s));
+        rows.push((c.to_string(), r));
+        c *= 2;
+    }
+    let auto = run_once(
+        args,
+        dataset,
+        fetch_config(args, ConcurrencyArg::Auto),
+        cfg,
+        emulated,
+        false,
+        duration,
+    )
+    .await?;
+    let best = rows.iter().map(|(_, r)| r.bytes_per_s).fold(0.0, f64::max);
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
+    table.set_header(["concurrency", "goodput", "requests/s", "503s", "CPU s"]);
+    let mut sweep = Vec::new();
+    for (label, r) in rows
+        .iter()
+        .chain(std::iter::once(&(format!("auto ({:.0})", auto.concurrency.settled), auto.clone())))
+    {
+        table.add_row([
+            label.clone(),
+            format!("{}/s", human_bytes(r.bytes_per_s)),
+            format!("{:.0}", r.requests as f64 / r.seconds.max(1e-9)),
+            r.throttled.to_string(),
+            format!("{:.2}", r.cpu_seconds),
+        ]);
+        sweep.push(SweepRow {
+            concurrency: label.clone(),
+            bytes_per_s: r.bytes_per_s,
+            requests_per_s: r.requests as f64 / r.seconds.max(1e-9),
+            throttled: r.throttled,
+            cpu_seconds: r.cpu_seconds,
+        });
+    }
+    let ratio = auto.bytes_per_s / best.max(1e-9);
+    eprintln!(
+        "{table}
+auto / best static = {ratio:.2}"
+    );
+    let mut report = auto;
+    report.sweep = Some(SweepReport { rows: sweep, auto_over_best_static: ratio });
+    Ok(report)
+}
+
+/// One run of the pipeline with `fetch` settings.
+async fn run_once(
+    args: &BenchArgs,
+    dataset: &Dataset,
+    fetch: FetchConfig,
+    cfg: PipelineConfig,
+    emulated: bool,
+    show_progress: bool,
+    duration: Option<f64>,
+) -> anyhow::Result<BenchReport> {
+    let endpoint = format!("{:?}://{}", dataset.url.scheme, dataset.url.authority);
+    let engine = FetchEngine::for_endpoint(dataset.store.clone(), fetch.clone(), &endpoint);
     let cpu_start = cpu_seconds();
     let started = Instant::now();
-    let mut pipeline = Pipeline::start(&dataset, engine.clone(), cfg)?;
+    let mut pipeline = Pipeline::start(dataset, engine.clone(), cfg)?;
     let sampler = ConcurrencySampler::spawn(engine.clone());
-    let progress = progress_bar();
-    let deadline = args
-        .duration
-        .map(|s| started + Duration::from_secs_f64(s.max(0.0)));
-    let mut keys_out = match &args.keys_out {
-        Some(path) => Some(std::io::BufWriter::new(
+    let progress = if show_progress { progress_bar() } else { ProgressBar::hidden() };
+    let deadline = duration.map(|s| started + Duration::from_secs_f64(s.max(0.0)));
+    let mut keys_out = match (&args.keys_out, show_progress) {
+        (Some(path), true) => Some(std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
         )),
-        None => None,
+        _ => None,
     };
 
     let (mut bytes, mut samples, mut batches) = (0u64, 0u64, 0u64);
@@ -226,10 +345,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_start;
-    let samples_dropped = pipeline
-        .stats
-        .samples_dropped
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let samples_dropped = pipeline.stats.samples_dropped.load(std::sync::atomic::Ordering::Relaxed);
     drop(pipeline);
     progress.finish_and_clear();
     if let Some(out) = &mut keys_out {
@@ -242,9 +358,29 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     if full {
         epochs_completed += 1;
     }
+    let tuning = engine.tuning.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let auto = |on: bool| {
+        if on { Provenance::Autotuned } else { Provenance::User }
+    };
+    let (settled, part) = settled_settings(&tuning, fetch.concurrency, fetch.part_bytes);
+    let concurrency = Chosen { value: engine.limit.limit(), source: auto(fetch.auto_concurrency) };
+    let part_source = match (fetch.auto_part_bytes, args.part_bytes) {
+        (true, _) => Provenance::Autotuned,
+        (false, Some(_)) => Provenance::User,
+        (false, None) => Provenance::Default,
+    };
+    let part_bytes = Chosen { value: part, source: part_source };
+    let budget = Chosen {
+        value: fetch.memory_budget_bytes,
+        source: if args.memory_budget.is_some() { Provenance::User } else { Provenance::Default },
+    };
+    let samples_per_s = samples as f64 / seconds.max(1e-9);
+    let bytes_per_s = bytes as f64 / seconds.max(1e-9);
+    let verdict = Verdict::new(samples_per_s, bytes_per_s, args.gpu_samples_per_s, settled, part);
     Ok(BenchReport {
         url: dataset.url.to_url(),
         synthetic: args.url.is_none(),
+        emulated,
         shards: dataset.shards.len(),
         rank: args.rank,
         world_size: args.world_size,
@@ -253,8 +389,8 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         samples,
         batches,
         seconds,
-        bytes_per_s: bytes as f64 / seconds.max(1e-9),
-        samples_per_s: samples as f64 / seconds.max(1e-9),
+        bytes_per_s,
+        samples_per_s,
         fetched_bytes: stats.bytes,
         requests: stats.requests,
         retries: stats.retries,
@@ -262,11 +398,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         throttled: stats.throttled,
         time_to_first_batch_s: first_batch.unwrap_or(seconds),
         batch_latency_s: Percentiles::of(&mut waits),
-        concurrency: ConcurrencyReport {
-            mean,
-            max,
-            limit: concurrency,
-        },
+        concurrency: ConcurrencyReport { mean, max, limit: concurrency, settled },
         part_bytes,
         memory_budget_bytes: budget,
         batch_size: args.batch_size,
@@ -275,7 +407,21 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         unique_samples: full.then_some(seen.len() as u64),
         duplicate_samples: full.then_some(duplicates),
         samples_dropped,
+        verdict,
+        sweep: None,
     })
+}
+
+/// What the run settled on: the median concurrency limit over the second
+/// half of the tuning windows, and the last part size.
+fn settled_settings(tuning: &[TunePoint], fixed_concurrency: usize, fixed_part: u64) -> (f64, u64) {
+    if tuning.is_empty() {
+        return (fixed_concurrency as f64, fixed_part);
+    }
+    let mut late: Vec<usize> = tuning[tuning.len() / 2..].iter().map(|p| p.concurrency).collect();
+    late.sort_unstable();
+    let part = tuning.last().map_or(fixed_part, |p| p.part_bytes);
+    (late[late.len() / 2] as f64, part)
 }
 
 fn progress_bar() -> ProgressBar {

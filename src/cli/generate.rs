@@ -53,9 +53,7 @@ impl GenArgs {
 
 pub async fn run(args: GenArgs) -> anyhow::Result<()> {
     let cfg = args.synth_config();
-    let opts = StoreOptions {
-        options: args.store_opts.clone(),
-    };
+    let opts = StoreOptions { options: args.store_opts.clone() };
     let started = std::time::Instant::now();
     let summary = write_dataset(&args.url, &opts, &cfg).await?;
     println!(

@@ -3,13 +3,10 @@
 /// Parses a byte size; binary units (`K`, `KiB` are both 1024).
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("'{text}' is not a size like 8MiB or 1048576"))?;
+    let value: f64 =
+        num.parse().map_err(|_| format!("'{text}' is not a size like 8MiB or 1048576"))?;
     let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -17,9 +14,7 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         "g" | "gb" | "gib" => 1 << 30,
         "t" | "tb" | "tib" => 1 << 40,
         other => {
-            return Err(format!(
-                "unknown size unit '{other}' in '{text}' (use KiB, MiB, GiB)"
-            ));
+            return Err(format!("unknown size unit '{other}' in '{text}' (use KiB, MiB, GiB)"));
         }
     };
     let bytes = value * scale as f64;
@@ -38,11 +33,7 @@ pub fn human_bytes(bytes: f64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 {
-        format!("{v:.0} B")
-    } else {
-        format!("{v:.1} {}", units[u])
-    }
+    if u == 0 { format!("{v:.0} B") } else { format!("{v:.1} {}", units[u]) }
 }
 
 #[cfg(test)]

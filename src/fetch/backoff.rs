@@ -17,22 +17,14 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, cap: Duration) -> Backoff {
-        Backoff {
-            base,
-            cap,
-            previous: base,
-        }
+        Backoff { base, cap, previous: base }
     }
 
     /// The next sleep; at least `base`, at most `cap`.
     pub fn next_delay(&mut self, rng: &mut impl Rng) -> Duration {
         let lo = self.base.as_secs_f64();
         let hi = (self.previous.as_secs_f64() * 3.0).max(lo);
-        let drawn = if hi > lo {
-            rng.random_range(lo..hi)
-        } else {
-            lo
-        };
+        let drawn = if hi > lo { rng.random_range(lo..hi) } else { lo };
         let delay = Duration::from_secs_f64(drawn).min(self.cap);
         self.previous = delay;
         delay
@@ -51,9 +43,6 @@ mod tests {
         let mut b = Backoff::new(base, cap);
         let delays: Vec<_> = (0..30).map(|_| b.next_delay(&mut rng)).collect();
         assert!(delays.iter().all(|d| *d >= base && *d <= cap));
-        assert!(
-            delays.iter().any(|d| *d > base * 10),
-            "backoff grows: {delays:?}"
-        );
+        assert!(delays.iter().any(|d| *d > base * 10), "backoff grows: {delays:?}");
     }
 }

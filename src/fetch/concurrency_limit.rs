@@ -43,10 +43,7 @@ impl ConcurrencyLimit {
         // The semaphore is never closed, so acquiring cannot fail.
         let permit = self.semaphore.clone().acquire_owned().await.ok();
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        ConnPermit {
-            permit,
-            owner: self.clone(),
-        }
+        ConnPermit { permit, owner: self.clone() }
     }
 
     /// The current limit.
@@ -66,13 +63,11 @@ impl ConcurrencyLimit {
         if new_limit > old {
             let mut grow = new_limit - old;
             // Cancel outstanding retirements before adding permits.
-            let _ = self
-                .debt
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |debt| {
-                    let cancel = debt.min(grow);
-                    grow -= cancel;
-                    Some(debt - cancel)
-                });
+            let _ = self.debt.fetch_update(Ordering::AcqRel, Ordering::Acquire, |debt| {
+                let cancel = debt.min(grow);
+                grow -= cancel;
+                Some(debt - cancel)
+            });
             self.semaphore.add_permits(grow);
         } else if new_limit < old {
             let shrink = old - new_limit;

@@ -18,6 +18,14 @@ pub struct FetchStats {
     pub bytes: AtomicU64,
     /// Parts completed.
     pub parts: AtomicU64,
+    /// Over completed parts: microseconds to the first byte (the reply's
+    /// headers) and of transfer after it, for the autotuner.
+    pub ttfb_us: AtomicU64,
+    pub transfer_us: AtomicU64,
+    /// Attempts that timed out.
+    pub timeouts: AtomicU64,
+    /// Microseconds requests waited on the request-rate limiter.
+    pub rate_limited_us: AtomicU64,
 }
 
 /// A plain copy of [`FetchStats`] at one moment.
@@ -29,6 +37,10 @@ pub struct FetchSnapshot {
     pub errors: u64,
     pub bytes: u64,
     pub parts: u64,
+    pub ttfb_us: u64,
+    pub transfer_us: u64,
+    pub timeouts: u64,
+    pub rate_limited_us: u64,
 }
 
 impl FetchStats {
@@ -45,6 +57,10 @@ impl FetchStats {
             errors: get(&self.errors),
             bytes: get(&self.bytes),
             parts: get(&self.parts),
+            ttfb_us: get(&self.ttfb_us),
+            transfer_us: get(&self.transfer_us),
+            timeouts: get(&self.timeouts),
+            rate_limited_us: get(&self.rate_limited_us),
         }
     }
 }

@@ -18,10 +18,7 @@ pub struct PartPlan {
 impl PartPlan {
     /// Plans `size` bytes in parts of `part_bytes` (at least 1).
     pub fn new(size: u64, part_bytes: u64) -> PartPlan {
-        PartPlan {
-            size,
-            part_bytes: part_bytes.max(1),
-        }
+        PartPlan { size, part_bytes: part_bytes.max(1) }
     }
 
     pub fn count(&self) -> u64 {

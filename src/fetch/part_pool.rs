@@ -41,8 +41,7 @@ impl PartPool {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(at) = free.iter().rposition(|b| b.len() >= len) {
             let buf = free.swap_remove(at);
-            self.retained_bytes
-                .fetch_sub(buf.len() as u64, Ordering::Relaxed);
+            self.retained_bytes.fetch_sub(buf.len() as u64, Ordering::Relaxed);
             self.reused.fetch_add(1, Ordering::Relaxed);
             return buf;
         }
@@ -56,10 +55,7 @@ impl PartPool {
             return;
         }
         self.retained_bytes.fetch_add(n, Ordering::Relaxed);
-        self.free
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(buf);
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).push(buf);
     }
 }
 
@@ -93,12 +89,7 @@ pub fn pooled_bytes(
     pool: Arc<PartPool>,
 ) -> Bytes {
     let len = len.min(data.len());
-    Bytes::from_owner(PartBuffer {
-        data,
-        len,
-        pool,
-        _reservation: reservation,
-    })
+    Bytes::from_owner(PartBuffer { data, len, pool, _reservation: reservation })
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt};
 use rand::SeedableRng;
 
-use super::{Backoff, FetchConfig, FetchError, FetchStats};
+use super::{Backoff, FetchConfig, FetchError, FetchStats, RateGate};
 use crate::source::{ShardRef, chain, classify};
 
 /// Why one attempt stopped.
@@ -56,7 +56,8 @@ pub async fn fetch_part(
     stats: &FetchStats,
 ) -> Result<Vec<u8>, FetchError> {
     let len = (range.end - range.start) as usize;
-    let mut data = fetch_part_into(store, shard, range, e_tag, cfg, stats, vec![0; len]).await?;
+    let mut data =
+        fetch_part_into(store, shard, range, e_tag, cfg, stats, vec![0; len], None).await?;
     data.truncate(len);
     Ok(data)
 }
@@ -64,6 +65,9 @@ pub async fn fetch_part(
 /// Fetches `range` of `shard` into `data` (at least the range's length, e.g.
 /// a pooled buffer), retrying transient failures; returns `data` with the
 /// part in its first `range.end - range.start` bytes.
+// The request's identity (shard, range, ETag), its context (store, config,
+// stats, gate) and its buffer: bundling them would only rename the list.
+#[allow(clippy::too_many_arguments)]
 pub async fn fetch_part_into(
     store: &dyn ObjectStore,
     shard: &ShardRef,
@@ -72,32 +76,41 @@ pub async fn fetch_part_into(
     cfg: &FetchConfig,
     stats: &FetchStats,
     data: Vec<u8>,
+    gate: Option<&RateGate>,
 ) -> Result<Vec<u8>, FetchError> {
     let len = usize::try_from(range.end - range.start)
         .ok()
         .filter(|&len| len <= data.len())
         .ok_or_else(|| FetchError::Internal(format!("buffer too small for part {range:?}")))?;
-    let mut buf = PartSink {
-        data,
-        filled: 0,
-        len,
-    };
+    let mut buf = PartSink { data, filled: 0, len };
     let mut backoff = Backoff::new(cfg.backoff_base, cfg.backoff_cap);
     let mut rng = rand_chacha::ChaCha8Rng::from_os_rng();
     let mut attempts = 0u32;
     loop {
         attempts += 1;
         let from = range.start + buf.filled as u64;
+        if let Some(gate) = gate {
+            gate.acquire(stats).await;
+        }
         FetchStats::add(&stats.requests, 1);
+        let sent = std::time::Instant::now();
+        let mut ttfb = None;
         let attempt = tokio::time::timeout(
             cfg.request_timeout,
-            read_into(store, shard, from..range.end, e_tag, &mut buf),
+            read_into(store, shard, from..range.end, e_tag, &mut buf, &mut ttfb),
         )
         .await
         .unwrap_or(Err(AttemptError::Timeout));
         let detail = match attempt {
             Ok(()) if buf.filled == len => {
                 FetchStats::add(&stats.parts, 1);
+                let total = sent.elapsed();
+                let ttfb = ttfb.unwrap_or(total);
+                FetchStats::add(&stats.ttfb_us, ttfb.as_micros() as u64);
+                FetchStats::add(&stats.transfer_us, total.saturating_sub(ttfb).as_micros() as u64);
+                if let Some(gate) = gate {
+                    gate.on_success();
+                }
                 return Ok(buf.data);
             }
             Ok(()) => format!("short body: {} of {len} bytes", buf.filled),
@@ -114,19 +127,18 @@ pub async fn fetch_part_into(
                 let class = classify(&e);
                 if !class.transient {
                     FetchStats::add(&stats.errors, 1);
-                    return Err(FetchError::from_store(
-                        shard,
-                        Some(range.clone()),
-                        attempts,
-                        e,
-                    ));
+                    return Err(FetchError::from_store(shard, Some(range.clone()), attempts, e));
                 }
                 if class.throttled {
                     FetchStats::add(&stats.throttled, 1);
+                    if let Some(gate) = gate {
+                        gate.on_throttle(None);
+                    }
                 }
                 chain(&e)
             }
             Err(AttemptError::Timeout) => {
+                FetchStats::add(&stats.timeouts, 1);
                 format!("no complete reply within {:?}", cfg.request_timeout)
             }
             Err(AttemptError::Io(e)) => format!("reading the local file: {e}"),
@@ -136,12 +148,7 @@ pub async fn fetch_part_into(
         };
         FetchStats::add(&stats.errors, 1);
         if attempts >= cfg.max_attempts {
-            return Err(FetchError::Failed {
-                shard: shard.url.clone(),
-                range,
-                attempts,
-                detail,
-            });
+            return Err(FetchError::Failed { shard: shard.url.clone(), range, attempts, detail });
         }
         let delay = backoff.next_delay(&mut rng);
         tracing::debug!(shard = %shard.url, from, attempts, ?delay, %detail, "Retrying part.");
@@ -158,23 +165,21 @@ async fn read_into(
     range: Range<u64>,
     e_tag: Option<&str>,
     buf: &mut PartSink,
+    ttfb: &mut Option<std::time::Duration>,
 ) -> Result<(), AttemptError> {
+    let sent = std::time::Instant::now();
     let opts = GetOptions {
         range: Some(GetRange::Bounded(range.clone())),
         if_match: e_tag.map(str::to_string),
         ..GetOptions::default()
     };
-    let result = store
-        .get_opts(&shard.path, opts)
-        .await
-        .map_err(AttemptError::Store)?;
+    let result = store.get_opts(&shard.path, opts).await.map_err(AttemptError::Store)?;
+    *ttfb = Some(sent.elapsed());
     // Stores that ignore If-Match still tell us the ETag they served.
     if let (Some(expected), Some(found)) = (e_tag, result.meta.e_tag.as_deref())
         && expected != found
     {
-        return Err(AttemptError::Changed {
-            found: found.to_string(),
-        });
+        return Err(AttemptError::Changed { found: found.to_string() });
     }
     let served = result.range.clone();
     match result.payload {
@@ -185,14 +190,7 @@ async fn read_into(
             if buf.filled + want > buf.len {
                 return Err(AttemptError::TooLong);
             }
-            let mut sink = std::mem::replace(
-                buf,
-                PartSink {
-                    data: Vec::new(),
-                    filled: 0,
-                    len: 0,
-                },
-            );
+            let mut sink = std::mem::replace(buf, PartSink { data: Vec::new(), filled: 0, len: 0 });
             let (sink, read) = tokio::task::spawn_blocking(move || {
                 use std::os::unix::fs::FileExt;
                 let at = sink.filled;
@@ -235,10 +233,9 @@ pub async fn head_shard(
         let e = match tokio::time::timeout(cfg.request_timeout, store.head(&shard.path)).await {
             Ok(Ok(meta)) => return Ok((meta.size, meta.e_tag)),
             Ok(Err(e)) => e,
-            Err(_) => object_store::Error::Generic {
-                store: "stoker",
-                source: "HEAD timed out".into(),
-            },
+            Err(_) => {
+                object_store::Error::Generic { store: "stoker", source: "HEAD timed out".into() }
+            }
         };
         FetchStats::add(&stats.errors, 1);
         let class = classify(&e);

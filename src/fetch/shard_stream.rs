@@ -25,16 +25,9 @@ use crate::source::ShardRef;
 #[derive(Debug)]
 pub enum PartEvent {
     /// A shard begins; `size` bytes follow in parts.
-    ShardStart {
-        index: usize,
-        shard: Arc<ShardRef>,
-        size: u64,
-    },
+    ShardStart { index: usize, shard: Arc<ShardRef>, size: u64 },
     /// The next part of the current shard, once it has arrived.
-    Part {
-        offset: u64,
-        data: oneshot::Receiver<Result<Bytes, FetchError>>,
-    },
+    Part { offset: u64, data: oneshot::Receiver<Result<Bytes, FetchError>> },
     /// The current shard's parts are all sent.
     ShardEnd { index: usize },
     /// The shard could not even be looked up.
@@ -79,15 +72,7 @@ pub fn spawn_shard_stream(
                     return;
                 }
             };
-            if tx
-                .send(PartEvent::ShardStart {
-                    index,
-                    shard: shard.clone(),
-                    size,
-                })
-                .await
-                .is_err()
-            {
+            if tx.send(PartEvent::ShardStart { index, shard: shard.clone(), size }).await.is_err() {
                 return;
             }
             let e_tag: Option<Arc<str>> = e_tag.map(Into::into);
@@ -111,6 +96,7 @@ pub fn spawn_shard_stream(
                         &engine.config,
                         &engine.stats,
                         buffer,
+                        engine.gate.as_deref(),
                     )
                     .await;
                     drop(permit);

@@ -65,11 +65,7 @@ pub fn plan_shards(num_shards: usize, epoch: u64, cfg: &OrderConfig) -> Vec<usiz
     if cfg.shuffle_shards {
         order.shuffle(&mut stream_rng("shards", &[cfg.seed, epoch]));
     }
-    order
-        .into_iter()
-        .skip(cfg.rank)
-        .step_by(cfg.world_size.max(1))
-        .collect()
+    order.into_iter().skip(cfg.rank).step_by(cfg.world_size.max(1)).collect()
 }
 
 #[cfg(test)]
@@ -93,26 +89,16 @@ mod tests {
 
     #[test]
     fn same_seed_same_order_other_epoch_other_order() {
-        let cfg = OrderConfig {
-            seed: 7,
-            ..OrderConfig::default()
-        };
+        let cfg = OrderConfig { seed: 7, ..OrderConfig::default() };
         assert_eq!(plan_shards(100, 3, &cfg), plan_shards(100, 3, &cfg));
         assert_ne!(plan_shards(100, 3, &cfg), plan_shards(100, 4, &cfg));
-        let plain = OrderConfig {
-            shuffle_shards: false,
-            ..cfg
-        };
+        let plain = OrderConfig { shuffle_shards: false, ..cfg };
         assert_eq!(plan_shards(5, 3, &plain), [0, 1, 2, 3, 4]);
     }
 
     #[test]
     fn bad_rank_is_an_error() {
-        let cfg = OrderConfig {
-            rank: 2,
-            world_size: 2,
-            ..OrderConfig::default()
-        };
+        let cfg = OrderConfig { rank: 2, world_size: 2, ..OrderConfig::default() };
         assert!(cfg.validate().unwrap_err().to_string().contains("--rank 2"));
     }
 }

@@ -17,9 +17,10 @@ pub fn mix64(mut z: u64) -> u64 {
 
 /// A random stream for `purpose` under `parts` (seed, epoch, rank…).
 pub fn stream_rng(purpose: &str, parts: &[u64]) -> ChaCha8Rng {
-    let mut h = mix64(purpose.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    }));
+    let mut h =
+        mix64(purpose.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        }));
     for &p in parts {
         h = mix64(h ^ p);
     }

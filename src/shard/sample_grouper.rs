@@ -35,11 +35,7 @@ impl Sample {
     pub fn compacted(&self) -> Sample {
         Sample {
             key: self.key.clone(),
-            fields: self
-                .fields
-                .iter()
-                .map(|(n, b)| (n.clone(), b.compacted()))
-                .collect(),
+            fields: self.fields.iter().map(|(n, b)| (n.clone(), b.compacted())).collect(),
             offset: self.offset,
         }
     }
@@ -75,10 +71,7 @@ pub struct SampleGrouper {
 
 impl SampleGrouper {
     pub fn new(shard: Arc<str>) -> SampleGrouper {
-        SampleGrouper {
-            shard,
-            current: None,
-        }
+        SampleGrouper { shard, current: None }
     }
 
     /// Adds a member; returns the previous sample when this one starts a new key.

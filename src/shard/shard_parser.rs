@@ -98,9 +98,7 @@ impl ShardParser {
             out.push(sample);
         }
         if self.samples == 0 {
-            return Err(ShardError::NoSamples {
-                shard: self.shard.to_string(),
-            });
+            return Err(ShardError::NoSamples { shard: self.shard.to_string() });
         }
         Ok(self.samples)
     }

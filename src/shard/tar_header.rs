@@ -79,26 +79,14 @@ fn verify_checksum(block: &[u8; BLOCK]) -> Result<(), HeaderError> {
     let unsigned: u32 = block
         .iter()
         .enumerate()
-        .map(|(i, &b)| {
-            if (148..156).contains(&i) {
-                u32::from(b' ')
-            } else {
-                u32::from(b)
-            }
-        })
+        .map(|(i, &b)| if (148..156).contains(&i) { u32::from(b' ') } else { u32::from(b) })
         .sum();
     let stored = parse_octal(stored_field);
     // Some historic writers summed signed bytes; accept either.
     let signed: i64 = block
         .iter()
         .enumerate()
-        .map(|(i, &b)| {
-            if (148..156).contains(&i) {
-                i64::from(b' ')
-            } else {
-                i64::from(b as i8)
-            }
-        })
+        .map(|(i, &b)| if (148..156).contains(&i) { i64::from(b' ') } else { i64::from(b as i8) })
         .sum();
     match stored {
         Some(s) if s == u64::from(unsigned) || i64::try_from(s).is_ok_and(|s| s == signed) => {
@@ -142,9 +130,8 @@ pub fn pax_records(payload: &[u8]) -> (Option<String>, Option<u64>) {
     let mut rest = payload;
     // Each record is "LEN KEY=VALUE\n", LEN counting the whole record.
     while let Some(space) = rest.iter().position(|&b| b == b' ') {
-        let Some(len) = std::str::from_utf8(&rest[..space])
-            .ok()
-            .and_then(|s| s.parse::<usize>().ok())
+        let Some(len) =
+            std::str::from_utf8(&rest[..space]).ok().and_then(|s| s.parse::<usize>().ok())
         else {
             break;
         };
@@ -183,32 +170,19 @@ mod tests {
     #[test]
     fn reads_name_size_and_kind() {
         let h = parse_header(&header("a/b.jpg", 1234)).unwrap();
-        assert_eq!(
-            h,
-            Header {
-                name: "a/b.jpg".into(),
-                size: 1234,
-                kind: EntryKind::File
-            }
-        );
+        assert_eq!(h, Header { name: "a/b.jpg".into(), size: 1234, kind: EntryKind::File });
     }
 
     #[test]
     fn detects_a_bad_checksum() {
         let mut block = header("x.cls", 1);
         block[0] ^= 1;
-        assert!(matches!(
-            parse_header(&block),
-            Err(HeaderError::Checksum { .. })
-        ));
+        assert!(matches!(parse_header(&block), Err(HeaderError::Checksum { .. })));
     }
 
     #[test]
     fn parses_pax_records() {
         let p = b"30 path=some/very/long/name.x\n12 size=100\n";
-        assert_eq!(
-            pax_records(p),
-            (Some("some/very/long/name.x".into()), Some(100))
-        );
+        assert_eq!(pax_records(p), (Some("some/very/long/name.x".into()), Some(100)));
     }
 }

@@ -37,20 +37,9 @@ enum State {
     /// Collecting a 512-byte header; `have` bytes are in `header`.
     Header { have: usize },
     /// Collecting a member's data.
-    Data {
-        name: String,
-        offset: u64,
-        remaining: u64,
-        blob: Blob,
-        pad: u64,
-    },
+    Data { name: String, offset: u64, remaining: u64, blob: Blob, pad: u64 },
     /// Collecting a GNU long name or PAX record payload.
-    Meta {
-        kind: EntryKind,
-        remaining: u64,
-        buf: Vec<u8>,
-        pad: u64,
-    },
+    Meta { kind: EntryKind, remaining: u64, buf: Vec<u8>, pad: u64 },
     /// Skipping padding or an entry we do not use.
     Skip { remaining: u64 },
     /// After the end-of-archive marker: the rest is ignored, as tar does.
@@ -122,29 +111,18 @@ impl TarStream {
                         self.on_header(at)?;
                     }
                 }
-                State::Data {
-                    remaining, blob, ..
-                } => {
+                State::Data { remaining, blob, .. } => {
                     let take = (*remaining).min(chunk.len() as u64) as usize;
                     blob.push(chunk.split_to(take));
                     *remaining -= take as u64;
                     self.offset += take as u64;
                     if *remaining == 0 {
-                        let State::Data {
-                            name,
-                            offset,
-                            blob,
-                            pad,
-                            ..
-                        } = std::mem::replace(&mut self.state, State::Skip { remaining: 0 })
+                        let State::Data { name, offset, blob, pad, .. } =
+                            std::mem::replace(&mut self.state, State::Skip { remaining: 0 })
                         else {
                             unreachable!("matched Data above")
                         };
-                        self.ready.push_back(Member {
-                            name,
-                            offset,
-                            data: blob,
-                        });
+                        self.ready.push_back(Member { name, offset, data: blob });
                         self.state = State::Skip { remaining: pad };
                     }
                 }
@@ -202,20 +180,10 @@ impl TarStream {
                     });
                 }
                 if size == 0 {
-                    self.ready.push_back(Member {
-                        name,
-                        offset: at,
-                        data: Blob::new(),
-                    });
+                    self.ready.push_back(Member { name, offset: at, data: Blob::new() });
                     State::Skip { remaining: pad }
                 } else {
-                    State::Data {
-                        name,
-                        offset: at,
-                        remaining: size,
-                        blob: Blob::new(),
-                        pad,
-                    }
+                    State::Data { name, offset: at, remaining: size, blob: Blob::new(), pad }
                 }
             }
             EntryKind::GnuLongName | EntryKind::PaxLocal => {
@@ -231,9 +199,7 @@ impl TarStream {
             }
             EntryKind::Other => {
                 self.next_name = None;
-                State::Skip {
-                    remaining: size + pad,
-                }
+                State::Skip { remaining: size + pad }
             }
         };
         if matches!(self.state, State::Meta { remaining: 0, .. }) {
@@ -259,21 +225,14 @@ impl TarStream {
 
     fn header_error(&self, at: u64, e: HeaderError) -> ShardError {
         if at == 0 {
-            ShardError::NotTar {
-                shard: self.shard.to_string(),
-                detail: e.to_string(),
-            }
+            ShardError::NotTar { shard: self.shard.to_string(), detail: e.to_string() }
         } else {
             self.corrupt(at, format!("invalid tar header: {e}"))
         }
     }
 
     fn corrupt(&self, offset: u64, detail: String) -> ShardError {
-        ShardError::Corrupt {
-            shard: self.shard.to_string(),
-            offset,
-            detail,
-        }
+        ShardError::Corrupt { shard: self.shard.to_string(), offset, detail }
     }
 
     /// Checks that the stream ended cleanly: at the end-of-archive marker.
@@ -285,24 +244,22 @@ impl TarStream {
         };
         match &self.state {
             State::End => Ok(()),
-            State::Header { have: 0 } if self.offset == 0 => Err(ShardError::Empty {
-                shard: self.shard.to_string(),
-            }),
+            State::Header { have: 0 } if self.offset == 0 => {
+                Err(ShardError::Empty { shard: self.shard.to_string() })
+            }
             State::Header { have: 0 } => Err(truncated("no end-of-archive marker".into())),
-            State::Header { have } => Err(truncated(format!(
-                "header cut short ({have} of {BLOCK} bytes)"
-            ))),
-            State::Data {
-                name, remaining, ..
-            } => Err(truncated(format!(
-                "member '{name}' is missing its last {remaining} bytes"
-            ))),
-            State::Meta { remaining, .. } => Err(truncated(format!(
-                "extended header is missing {remaining} bytes"
-            ))),
-            State::Skip { remaining } => Err(truncated(format!(
-                "{remaining} bytes of padding or skipped entry missing"
-            ))),
+            State::Header { have } => {
+                Err(truncated(format!("header cut short ({have} of {BLOCK} bytes)")))
+            }
+            State::Data { name, remaining, .. } => {
+                Err(truncated(format!("member '{name}' is missing its last {remaining} bytes")))
+            }
+            State::Meta { remaining, .. } => {
+                Err(truncated(format!("extended header is missing {remaining} bytes")))
+            }
+            State::Skip { remaining } => {
+                Err(truncated(format!("{remaining} bytes of padding or skipped entry missing")))
+            }
         }
     }
 }

@@ -56,9 +56,7 @@ impl ZstdStream {
             detail: e.to_string(),
         };
         let mut decoder = Decoder::new().map_err(corrupt)?;
-        decoder
-            .set_parameter(DParameter::WindowLogMax(WINDOW_LOG_MAX))
-            .map_err(corrupt)?;
+        decoder.set_parameter(DParameter::WindowLogMax(WINDOW_LOG_MAX)).map_err(corrupt)?;
         Ok(ZstdStream {
             shard,
             decoder,
@@ -76,9 +74,7 @@ impl ZstdStream {
             let hint = {
                 let len = self.out.len();
                 let mut dst = OutBuffer::around_pos(&mut self.out, len);
-                self.decoder
-                    .run(&mut src, &mut dst)
-                    .map_err(|e| self.error(before, e))?
+                self.decoder.run(&mut src, &mut dst).map_err(|e| self.error(before, e))?
             };
             self.frame_done = hint == 0;
             self.consumed += (src.pos() - before) as u64;
@@ -122,10 +118,7 @@ impl ZstdStream {
     }
 
     fn take_chunk(&mut self) -> Bytes {
-        Bytes::from(std::mem::replace(
-            &mut self.out,
-            Vec::with_capacity(OUT_CHUNK),
-        ))
+        Bytes::from(std::mem::replace(&mut self.out, Vec::with_capacity(OUT_CHUNK)))
     }
 
     fn error(&self, at: usize, e: std::io::Error) -> ShardError {

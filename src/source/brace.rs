@@ -33,10 +33,7 @@ pub fn expand_braces(pattern: &str) -> Result<Vec<String>, SourceError> {
         }
     }
     if total > MAX_EXPANSION {
-        return Err(bad(
-            pattern,
-            format!("expands to {total} names, more than {MAX_EXPANSION}"),
-        ));
+        return Err(bad(pattern, format!("expands to {total} names, more than {MAX_EXPANSION}")));
     }
     let mut out = vec![String::new()];
     for piece in pieces {
@@ -57,10 +54,7 @@ pub fn expand_braces(pattern: &str) -> Result<Vec<String>, SourceError> {
 }
 
 fn bad(pattern: &str, reason: impl Into<String>) -> SourceError {
-    SourceError::BadPattern {
-        pattern: pattern.to_string(),
-        reason: reason.into(),
-    }
+    SourceError::BadPattern { pattern: pattern.to_string(), reason: reason.into() }
 }
 
 fn parse(pattern: &str) -> Result<Vec<Piece>, SourceError> {
@@ -80,9 +74,7 @@ fn parse(pattern: &str) -> Result<Vec<Piece>, SourceError> {
                     pieces.push(Piece::Literal(rest[..open].to_string()));
                 }
                 let after = &rest[open + 1..];
-                let close = after
-                    .find(['{', '}'])
-                    .filter(|&i| after.as_bytes()[i] == b'}');
+                let close = after.find(['{', '}']).filter(|&i| after.as_bytes()[i] == b'}');
                 let Some(close) = close else {
                     return Err(bad(
                         pattern,
@@ -118,13 +110,9 @@ fn group(pattern: &str, body: &str) -> Result<Vec<String>, SourceError> {
 fn range(pattern: &str, lo: &str, hi: &str) -> Result<Vec<String>, SourceError> {
     let parse = |s: &str| -> Result<u64, SourceError> {
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad(
-                pattern,
-                format!("range bound '{s}' is not a non-negative integer"),
-            ));
+            return Err(bad(pattern, format!("range bound '{s}' is not a non-negative integer")));
         }
-        s.parse::<u64>()
-            .map_err(|e| bad(pattern, format!("range bound '{s}': {e}")))
+        s.parse::<u64>().map_err(|e| bad(pattern, format!("range bound '{s}': {e}")))
     };
     let (start, end) = (parse(lo)?, parse(hi)?);
     if start > end {
@@ -167,22 +155,12 @@ mod tests {
 
     #[test]
     fn malformed_patterns_are_named_errors() {
-        for p in [
-            "a{1..2",
-            "a}1",
-            "a{}",
-            "a{1..x}",
-            "a{5..1}",
-            "a{x}",
-            "a{{1..2}}",
-            "{0..99999999999}",
-        ] {
+        for p in
+            ["a{1..2", "a}1", "a{}", "a{1..x}", "a{5..1}", "a{x}", "a{{1..2}}", "{0..99999999999}"]
+        {
             let err = expand_braces(p).unwrap_err();
             assert!(matches!(err, SourceError::BadPattern { .. }), "{p}: {err}");
-            assert!(
-                err.to_string().contains(p),
-                "error names the pattern: {err}"
-            );
+            assert!(err.to_string().contains(p), "error names the pattern: {err}");
         }
     }
 }

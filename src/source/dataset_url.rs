@@ -51,10 +51,8 @@ impl DatasetUrl {
     /// Parses `s3://`, `s3a://`, `gs://`, `az://`, `azure://`, `abfs(s)://`,
     /// `http(s)://`, `file://`, `memory://` URLs and plain local paths.
     pub fn parse(url: &str) -> Result<DatasetUrl, SourceError> {
-        let bad = |reason: &str| SourceError::BadUrl {
-            url: url.to_string(),
-            reason: reason.to_string(),
-        };
+        let bad =
+            |reason: &str| SourceError::BadUrl { url: url.to_string(), reason: reason.to_string() };
         if url.trim().is_empty() {
             return Err(bad("the URL is empty"));
         }
@@ -93,11 +91,7 @@ impl DatasetUrl {
         if authority.contains(['{', '}']) {
             return Err(bad("brace patterns belong in the key, not the bucket"));
         }
-        Ok(DatasetUrl {
-            scheme,
-            authority: authority.to_string(),
-            key: key.to_string(),
-        })
+        Ok(DatasetUrl { scheme, authority: authority.to_string(), key: key.to_string() })
     }
 
     fn local(path: &str) -> Result<DatasetUrl, String> {
@@ -109,11 +103,7 @@ impl DatasetUrl {
         if path.ends_with('/') && !key.ends_with('/') && !key.is_empty() {
             key.push('/');
         }
-        Ok(DatasetUrl {
-            scheme: Scheme::File,
-            authority: String::new(),
-            key,
-        })
+        Ok(DatasetUrl { scheme: Scheme::File, authority: String::new(), key })
     }
 
     /// The URL of one object in this store, for messages and `--keys-out`.
@@ -154,14 +144,8 @@ mod tests {
 
     #[test]
     fn malformed_urls_are_named_errors() {
-        for url in [
-            "",
-            "ftp://h/x",
-            "s3:///key",
-            "s3://{a,b}/k",
-            "file://relative/x",
-            "bucket:key",
-        ] {
+        for url in ["", "ftp://h/x", "s3:///key", "s3://{a,b}/k", "file://relative/x", "bucket:key"]
+        {
             let err = DatasetUrl::parse(url).unwrap_err();
             assert!(matches!(err, SourceError::BadUrl { .. }), "{url}: {err}");
         }

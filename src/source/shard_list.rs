@@ -35,10 +35,9 @@ pub async fn resolve_shards(
     let shards = if has_braces(key) {
         let mut shards = Vec::new();
         let expanded = expand_braces(key).map_err(|e| match e {
-            SourceError::BadPattern { reason, .. } => SourceError::BadPattern {
-                pattern: url.to_url(),
-                reason,
-            },
+            SourceError::BadPattern { reason, .. } => {
+                SourceError::BadPattern { pattern: url.to_url(), reason }
+            }
             other => other,
         })?;
         for key in expanded {
@@ -84,10 +83,7 @@ async fn list_prefix(
         .try_filter(|m| futures::future::ready(is_shard_name(m.location.as_ref())))
         .try_collect()
         .await
-        .map_err(|source| SourceError::List {
-            url: url.to_url(),
-            source,
-        })?;
+        .map_err(|source| SourceError::List { url: url.to_url(), source })?;
     metas.sort_by(|a, b| a.location.as_ref().cmp(b.location.as_ref()));
     Ok(metas
         .into_iter()

@@ -18,12 +18,7 @@ pub struct StoreFailure {
 
 /// Classifies `error`, walking its source chain for an HTTP status.
 pub fn classify(error: &object_store::Error) -> StoreFailure {
-    let fixed = |kind| StoreFailure {
-        kind,
-        transient: false,
-        throttled: false,
-        status: None,
-    };
+    let fixed = |kind| StoreFailure { kind, transient: false, throttled: false, status: None };
     match error {
         object_store::Error::NotFound { .. } => return fixed(ErrorKind::NotFound),
         object_store::Error::PermissionDenied { .. }
@@ -54,12 +49,7 @@ pub fn classify(error: &object_store::Error) -> StoreFailure {
                 _ if transient => ErrorKind::Unavailable,
                 _ => ErrorKind::InvalidArgument,
             };
-            StoreFailure {
-                kind,
-                transient,
-                throttled,
-                status,
-            }
+            StoreFailure { kind, transient, throttled, status }
         }
         // No status: connection refused or reset, timeout, a body that broke
         // off. All of these are worth another try.
@@ -81,10 +71,8 @@ fn status_of(error: &object_store::Error) -> Option<u16> {
     while let Some(e) = cause {
         let text = e.to_string();
         if let Some(at) = text.find(MARK) {
-            let digits: String = text[at + MARK.len()..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
+            let digits: String =
+                text[at + MARK.len()..].chars().take_while(char::is_ascii_digit).collect();
             if let Ok(code) = digits.parse() {
                 return Some(code);
             }

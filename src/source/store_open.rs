@@ -36,20 +36,12 @@ pub fn open_store(
     url: &DatasetUrl,
     opts: &StoreOptions,
 ) -> Result<Arc<dyn ObjectStore>, SourceError> {
-    let build_err = |source: object_store::Error| SourceError::Store {
-        url: url.to_url(),
-        source,
-    };
-    let opt_err = |key: &str, reason: String| SourceError::BadOption {
-        key: key.to_string(),
-        reason,
-    };
+    let build_err = |source: object_store::Error| SourceError::Store { url: url.to_url(), source };
+    let opt_err =
+        |key: &str, reason: String| SourceError::BadOption { key: key.to_string(), reason };
     // Our fetch engine retries with its own backoff and counts every retry;
     // a second, hidden retry loop underneath would hide throttling from it.
-    let retry = RetryConfig {
-        max_retries: 0,
-        ..RetryConfig::default()
-    };
+    let retry = RetryConfig { max_retries: 0, ..RetryConfig::default() };
     // Client options go through config keys, not `with_client_options`,
     // which would replace what the environment and --store-opt configured.
     // 10 s to connect: a store that does not answer by then is down.
@@ -87,19 +79,13 @@ pub fn open_store(
         Scheme::Http | Scheme::Https => {
             let base = format!(
                 "{}://{}",
-                if url.scheme == Scheme::Http {
-                    "http"
-                } else {
-                    "https"
-                },
+                if url.scheme == Scheme::Http { "http" } else { "https" },
                 url.authority
             );
             let client = ClientOptions::new()
                 .with_connect_timeout(std::time::Duration::from_secs(10))
                 .with_allow_http(url.scheme == Scheme::Http);
-            let b = HttpBuilder::new()
-                .with_url(base)
-                .with_client_options(client);
+            let b = HttpBuilder::new().with_url(base).with_client_options(client);
             Arc::new(b.with_retry(retry).build().map_err(build_err)?)
         }
         Scheme::File => Arc::new(LocalFileSystem::new()),

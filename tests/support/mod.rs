@@ -39,9 +39,7 @@ impl S3Server {
         let mut builder = S3ServiceBuilder::new(fs);
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = builder.build();
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let task = tokio::spawn(async move {
             let http = ConnBuilder::new(TokioExecutor::new());
@@ -49,9 +47,8 @@ impl S3Server {
                 let Ok((socket, _)) = listener.accept().await else {
                     continue;
                 };
-                let conn = http
-                    .serve_connection(TokioIo::new(socket), service.clone())
-                    .into_owned();
+                let conn =
+                    http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
                 tokio::spawn(async move {
                     let _ = conn.await;
                 });
@@ -165,13 +162,8 @@ pub fn check_against_synth(batches: &[Batch], cfg: &SynthConfig) -> Vec<String> 
             let want = cfg.sample(s, idx);
             assert_eq!(want.key, key);
             for (field, bytes) in &want.fields {
-                let col = b
-                    .column(field)
-                    .unwrap_or_else(|| panic!("batch lacks field {field}"));
-                assert!(
-                    b.value(col, i) == bytes.as_slice(),
-                    "sample {key} field {field} differs"
-                );
+                let col = b.column(field).unwrap_or_else(|| panic!("batch lacks field {field}"));
+                assert!(b.value(col, i) == bytes.as_slice(), "sample {key} field {field} differs");
             }
             keys.push(key);
         }
@@ -181,10 +173,7 @@ pub fn check_against_synth(batches: &[Batch], cfg: &SynthConfig) -> Vec<String> 
 
 /// `s000012-000034` → (12, 34).
 pub fn parse_key(key: &str) -> (usize, usize) {
-    let (s, i) = key
-        .trim_start_matches('s')
-        .split_once('-')
-        .expect("synth key");
+    let (s, i) = key.trim_start_matches('s').split_once('-').expect("synth key");
     (s.parse().expect("shard"), i.parse().expect("index"))
 }
 

@@ -1,0 +1,46 @@
+//! One cell of the autotuner's simulated grid, traced: how the controller
+//! moves and what goodput it gets, second by second.
+//!
+//! ```sh
+//! cargo run --release --example sim_cell -- 50 30 10   # MB/s per connection, TTFB ms, link Gbps
+//! ```
+
+use stoker::autotune::ControllerConfig;
+use stoker::autotune::sim_store::{SimConfig, StoreModel, simulate};
+
+fn main() {
+    let args: Vec<f64> = std::env::args().skip(1).filter_map(|s| s.parse().ok()).collect();
+    let [per_conn, ttfb_ms, link_gbps] = args[..] else {
+        eprintln!("usage: sim_cell PER_CONN_MB_S TTFB_MS LINK_GBPS");
+        std::process::exit(2);
+    };
+    let model = StoreModel {
+        per_conn_bps: per_conn * 1e6,
+        ttfb_secs: ttfb_ms / 1e3,
+        ttfb_jitter: 0.2,
+        link_bps: link_gbps * 1e9 / 8.0,
+        rate_cap: None,
+    };
+    let client = ControllerConfig { max_inflight_bytes: 8 << 30, ..ControllerConfig::default() };
+    let tr = simulate(&SimConfig {
+        model,
+        changes: vec![],
+        duration_secs: 30.0,
+        clients: vec![client],
+        limiter: None,
+        seed: 7,
+    });
+    println!("changes (time s, concurrency, phase):");
+    let mut last = None;
+    for (t, c, _, phase) in &tr.settings {
+        if last != Some((*c, *phase)) {
+            print!("({t:.2}, {c}, {phase:?}) ");
+            last = Some((*c, *phase));
+        }
+    }
+    println!("\ngoodput MB/s per second:");
+    for i in 0..30 {
+        print!("{:.0} ", tr.goodput_between(f64::from(i), f64::from(i) + 1.0) / 1e6);
+    }
+    println!();
+}

@@ -1,0 +1,510 @@
+//! The concurrency and part-size controller: a pure state machine fed
+//! [`WindowObservation`]s at any cadence; it judges whole periods.
+//!
+//! ```text
+//!  Startup ──3 rounds without ≥25% growth──▶ Steady ──every 8 periods──▶ ProbeUp
+//!  (×2 per round)                          (Little's law)  ◀─keep if +5%─┘
+//! ```
+//!
+//! * Startup is BBR's: double while goodput grows by a quarter per round (two
+//!   request latencies: one for the new requests to ramp, one to measure);
+//!   after three rounds without that, the pipe is full.
+//! * Steady follows Little's law. The lowest mean latency seen is the
+//!   uncontended latency `L0`; a goodput `G` of parts of `P` bytes needs
+//!   `G·L0/P` requests in flight, and the controller holds 10% more. When the
+//!   path is not full, goodput grows with concurrency and the target rises
+//!   with it (10% a period); when it is full, more requests only queue, so the
+//!   target stays at the knee. Changes smaller than a 15% band are ignored
+//!   (hysteresis), and each change is followed by a period to settle.
+//! * Every eighth period an upward probe (+25%) looks for capacity that
+//!   appeared later; it is kept only if goodput rises by 5%.
+//! * Periods last several request latencies and at least one completion per
+//!   slot, so a measurement can be trusted. Goodput is estimated by Little's
+//!   law too (requests in flight × bytes per request / latency), averaged
+//!   with the bytes counted, which arrive in waves.
+//! * Caps: bytes in flight (concurrency × part size) within the memory
+//!   budget; a consumer whose ready queue is full needs no more fetching, so
+//!   concurrency only goes down then.
+//! * Part size: when requests wait on the request-rate limiter (the store
+//!   throttles the request rate), bytes per request must grow instead, so the
+//!   part size doubles (within its cap and the memory budget).
+//! * Timeouts cut concurrency by 30%: too many connections for the path.
+
+use super::observation::{Decision, Phase, WindowObservation};
+
+/// Controller settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControllerConfig {
+    /// 1 request: the first round measures the uncontended latency, which
+    /// Little's law needs later (at 4, a small link is already shared).
+    pub initial_concurrency: usize,
+    pub min_concurrency: usize,
+    pub max_concurrency: usize,
+    /// Bytes in flight may not exceed this (the fetch memory budget).
+    pub max_inflight_bytes: u64,
+    /// 8 MiB, the AWS CRT default; doubled when the request rate binds.
+    pub initial_part_bytes: u64,
+    pub min_part_bytes: u64,
+    /// 64 MiB: beyond this a retry costs too much.
+    pub max_part_bytes: u64,
+    /// Pin concurrency (the user said `--concurrency N`).
+    pub fixed_concurrency: Option<usize>,
+    /// Pin part size (`--part-bytes`).
+    pub fixed_part_bytes: Option<u64>,
+    /// 3 request latencies per steady period, and at least 50 ms.
+    pub steady_latencies: f64,
+    pub min_window_secs: f64,
+    /// Startup: growth that counts as growth (BBR's 25%), and patience (3).
+    pub startup_growth: f64,
+    pub startup_patience: u32,
+    /// Requests held above Little's law's need (10%), and the band within
+    /// which the target is ignored (15%).
+    pub headroom: f64,
+    pub hysteresis: f64,
+    /// Upward probes: every 8 periods, +25%, kept on a 5% gain.
+    pub probe_every: u32,
+    pub probe_step: f64,
+    pub accept_gain: f64,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            initial_concurrency: 1,
+            min_concurrency: 1,
+            max_concurrency: 1024,
+            max_inflight_bytes: 1 << 30,
+            initial_part_bytes: 8 << 20,
+            min_part_bytes: 1 << 20,
+            max_part_bytes: 64 << 20,
+            fixed_concurrency: None,
+            fixed_part_bytes: None,
+            steady_latencies: 3.0,
+            min_window_secs: 0.05,
+            startup_growth: 1.25,
+            startup_patience: 3,
+            headroom: 1.1,
+            hysteresis: 0.15,
+            probe_every: 8,
+            probe_step: 0.25,
+            accept_gain: 0.05,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    Startup { best_bps: f64, best_concurrency: usize, stalled: u32 },
+    Steady { settle: bool, periods: u32 },
+    Probe { base: usize, base_bps: f64, settle: bool },
+}
+
+/// The controller.
+#[derive(Debug, Clone)]
+pub struct ConcurrencyController {
+    cfg: ControllerConfig,
+    state: State,
+    concurrency: usize,
+    part_bytes: u64,
+    /// Smoothed goodput in steady state.
+    goodput_bps: f64,
+    latency_secs: f64,
+    window_secs: f64,
+    /// Evidence gathered since the last judgement: the engine may call at
+    /// any cadence; the controller judges only once a period is long enough.
+    acc_bytes: u64,
+    acc_secs: f64,
+    acc_completions: u64,
+    acc_inflight_area: f64,
+    acc_latency_sum: f64,
+    /// The uncontended request latency (see `on_window`).
+    min_latency_secs: f64,
+    /// Requests held per request Little's law asks for: starts at the
+    /// configured headroom, raised by upward probes that paid off (jitter
+    /// and time-to-first-byte gaps need more than the fluid ideal), and
+    /// decays back 1% a period so that it is re-learnt, not kept forever.
+    headroom: f64,
+}
+
+impl ConcurrencyController {
+    pub fn new(cfg: ControllerConfig) -> ConcurrencyController {
+        let part_bytes = cfg.fixed_part_bytes.unwrap_or(cfg.initial_part_bytes);
+        let concurrency = cfg.fixed_concurrency.unwrap_or(cfg.initial_concurrency);
+        let mut c = ConcurrencyController {
+            state: State::Startup { best_bps: 0.0, best_concurrency: concurrency, stalled: 0 },
+            concurrency,
+            part_bytes,
+            goodput_bps: 0.0,
+            latency_secs: 0.0,
+            window_secs: cfg.min_window_secs,
+            acc_bytes: 0,
+            acc_secs: 0.0,
+            acc_completions: 0,
+            acc_inflight_area: 0.0,
+            acc_latency_sum: 0.0,
+            min_latency_secs: f64::INFINITY,
+            headroom: cfg.headroom,
+            cfg,
+        };
+        c.concurrency = c.clamp(c.concurrency);
+        c
+    }
+
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    pub fn part_bytes(&self) -> u64 {
+        self.part_bytes
+    }
+
+    /// How soon the controller wants to be called again.
+    pub fn window_secs(&self) -> f64 {
+        self.window_secs
+    }
+
+    /// Smoothed goodput in steady state (bytes per second).
+    pub fn goodput_bps(&self) -> f64 {
+        self.goodput_bps
+    }
+
+    pub fn phase(&self) -> Phase {
+        if self.cfg.fixed_concurrency.is_some() {
+            return Phase::Fixed;
+        }
+        match self.state {
+            State::Startup { .. } => Phase::Startup,
+            State::Steady { .. } => Phase::Steady,
+            State::Probe { .. } => Phase::ProbeUp,
+        }
+    }
+
+    fn decision(&self) -> Decision {
+        Decision {
+            concurrency: self.concurrency,
+            part_bytes: self.part_bytes,
+            window_secs: self.window_secs,
+            phase: self.phase(),
+        }
+    }
+
+    /// The largest concurrency the memory budget allows at the part size.
+    fn memory_cap(&self) -> usize {
+        ((self.cfg.max_inflight_bytes / self.part_bytes.max(1)) as usize).max(1)
+    }
+
+    fn clamp(&self, c: usize) -> usize {
+        c.clamp(
+            self.cfg.min_concurrency.max(1),
+            self.cfg.max_concurrency.min(self.memory_cap()).max(1),
+        )
+    }
+
+    /// How long the current period must run before it is judged.
+    fn period_secs(&self) -> f64 {
+        let latencies = match self.state {
+            State::Startup { .. } => 2.0,
+            State::Steady { settle: true, .. } | State::Probe { settle: true, .. } => 1.0,
+            _ => self.cfg.steady_latencies,
+        };
+        (latencies * self.latency_secs).max(self.cfg.min_window_secs)
+    }
+
+    /// Feeds one window; returns the settings to use from now on.
+    pub fn on_window(&mut self, obs: &WindowObservation) -> Decision {
+        if let Some(latency) = obs.mean_latency_secs() {
+            self.latency_secs = if self.latency_secs == 0.0 {
+                latency
+            } else {
+                0.7 * self.latency_secs + 0.3 * latency
+            };
+        }
+        self.adjust_part_bytes(obs);
+        if let Some(fixed) = self.cfg.fixed_concurrency {
+            self.concurrency = fixed.max(1);
+            return self.decision();
+        }
+        if obs.timeouts > 0 {
+            self.concurrency = self.clamp((self.concurrency as f64 * 0.7).floor() as usize);
+            self.state = State::Steady { settle: true, periods: 0 };
+            self.reset_period();
+            return self.decision();
+        }
+        self.acc_bytes += obs.bytes;
+        self.acc_secs += obs.window_secs;
+        self.acc_completions += obs.completions;
+        self.acc_inflight_area += obs.inflight_mean * obs.window_secs;
+        self.acc_latency_sum += obs.ttfb_secs_sum + obs.transfer_secs_sum;
+        // Judge only a full period with a completion per slot (before the
+        // first completion, even the latency is unknown).
+        let settling = matches!(
+            self.state,
+            State::Steady { settle: true, .. } | State::Probe { settle: true, .. }
+        );
+        let slots = if settling { 1 } else { self.concurrency as u64 };
+        if self.latency_secs == 0.0
+            || self.acc_secs < self.period_secs()
+            || self.acc_completions < slots
+        {
+            return self.decision();
+        }
+        let bps = self.period_goodput();
+        let (period_latency_sum, period_completions) = (self.acc_latency_sum, self.acc_completions);
+        self.reset_period();
+        let demand_met = obs.ready_fill.is_some_and(|f| f > 0.9);
+        self.state = match self.state {
+            State::Startup { best_bps, best_concurrency, stalled } => {
+                let growing = bps >= best_bps * self.cfg.startup_growth && !demand_met;
+                if growing {
+                    // Rounds that still grew ran (mostly) uncontended; the
+                    // lowest well-sampled round mean is the uncontended
+                    // latency.
+                    if period_completions >= 4 {
+                        let mean = period_latency_sum / period_completions as f64;
+                        self.min_latency_secs = self.min_latency_secs.min(mean);
+                    }
+                }
+                if growing {
+                    let next = self.clamp(self.concurrency * 2);
+                    if next == self.concurrency {
+                        self.goodput_bps = bps;
+                        State::Steady { settle: false, periods: 0 }
+                    } else {
+                        self.concurrency = next;
+                        State::Startup {
+                            best_bps: bps,
+                            best_concurrency: self.concurrency / 2,
+                            stalled: 0,
+                        }
+                    }
+                } else if stalled + 1 >= self.cfg.startup_patience || demand_met {
+                    // The pipe is full: hold what Little's law says the best
+                    // goodput needs, within [best/2, best] (the ramp
+                    // overshoots by up to 2×).
+                    let best = best_bps.max(bps);
+                    let needed = self.little_target(best);
+                    let lo = (best_concurrency / 2).max(1);
+                    self.goodput_bps = best;
+                    self.set_concurrency(needed.clamp(lo, best_concurrency.max(lo)));
+                    State::Steady { settle: true, periods: 0 }
+                } else {
+                    State::Startup {
+                        best_bps: best_bps.max(bps),
+                        best_concurrency,
+                        stalled: stalled + 1,
+                    }
+                }
+            }
+            State::Steady { settle: true, periods } => State::Steady { settle: false, periods },
+            State::Steady { settle: false, periods } => {
+                // A well-sampled period faster than the estimate: it was
+                // pessimistic. Drift up 0.2% a period, so a path that got
+                // slower is followed within minutes.
+                if period_completions >= 8 {
+                    let mean = period_latency_sum / period_completions as f64;
+                    self.min_latency_secs = (self.min_latency_secs * 1.002).min(mean);
+                }
+                self.goodput_bps =
+                    if self.goodput_bps == 0.0 { bps } else { 0.5 * self.goodput_bps + 0.5 * bps };
+                self.headroom = (self.headroom * 0.99).max(self.cfg.headroom);
+                let target = self.little_target(self.goodput_bps);
+                let c = self.concurrency as f64;
+                let band = 1.0 + self.cfg.hysteresis;
+                let next = if demand_met {
+                    // The consumer is the bottleneck: shed a tenth.
+                    (c * 0.9).floor() as usize
+                } else if target as f64 > c * band {
+                    target.min((c * 1.5).ceil() as usize)
+                } else if (target as f64) < c / band {
+                    target.max((c * 0.75).floor() as usize)
+                } else {
+                    self.concurrency
+                };
+                if self.set_concurrency(next) {
+                    State::Steady { settle: true, periods: 0 }
+                } else if periods + 1 >= self.cfg.probe_every && !demand_met {
+                    let base = self.concurrency;
+                    let step = ((c * self.cfg.probe_step).round() as usize).max(1);
+                    if self.set_concurrency(base + step) {
+                        State::Probe { base, base_bps: self.goodput_bps, settle: true }
+                    } else {
+                        State::Steady { settle: false, periods: 0 }
+                    }
+                } else {
+                    State::Steady { settle: false, periods: periods + 1 }
+                }
+            }
+            State::Probe { base, base_bps, settle: true } => {
+                State::Probe { base, base_bps, settle: false }
+            }
+            State::Probe { base, base_bps, settle: false } => {
+                if bps >= base_bps * (1.0 + self.cfg.accept_gain) {
+                    // More goodput than Little's law predicted for this many
+                    // requests: learn the headroom that delivered it.
+                    self.goodput_bps = bps;
+                    let ideal = bps * self.min_latency_secs / self.part_bytes as f64;
+                    if ideal > 0.0 {
+                        self.headroom = self.headroom.max(self.concurrency as f64 / ideal).min(4.0);
+                    }
+                } else {
+                    self.set_concurrency(base);
+                }
+                State::Steady { settle: true, periods: 0 }
+            }
+        };
+        self.decision()
+    }
+
+    /// Sets the concurrency (clamped); whether it changed.
+    fn set_concurrency(&mut self, c: usize) -> bool {
+        let c = self.clamp(c);
+        let changed = c != self.concurrency;
+        self.concurrency = c;
+        changed
+    }
+
+    /// Goodput of the period: the bytes counted and Little's law (requests
+    /// in flight × bytes per request / latency), averaged. Counted bytes
+    /// arrive in waves (requests started together finish together) that a
+    /// period boundary cuts anywhere; Little's estimate mixes latencies from
+    /// before and after a change. Each is noisy in its own way.
+    fn period_goodput(&self) -> f64 {
+        let counted = self.acc_bytes as f64 / self.acc_secs;
+        if self.acc_completions == 0 || self.acc_latency_sum <= 0.0 || self.acc_inflight_area <= 0.0
+        {
+            return counted;
+        }
+        let n = self.acc_completions as f64;
+        let inflight = self.acc_inflight_area / self.acc_secs;
+        let little = inflight * (self.acc_bytes as f64 / n) / (self.acc_latency_sum / n);
+        0.5 * (counted + little)
+    }
+
+    fn reset_period(&mut self) {
+        self.acc_bytes = 0;
+        self.acc_secs = 0.0;
+        self.acc_completions = 0;
+        self.acc_inflight_area = 0.0;
+        self.acc_latency_sum = 0.0;
+    }
+
+    /// Requests in flight that `bps` needs at the uncontended latency, with
+    /// headroom (Little's law: L = λ·W).
+    fn little_target(&self, bps: f64) -> usize {
+        if !self.min_latency_secs.is_finite() || self.part_bytes == 0 {
+            return self.concurrency;
+        }
+        (self.headroom * bps * self.min_latency_secs / self.part_bytes as f64).ceil().max(1.0)
+            as usize
+    }
+
+    fn adjust_part_bytes(&mut self, obs: &WindowObservation) {
+        if self.cfg.fixed_part_bytes.is_some() || obs.window_secs <= 0.0 {
+            return;
+        }
+        // Requests spent a fifth of their slot time waiting on the rate
+        // limiter: the request rate binds, so carry more per request.
+        let slot_secs = obs.window_secs * self.concurrency.max(1) as f64;
+        if obs.rate_limited_secs > 0.2 * slot_secs {
+            let grown = (self.part_bytes * 2)
+                .min(self.cfg.max_part_bytes)
+                .min(self.cfg.max_inflight_bytes.max(1));
+            if grown > self.part_bytes {
+                self.part_bytes = grown;
+                self.concurrency = self.clamp(self.concurrency);
+                // Latencies change with the part size: measure afresh.
+                self.min_latency_secs = f64::INFINITY;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PART: u64 = 8 << 20;
+
+    /// One second at concurrency `c` delivering `bps`, consistent with
+    /// Little's law (latency = c · part / goodput).
+    fn window(c: usize, bps: f64) -> WindowObservation {
+        let completions = (bps / PART as f64).round().max(1.0);
+        let latency = c as f64 * PART as f64 / bps;
+        WindowObservation {
+            window_secs: 1.0,
+            bytes: (completions * PART as f64) as u64,
+            completions: completions as u64,
+            ttfb_secs_sum: 0.2 * latency * completions,
+            transfer_secs_sum: 0.8 * latency * completions,
+            inflight_mean: c as f64,
+            ..WindowObservation::default()
+        }
+    }
+
+    #[test]
+    fn startup_doubles_then_settles_at_the_knee() {
+        let mut c = ConcurrencyController::new(ControllerConfig::default());
+        // Goodput grows linearly up to 16 requests, then is flat.
+        let goodput = |n: usize| (n.min(16) as f64) * 1e8;
+        let mut seen = vec![c.concurrency()];
+        for _ in 0..20 {
+            let d = c.on_window(&window(c.concurrency(), goodput(c.concurrency())));
+            seen.push(d.concurrency);
+        }
+        assert_eq!(&seen[..6], &[1, 2, 4, 8, 16, 32], "{seen:?}");
+        let last = *seen.last().unwrap();
+        assert!((16..=20).contains(&last), "Little's law: 16 needed, 10% headroom: {seen:?}");
+        assert_ne!(c.phase(), Phase::Startup);
+    }
+
+    #[test]
+    fn pinned_values_stay_pinned() {
+        let cfg = ControllerConfig {
+            fixed_concurrency: Some(7),
+            fixed_part_bytes: Some(1 << 20),
+            ..Default::default()
+        };
+        let mut c = ConcurrencyController::new(cfg);
+        for _ in 0..5 {
+            let d = c.on_window(&WindowObservation { rate_limited_secs: 100.0, ..window(7, 1e8) });
+            assert_eq!((d.concurrency, d.part_bytes, d.phase), (7, 1 << 20, Phase::Fixed));
+        }
+    }
+
+    #[test]
+    fn memory_budget_caps_bytes_in_flight() {
+        let cfg = ControllerConfig { max_inflight_bytes: 64 << 20, ..Default::default() };
+        let mut c = ConcurrencyController::new(cfg);
+        for _ in 0..10 {
+            let n = c.concurrency();
+            c.on_window(&window(n, 1e8 * n as f64));
+            assert!(c.concurrency() as u64 * c.part_bytes() <= 64 << 20);
+        }
+        assert_eq!(c.concurrency(), 8);
+    }
+
+    #[test]
+    fn rate_limiting_grows_the_part_size() {
+        let mut c = ConcurrencyController::new(ControllerConfig::default());
+        let before = c.part_bytes();
+        c.on_window(&WindowObservation { rate_limited_secs: 4.0, ..window(1, 1e8) });
+        assert_eq!(c.part_bytes(), before * 2);
+    }
+
+    #[test]
+    fn timeouts_cut_concurrency() {
+        let cfg = ControllerConfig { initial_concurrency: 40, ..Default::default() };
+        let mut c = ConcurrencyController::new(cfg);
+        c.on_window(&WindowObservation { timeouts: 2, ..window(40, 1e8) });
+        assert_eq!(c.concurrency(), 28);
+    }
+
+    #[test]
+    fn a_full_ready_queue_stops_the_ramp() {
+        let cfg = ControllerConfig { initial_concurrency: 4, ..Default::default() };
+        let mut c = ConcurrencyController::new(cfg);
+        c.on_window(&WindowObservation { ready_fill: Some(1.0), ..window(4, 4e8) });
+        assert!(c.concurrency() <= 4, "{}", c.concurrency());
+        assert_eq!(c.phase(), Phase::Steady);
+    }
+}

@@ -1,0 +1,221 @@
+//! The request-rate limiter: AIMD on requests per second, one per endpoint
+//! and bucket, shared by every stream and session of the process.
+//!
+//! Throttling (503 SlowDown, 429) is a statement about the request *rate*,
+//! not about bytes in flight, so it is answered here, not by the
+//! concurrency controller:
+//!
+//! ```text
+//!  unlimited ──first throttle──▶ rate = 0.9 × successes/s ──quiet 3 s──▶ ×2 per second
+//!                                 │  + 2% of the rate per second   │
+//!                                 └──────── throttle: cut ◀────────┘   (at most once per 0.5 s)
+//! ```
+//!
+//! The cut goes to 90% of the rate the store just *accepted* (not a fixed
+//! fraction of what we asked for), so the average stays above 90% of the
+//! store's cap. `Retry-After` pauses all requests until then. After a quiet
+//! spell the rate grows multiplicatively, so a cap that is lifted is found
+//! within seconds; once the limit is far above what is asked of it, the
+//! limiter switches itself off. Clock injected: pure and testable.
+
+use std::collections::VecDeque;
+
+/// Limiter settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimiterConfig {
+    /// 0.9: the cut, relative to the accepted rate of the last second.
+    pub cut_to: f64,
+    /// 0.5 s: one overshoot brings a burst of 503s; cut once for it.
+    pub cut_interval_secs: f64,
+    /// 2% of the rate per second: additive increase while recently throttled.
+    pub additive_per_sec: f64,
+    /// 3 s without throttling before multiplicative growth.
+    pub quiet_secs: f64,
+    /// ×2 per second once quiet.
+    pub growth_per_sec: f64,
+    /// 50 ms of requests may go at once.
+    pub burst_secs: f64,
+    /// Never below one request per second.
+    pub min_rate: f64,
+}
+
+impl Default for RateLimiterConfig {
+    fn default() -> Self {
+        RateLimiterConfig {
+            cut_to: 0.9,
+            cut_interval_secs: 0.5,
+            additive_per_sec: 0.02,
+            quiet_secs: 3.0,
+            growth_per_sec: 2.0,
+            burst_secs: 0.05,
+            min_rate: 1.0,
+        }
+    }
+}
+
+/// An AIMD token bucket on requests.
+#[derive(Debug, Clone)]
+pub struct RateLimiter {
+    cfg: RateLimiterConfig,
+    /// Requests per second; `None` while unlimited.
+    rate: Option<f64>,
+    tokens: f64,
+    last_secs: f64,
+    paused_until: f64,
+    last_cut: f64,
+    last_throttle: f64,
+    successes: VecDeque<f64>,
+    issued: VecDeque<f64>,
+    /// Throttled replies seen.
+    pub throttled: u64,
+    /// The highest accepted rate seen at a throttle: cuts stop at a quarter
+    /// of it, so throttling that does not depend on our rate (a store
+    /// answering 503 at random) cannot drive the rate to nothing.
+    peak_accepted: f64,
+}
+
+impl RateLimiter {
+    pub fn new(cfg: RateLimiterConfig) -> RateLimiter {
+        RateLimiter {
+            cfg,
+            rate: None,
+            tokens: 0.0,
+            last_secs: 0.0,
+            paused_until: f64::NEG_INFINITY,
+            last_cut: f64::NEG_INFINITY,
+            last_throttle: f64::NEG_INFINITY,
+            successes: VecDeque::new(),
+            issued: VecDeque::new(),
+            throttled: 0,
+            peak_accepted: 0.0,
+        }
+    }
+
+    /// The current limit in requests per second (`None`: unlimited).
+    pub fn rate(&self) -> Option<f64> {
+        self.rate
+    }
+
+    fn window_rate(q: &mut VecDeque<f64>, now: f64) -> f64 {
+        while q.front().is_some_and(|&t| t < now - 1.0) {
+            q.pop_front();
+        }
+        q.len() as f64
+    }
+
+    fn advance(&mut self, now: f64) {
+        let dt = (now - self.last_secs).max(0.0);
+        self.last_secs = now;
+        let Some(rate) = self.rate else {
+            return;
+        };
+        let quiet = now - self.last_throttle >= self.cfg.quiet_secs;
+        let rate = if quiet {
+            rate * self.cfg.growth_per_sec.powf(dt)
+        } else {
+            rate * (1.0 + self.cfg.additive_per_sec * dt)
+        };
+        let burst = (rate * self.cfg.burst_secs).max(1.0);
+        self.tokens = (self.tokens + rate * dt).min(burst);
+        // Far above what is asked of it, long after the last throttle:
+        // nothing to limit any more.
+        let asked = Self::window_rate(&mut self.issued, now);
+        self.rate = if quiet && now - self.last_throttle > 10.0 && rate > 8.0 * asked.max(1.0) {
+            None
+        } else {
+            Some(rate)
+        };
+    }
+
+    /// Takes a token for one request at `now`, or says when to ask again.
+    pub fn try_acquire(&mut self, now: f64) -> Result<(), f64> {
+        self.advance(now);
+        if now < self.paused_until {
+            return Err(self.paused_until);
+        }
+        match self.rate {
+            None => {}
+            Some(rate) if self.tokens >= 1.0 => {
+                let _ = rate;
+                self.tokens -= 1.0;
+            }
+            Some(rate) => return Err(now + (1.0 - self.tokens) / rate.max(1e-9)),
+        }
+        self.issued.push_back(now);
+        Ok(())
+    }
+
+    /// A request completed without throttling.
+    pub fn on_success(&mut self, now: f64) {
+        self.successes.push_back(now);
+        Self::window_rate(&mut self.successes, now);
+    }
+
+    /// The store answered 503/429, optionally with `Retry-After`.
+    pub fn on_throttle(&mut self, now: f64, retry_after_secs: Option<f64>) {
+        self.advance(now);
+        self.throttled += 1;
+        self.last_throttle = now;
+        if let Some(after) = retry_after_secs {
+            self.paused_until = self.paused_until.max(now + after);
+        }
+        if now - self.last_cut < self.cfg.cut_interval_secs {
+            return;
+        }
+        self.last_cut = now;
+        let accepted = Self::window_rate(&mut self.successes, now);
+        let asked = Self::window_rate(&mut self.issued, now);
+        self.peak_accepted = self.peak_accepted.max(accepted);
+        let floor = (0.25 * self.peak_accepted).max(self.cfg.min_rate);
+        let target = (self.cfg.cut_to * accepted).max(floor);
+        // Never raise the limit on a throttle.
+        let current = self.rate.unwrap_or(asked.max(target));
+        self.rate = Some(target.min(current).max(floor));
+        self.tokens = self.tokens.min(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unlimited_until_throttled_then_cut_to_accepted_rate() {
+        let mut l = RateLimiter::new(RateLimiterConfig::default());
+        // 100 requests in a second, all accepted.
+        for i in 0..100 {
+            let t = i as f64 / 100.0;
+            assert!(l.try_acquire(t).is_ok());
+            l.on_success(t);
+        }
+        l.on_throttle(1.0, None);
+        let rate = l.rate().unwrap();
+        assert!((85.0..=95.0).contains(&rate), "{rate}");
+        // Cuts are spaced: a burst of 503s is one signal.
+        l.on_throttle(1.1, None);
+        assert!((l.rate().unwrap() - rate).abs() < 5.0);
+    }
+
+    #[test]
+    fn retry_after_pauses_everything() {
+        let mut l = RateLimiter::new(RateLimiterConfig::default());
+        l.on_throttle(0.0, Some(2.0));
+        assert_eq!(l.try_acquire(1.0), Err(2.0));
+        assert!(l.try_acquire(2.5).is_ok());
+    }
+
+    #[test]
+    fn grows_back_after_a_quiet_spell() {
+        let mut l = RateLimiter::new(RateLimiterConfig::default());
+        for i in 0..50 {
+            l.on_success(i as f64 / 50.0);
+        }
+        l.on_throttle(1.0, None);
+        let cut = l.rate().unwrap();
+        let _ = l.try_acquire(3.0);
+        let additive = l.rate().unwrap();
+        assert!(additive > cut && additive < cut * 1.1, "{cut} → {additive}");
+        let _ = l.try_acquire(8.0);
+        assert!(l.rate().is_none_or(|r| r > cut * 8.0), "{:?}", l.rate());
+    }
+}

@@ -1,0 +1,89 @@
+//! Driving the [`ConcurrencyController`] from the engine's counters: every
+//! 10 ms sample requests in flight, every 50 ms hand the controller a window
+//! and apply what it decides. The controller itself decides when it has seen
+//! enough to judge (see `autotune`).
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use super::{FetchConfig, FetchEngine, FetchSnapshot, TunePoint};
+use crate::autotune::{ConcurrencyController, ControllerConfig, WindowObservation};
+
+/// A controller for `config`, or `None` when nothing is left to tune.
+pub fn controller_for(config: &FetchConfig) -> Option<ConcurrencyController> {
+    if !config.auto_concurrency && !config.auto_part_bytes {
+        return None;
+    }
+    Some(ConcurrencyController::new(ControllerConfig {
+        // Half the budget in flight: the other half holds parsed parts
+        // waiting for the consumer.
+        max_inflight_bytes: (config.memory_budget_bytes / 2).max(1),
+        initial_part_bytes: config.part_bytes,
+        max_concurrency: 1024,
+        fixed_concurrency: (!config.auto_concurrency).then_some(config.concurrency),
+        fixed_part_bytes: (!config.auto_part_bytes).then_some(config.part_bytes),
+        ..ControllerConfig::default()
+    }))
+}
+
+/// Starts the controller task on the current runtime, if there is one.
+pub fn spawn(engine: &Arc<FetchEngine>, controller: ConcurrencyController) {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return;
+    }
+    engine.set_part_bytes(controller.part_bytes());
+    tokio::spawn(run(Arc::downgrade(engine), controller));
+}
+
+async fn run(engine: Weak<FetchEngine>, mut controller: ConcurrencyController) {
+    const SAMPLE: Duration = Duration::from_millis(10);
+    const SAMPLES_PER_WINDOW: u32 = 5;
+    let origin = Instant::now();
+    let mut last: Option<(Instant, FetchSnapshot)> = None;
+    let (mut inflight_sum, mut samples) = (0.0, 0u32);
+    loop {
+        tokio::time::sleep(SAMPLE).await;
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        inflight_sum += engine.limit.in_flight() as f64;
+        samples += 1;
+        if samples < SAMPLES_PER_WINDOW {
+            continue;
+        }
+        let now = Instant::now();
+        let snap = engine.stats.snapshot();
+        let Some((then, prev)) = last.replace((now, snap)) else {
+            (inflight_sum, samples) = (0.0, 0);
+            continue;
+        };
+        let window_secs = now.duration_since(then).as_secs_f64();
+        let obs = WindowObservation {
+            now_secs: now.duration_since(origin).as_secs_f64(),
+            window_secs,
+            bytes: snap.bytes - prev.bytes,
+            completions: snap.parts - prev.parts,
+            ttfb_secs_sum: (snap.ttfb_us - prev.ttfb_us) as f64 * 1e-6,
+            transfer_secs_sum: (snap.transfer_us - prev.transfer_us) as f64 * 1e-6,
+            throttled: snap.throttled - prev.throttled,
+            timeouts: snap.timeouts - prev.timeouts,
+            rate_limited_secs: (snap.rate_limited_us - prev.rate_limited_us) as f64 * 1e-6,
+            inflight_mean: inflight_sum / f64::from(samples),
+            ready_fill: None,
+            consumer_wait_secs: 0.0,
+        };
+        let decision = controller.on_window(&obs);
+        engine.limit.set_limit(decision.concurrency);
+        engine.set_part_bytes(decision.part_bytes);
+        let point = TunePoint {
+            t_secs: obs.now_secs,
+            goodput_bps: obs.goodput_bps(),
+            concurrency: decision.concurrency,
+            part_bytes: decision.part_bytes,
+            inflight: obs.inflight_mean,
+            phase: decision.phase,
+        };
+        engine.tuning.lock().unwrap_or_else(|p| p.into_inner()).push(point);
+        (inflight_sum, samples) = (0.0, 0);
+    }
+}
