@@ -117,6 +117,9 @@ pub struct ConcurrencyController {
     acc_completions: u64,
     acc_inflight_area: f64,
     acc_latency_sum: f64,
+    acc_rate_limited: f64,
+    /// Steady periods in a row in which goodput grew with requests.
+    unsaturated_periods: u32,
     /// The uncontended request latency (see `on_window`).
     min_latency_secs: f64,
     /// Requests held per request Little's law asks for: starts at the
@@ -142,6 +145,8 @@ impl ConcurrencyController {
             acc_completions: 0,
             acc_inflight_area: 0.0,
             acc_latency_sum: 0.0,
+            acc_rate_limited: 0.0,
+            unsaturated_periods: 0,
             min_latency_secs: f64::INFINITY,
             headroom: cfg.headroom,
             cfg,
@@ -235,6 +240,7 @@ impl ConcurrencyController {
         self.acc_completions += obs.completions;
         self.acc_inflight_area += obs.inflight_mean * obs.window_secs;
         self.acc_latency_sum += obs.ttfb_secs_sum + obs.transfer_secs_sum;
+        self.acc_rate_limited += obs.rate_limited_secs;
         // Judge only a full period with a completion per slot (before the
         // first completion, even the latency is unknown).
         let settling = matches!(
@@ -250,6 +256,7 @@ impl ConcurrencyController {
         }
         let bps = self.period_goodput();
         let (period_latency_sum, period_completions) = (self.acc_latency_sum, self.acc_completions);
+        let (period_rate_limited, period_secs) = (self.acc_rate_limited, self.acc_secs);
         self.reset_period();
         let demand_met = obs.ready_fill.is_some_and(|f| f > 0.9);
         self.state = match self.state {
@@ -310,9 +317,17 @@ impl ConcurrencyController {
                 let target = self.little_target(self.goodput_bps);
                 let c = self.concurrency as f64;
                 let band = 1.0 + self.cfg.hysteresis;
+                // Requests waited on the rate limiter: the store's request
+                // rate is the bottleneck, not the path, so goodput says
+                // nothing about how many requests the path needs.
+                let rate_bound = period_rate_limited > 0.1 * period_secs * c;
+                // Goodput grows in step with requests: not full yet.
+                let unsaturated = target as f64 >= c * 1.08 && !rate_bound && !demand_met;
                 let next = if demand_met {
                     // The consumer is the bottleneck: shed a tenth.
                     (c * 0.9).floor() as usize
+                } else if rate_bound {
+                    self.concurrency
                 } else if target as f64 > c * band {
                     target.min((c * 1.5).ceil() as usize)
                 } else if (target as f64) < c / band {
@@ -320,7 +335,18 @@ impl ConcurrencyController {
                 } else {
                     self.concurrency
                 };
-                if self.set_concurrency(next) {
+                if unsaturated && self.unsaturated_periods >= 1 {
+                    // Twice in a row: capacity appeared (a cap lifted, a
+                    // link widened). Ramp again instead of creeping up 10%
+                    // a period.
+                    self.unsaturated_periods = 0;
+                    let best = self.goodput_bps;
+                    let from = self.concurrency;
+                    self.set_concurrency(from * 2);
+                    State::Startup { best_bps: best, best_concurrency: from, stalled: 0 }
+                } else if self.set_concurrency(next) {
+                    self.unsaturated_periods =
+                        if unsaturated { self.unsaturated_periods + 1 } else { 0 };
                     State::Steady { settle: true, periods: 0 }
                 } else if periods + 1 >= self.cfg.probe_every && !demand_met {
                     let base = self.concurrency;
@@ -386,6 +412,7 @@ impl ConcurrencyController {
         self.acc_completions = 0;
         self.acc_inflight_area = 0.0;
         self.acc_latency_sum = 0.0;
+        self.acc_rate_limited = 0.0;
     }
 
     /// Requests in flight that `bps` needs at the uncontended latency, with
