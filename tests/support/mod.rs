@@ -2,6 +2,8 @@
 //! datasets written through it, and helpers to run the pipeline.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 

@@ -1,0 +1,160 @@
+//! A latency-, bandwidth- and rate-injecting TCP proxy for HTTP/1.1, in
+//! front of the test S3 server (this kernel has no netem).
+//!
+//! Per request: the request head is held for `ttfb` before it is forwarded
+//! (so the reply's first byte comes that much later); if requests arrive
+//! faster than `rate_cap` per second, the proxy answers 503 SlowDown itself.
+//! Per connection: replies flow no faster than `bytes_per_s`.
+//! Assumes what the object_store client does: one request at a time per
+//! connection, bodies only with a Content-Length.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Mutex as AsyncMutex;
+
+/// What the proxy injects.
+#[derive(Debug, Clone, Copy)]
+pub struct ProxyConfig {
+    pub ttfb: Duration,
+    pub bytes_per_s: f64,
+    pub rate_cap: Option<f64>,
+}
+
+/// A running proxy; stops when dropped.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub throttled: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Token bucket of the rate cap: 100 ms of burst.
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Proxy {
+    pub async fn start(upstream: SocketAddr, cfg: ProxyConfig) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let throttled = Arc::new(AtomicU64::new(0));
+        let bucket = Arc::new(Mutex::new(Bucket { tokens: 1.0, last: Instant::now() }));
+        let counter = throttled.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else { continue };
+                let (bucket, counter) = (bucket.clone(), counter.clone());
+                tokio::spawn(async move {
+                    let _ = serve(client, upstream, cfg, bucket, counter).await;
+                });
+            }
+        });
+        Proxy { addr, throttled, task }
+    }
+}
+
+fn admit(bucket: &Mutex<Bucket>, cap: Option<f64>) -> bool {
+    let Some(cap) = cap else { return true };
+    let mut b = bucket.lock().expect("bucket");
+    let now = Instant::now();
+    b.tokens =
+        (b.tokens + cap * now.duration_since(b.last).as_secs_f64()).min((cap * 0.1).max(1.0));
+    b.last = now;
+    if b.tokens >= 1.0 {
+        b.tokens -= 1.0;
+        true
+    } else {
+        false
+    }
+}
+
+const SLOW_DOWN: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+
+async fn serve(
+    client: TcpStream,
+    upstream: SocketAddr,
+    cfg: ProxyConfig,
+    bucket: Arc<Mutex<Bucket>>,
+    throttled: Arc<AtomicU64>,
+) -> std::io::Result<()> {
+    let server = TcpStream::connect(upstream).await?;
+    let (mut client_rx, client_tx) = client.into_split();
+    let (mut server_rx, mut server_tx) = server.into_split();
+    let client_tx = Arc::new(AsyncMutex::new(client_tx));
+
+    // Replies: paced to the per-connection bandwidth.
+    let writer = client_tx.clone();
+    let replies = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 << 10];
+        let start = Instant::now();
+        let mut sent = 0u64;
+        loop {
+            let n = match server_rx.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            sent += n as u64;
+            let due = Duration::from_secs_f64(sent as f64 / cfg.bytes_per_s);
+            let elapsed = start.elapsed();
+            if due > elapsed {
+                tokio::time::sleep(due - elapsed).await;
+            }
+            if writer.lock().await.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    });
+
+    // Requests: one head at a time (plus its Content-Length body).
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        let head_end = loop {
+            if let Some(at) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let n = client_rx.read(&mut buf).await?;
+            if n == 0 {
+                replies.abort();
+                return Ok(());
+            }
+            pending.extend_from_slice(&buf[..n]);
+        };
+        let head = String::from_utf8_lossy(&pending[..head_end]).to_ascii_lowercase();
+        let body_len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while pending.len() < head_end + body_len {
+            let n = client_rx.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            pending.extend_from_slice(&buf[..n]);
+        }
+        let request: Vec<u8> = pending.drain(..head_end + body_len).collect();
+        if !admit(&bucket, cfg.rate_cap) {
+            throttled.fetch_add(1, Ordering::Relaxed);
+            let reply = format!(
+                "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nRetry-After: 1\r\n\r\n{SLOW_DOWN}",
+                SLOW_DOWN.len()
+            );
+            client_tx.lock().await.write_all(reply.as_bytes()).await?;
+            continue;
+        }
+        tokio::time::sleep(cfg.ttfb).await;
+        server_tx.write_all(&request).await?;
+    }
+}
