@@ -10,16 +10,20 @@ use stoker::autotune::sim_store::{SimConfig, StoreModel, simulate};
 
 fn main() {
     let args: Vec<f64> = std::env::args().skip(1).filter_map(|s| s.parse().ok()).collect();
-    let [per_conn, ttfb_ms, link_gbps] = args[..] else {
-        eprintln!("usage: sim_cell PER_CONN_MB_S TTFB_MS LINK_GBPS");
-        std::process::exit(2);
+    let (per_conn, ttfb_ms, link_gbps, rate_cap) = match args[..] {
+        [a, b, c] => (a, b, c, None),
+        [a, b, c, d] => (a, b, c, Some(d)),
+        _ => {
+            eprintln!("usage: sim_cell PER_CONN_MB_S TTFB_MS LINK_GBPS [RATE_CAP_PER_S]");
+            std::process::exit(2);
+        }
     };
     let model = StoreModel {
         per_conn_bps: per_conn * 1e6,
         ttfb_secs: ttfb_ms / 1e3,
         ttfb_jitter: 0.2,
         link_bps: link_gbps * 1e9 / 8.0,
-        rate_cap: None,
+        rate_cap,
     };
     let client = ControllerConfig { max_inflight_bytes: 8 << 30, ..ControllerConfig::default() };
     let tr = simulate(&SimConfig {
@@ -27,15 +31,15 @@ fn main() {
         changes: vec![],
         duration_secs: 30.0,
         clients: vec![client],
-        limiter: None,
+        limiter: rate_cap.map(|_| stoker::autotune::RateLimiterConfig::default()),
         seed: 7,
     });
-    println!("changes (time s, concurrency, phase):");
+    println!("changes (time s, concurrency, part, phase):");
     let mut last = None;
-    for (t, c, _, phase) in &tr.settings {
-        if last != Some((*c, *phase)) {
-            print!("({t:.2}, {c}, {phase:?}) ");
-            last = Some((*c, *phase));
+    for (t, c, part, phase) in &tr.settings {
+        if last != Some((*c, *part, *phase)) {
+            print!("({t:.2}, {c}, {}MiB, {phase:?}) ", part >> 20);
+            last = Some((*c, *part, *phase));
         }
     }
     println!("\ngoodput MB/s per second:");

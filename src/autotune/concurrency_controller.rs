@@ -118,6 +118,10 @@ pub struct ConcurrencyController {
     acc_inflight_area: f64,
     acc_latency_sum: f64,
     acc_rate_limited: f64,
+    /// The concurrency before the last shrink and the goodput it had.
+    last_shrink: Option<(usize, f64)>,
+    /// Latency sums and completions of the startup rounds that grew.
+    growth_rounds: Vec<(f64, u64)>,
     /// Steady periods in a row in which goodput grew with requests.
     unsaturated_periods: u32,
     /// The uncontended request latency (see `on_window`).
@@ -147,6 +151,8 @@ impl ConcurrencyController {
             acc_latency_sum: 0.0,
             acc_rate_limited: 0.0,
             unsaturated_periods: 0,
+            growth_rounds: Vec::new(),
+            last_shrink: None,
             min_latency_secs: f64::INFINITY,
             headroom: cfg.headroom,
             cfg,
@@ -224,7 +230,6 @@ impl ConcurrencyController {
                 0.7 * self.latency_secs + 0.3 * latency
             };
         }
-        self.adjust_part_bytes(obs);
         if let Some(fixed) = self.cfg.fixed_concurrency {
             self.concurrency = fixed.max(1);
             return self.decision();
@@ -258,17 +263,24 @@ impl ConcurrencyController {
         let (period_latency_sum, period_completions) = (self.acc_latency_sum, self.acc_completions);
         let (period_rate_limited, period_secs) = (self.acc_rate_limited, self.acc_secs);
         self.reset_period();
+        self.adjust_part_bytes(period_rate_limited, period_secs);
         let demand_met = obs.ready_fill.is_some_and(|f| f > 0.9);
         self.state = match self.state {
             State::Startup { best_bps, best_concurrency, stalled } => {
                 let growing = bps >= best_bps * self.cfg.startup_growth && !demand_met;
                 if growing {
-                    // Rounds that still grew ran (mostly) uncontended; the
-                    // lowest well-sampled round mean is the uncontended
-                    // latency.
-                    if period_completions >= 4 {
-                        let mean = period_latency_sum / period_completions as f64;
-                        self.min_latency_secs = self.min_latency_secs.min(mean);
+                    // Rounds that still grew ran uncontended, except perhaps
+                    // the last two (goodput lags a doubling by a round). The
+                    // uncontended latency is the completion-weighted mean of
+                    // the others: every completion counts, not the luckiest
+                    // round.
+                    self.growth_rounds.push((period_latency_sum, period_completions));
+                    let n = self.growth_rounds.len();
+                    let trusted = &self.growth_rounds[..n.saturating_sub(2).max(1)];
+                    let (sum, count) =
+                        trusted.iter().fold((0.0, 0u64), |a, r| (a.0 + r.0, a.1 + r.1));
+                    if count > 0 {
+                        self.min_latency_secs = sum / count as f64;
                     }
                 }
                 if growing {
@@ -303,18 +315,27 @@ impl ConcurrencyController {
                 }
             }
             State::Steady { settle: true, periods } => State::Steady { settle: false, periods },
+            State::Steady { settle: false, .. }
+                if self
+                    .last_shrink
+                    .is_some_and(|(_, before)| bps < before * (1.0 - self.cfg.accept_gain)) =>
+            {
+                // The last shrink cost goodput: Little's law undercounted
+                // (the latency estimate is low, or jitter needs slack). Undo
+                // it and hold more headroom from now on.
+                let (from, before) = self.last_shrink.take().unwrap_or((self.concurrency, bps));
+                self.set_concurrency(from);
+                self.goodput_bps = before;
+                self.headroom = (self.headroom * 1.25).min(2.0);
+                State::Steady { settle: true, periods: 0 }
+            }
             State::Steady { settle: false, periods } => {
-                // A well-sampled period faster than the estimate: it was
-                // pessimistic. Drift up 0.2% a period, so a path that got
-                // slower is followed within minutes.
-                if period_completions >= 8 {
-                    let mean = period_latency_sum / period_completions as f64;
-                    self.min_latency_secs = (self.min_latency_secs * 1.002).min(mean);
-                }
+                self.last_shrink = None;
                 self.goodput_bps =
                     if self.goodput_bps == 0.0 { bps } else { 0.5 * self.goodput_bps + 0.5 * bps };
                 self.headroom = (self.headroom * 0.99).max(self.cfg.headroom);
                 let target = self.little_target(self.goodput_bps);
+                let from_c = self.concurrency;
                 let c = self.concurrency as f64;
                 let band = 1.0 + self.cfg.hysteresis;
                 // Requests waited on the rate limiter: the store's request
@@ -345,6 +366,9 @@ impl ConcurrencyController {
                     self.set_concurrency(from * 2);
                     State::Startup { best_bps: best, best_concurrency: from, stalled: 0 }
                 } else if self.set_concurrency(next) {
+                    if next < from_c {
+                        self.last_shrink = Some((from_c, self.goodput_bps));
+                    }
                     self.unsaturated_periods =
                         if unsaturated { self.unsaturated_periods + 1 } else { 0 };
                     State::Steady { settle: true, periods: 0 }
@@ -369,8 +393,10 @@ impl ConcurrencyController {
                     // requests: learn the headroom that delivered it.
                     self.goodput_bps = bps;
                     let ideal = bps * self.min_latency_secs / self.part_bytes as f64;
-                    if ideal > 0.0 {
-                        self.headroom = self.headroom.max(self.concurrency as f64 / ideal).min(4.0);
+                    // Only from a few requests up: at one or two, rounding
+                    // alone looks like a large headroom.
+                    if ideal >= 2.0 {
+                        self.headroom = self.headroom.max(self.concurrency as f64 / ideal).min(2.0);
                     }
                 } else {
                     self.set_concurrency(base);
@@ -425,22 +451,24 @@ impl ConcurrencyController {
             as usize
     }
 
-    fn adjust_part_bytes(&mut self, obs: &WindowObservation) {
-        if self.cfg.fixed_part_bytes.is_some() || obs.window_secs <= 0.0 {
+    /// At most once a period: requests spent a fifth of their slot time
+    /// waiting on the rate limiter, so the request rate binds and each
+    /// request must carry more.
+    fn adjust_part_bytes(&mut self, rate_limited_secs: f64, period_secs: f64) {
+        if self.cfg.fixed_part_bytes.is_some() || period_secs <= 0.0 {
             return;
         }
-        // Requests spent a fifth of their slot time waiting on the rate
-        // limiter: the request rate binds, so carry more per request.
-        let slot_secs = obs.window_secs * self.concurrency.max(1) as f64;
-        if obs.rate_limited_secs > 0.2 * slot_secs {
+        let slot_secs = period_secs * self.concurrency.max(1) as f64;
+        if rate_limited_secs > 0.2 * slot_secs {
             let grown = (self.part_bytes * 2)
                 .min(self.cfg.max_part_bytes)
                 .min(self.cfg.max_inflight_bytes.max(1));
             if grown > self.part_bytes {
                 self.part_bytes = grown;
                 self.concurrency = self.clamp(self.concurrency);
-                // Latencies change with the part size: measure afresh.
-                self.min_latency_secs = f64::INFINITY;
+                // Twice the bytes take at most twice as long uncontended;
+                // steady periods correct the estimate downwards.
+                self.min_latency_secs *= 2.0;
             }
         }
     }
