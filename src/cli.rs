@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod generate;
+pub mod plot;
 pub mod report;
 pub mod size_arg;
 

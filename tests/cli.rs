@@ -214,3 +214,31 @@ async fn bench_against_the_local_s3_server() {
     assert_eq!(report["duplicate_samples"].as_u64(), Some(0));
     assert!(report["requests"].as_u64().expect("requests") >= 4);
 }
+
+#[test]
+fn plot_draws_the_autotuner_as_svg() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let svg = dir.path().join("tune.svg");
+    let out = ok(&[
+        "bench",
+        "--emulate",
+        "remote",
+        "--synth-shards",
+        "4",
+        "--synth-shard-bytes",
+        "8MiB",
+        "--epochs",
+        "3",
+        "--plot",
+        svg.to_str().expect("path"),
+    ]);
+    assert!(out.contains("EMULATED"), "emulation is labelled: {out}");
+    let text = std::fs::read_to_string(&svg).expect("plot written");
+    assert!(
+        text.starts_with("<svg") && text.contains("concurrency limit"),
+        "{}",
+        &text[..200.min(text.len())]
+    );
+    let bad = stoker(&["bench", "--plot", "x.png", "--synth-shards", "1"]);
+    assert_eq!(bad.status.code(), Some(2));
+}

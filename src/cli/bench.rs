@@ -97,6 +97,9 @@ pub struct BenchArgs {
     /// first byte of each request and caps each at 50 MB/s (labelled emulated).
     #[arg(long, value_name = "PROFILE", value_parser = ["remote"])]
     pub emulate: Option<String>,
+    /// Draw goodput, concurrency and part size over time into FILE (.svg).
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<std::path::PathBuf>,
 }
 
 /// `--concurrency`: `auto` or a number.
@@ -134,6 +137,14 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let opts = StoreOptions { options: args.store_opts.clone() };
     let fetch = fetch_config(args, args.concurrency);
     fetch.validate()?;
+    if let Some(path) = &args.plot
+        && path.extension().and_then(|e| e.to_str()) != Some("svg")
+    {
+        anyhow::bail!(crate::Error::Config(format!(
+            "--plot writes SVG: name the file *.svg, not {}",
+            path.display()
+        )));
+    }
     let cfg = pipeline_config(args);
     cfg.validate()?;
     // The temporary directory lives until the end of the run.
@@ -359,6 +370,15 @@ async fn run_once(
         epochs_completed += 1;
     }
     let tuning = engine.tuning.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let (Some(path), true) = (&args.plot, show_progress) {
+        let title = format!(
+            "stoker bench {}{}",
+            dataset.url.to_url(),
+            if emulated { " (emulated remote)" } else { "" }
+        );
+        super::plot::plot_tuning(path, &tuning, &title)?;
+        eprintln!("Plot written to {}", path.display());
+    }
     let auto = |on: bool| {
         if on { Provenance::Autotuned } else { Provenance::User }
     };
