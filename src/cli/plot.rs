@@ -8,6 +8,9 @@ use plotters::prelude::*;
 
 use crate::fetch::TunePoint;
 
+/// One line of a pane: its legend, colour and points.
+type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
+
 /// Draws `points` into an SVG file at `path`.
 pub fn plot_tuning(path: &Path, points: &[TunePoint], title: &str) -> anyhow::Result<()> {
     match path.extension().and_then(|e| e.to_str()) {
@@ -30,7 +33,7 @@ pub fn plot_tuning(path: &Path, points: &[TunePoint], title: &str) -> anyhow::Re
 
     let draw = |pane: &DrawingArea<SVGBackend, plotters::coord::Shift>,
                 label: &str,
-                series: &[(&str, RGBColor, Vec<(f64, f64)>)]|
+                series: &[Series]|
      -> anyhow::Result<()> {
         let y_max =
             series.iter().flat_map(|s| s.2.iter().map(|p| p.1)).fold(0.0, f64::max).max(1.0) * 1.1;
