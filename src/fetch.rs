@@ -17,6 +17,7 @@
 mod autotune_task;
 mod backoff;
 mod concurrency_limit;
+mod demand_gauge;
 mod fetch_stats;
 mod memory_budget;
 mod part_plan;
@@ -34,6 +35,7 @@ use object_store::ObjectStore;
 
 pub use backoff::Backoff;
 pub use concurrency_limit::{ConcurrencyLimit, ConnPermit};
+pub use demand_gauge::{DemandGauge, DemandSnapshot};
 pub use fetch_stats::{FetchSnapshot, FetchStats};
 pub use memory_budget::{MAX_RESERVATION, MemoryBudget, Reservation};
 pub use part_plan::PartPlan;
@@ -196,6 +198,8 @@ pub struct FetchEngine {
     pub budget: Arc<MemoryBudget>,
     pub pool: Arc<PartPool>,
     pub stats: Arc<FetchStats>,
+    /// The consumer's side: ready-queue fill and waits.
+    pub demand: Arc<DemandGauge>,
     /// The endpoint's request-rate limiter, when pacing is on.
     pub gate: Option<Arc<RateGate>>,
     /// What the autotuner chose, window by window (empty when pinned).
@@ -235,6 +239,7 @@ impl FetchEngine {
                 if endpoint.is_empty() { RateGate::new() } else { RateGate::for_endpoint(endpoint) }
             }),
             tuning: Default::default(),
+            demand: Default::default(),
             limit: ConcurrencyLimit::new(start),
             budget: MemoryBudget::new(config.memory_budget_bytes),
             // Up to a quarter of the budget kept for reuse.

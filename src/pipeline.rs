@@ -94,6 +94,7 @@ enum SampleMsg {
 #[derive(Debug)]
 pub struct Pipeline {
     batches: mpsc::Receiver<Result<Batch>>,
+    demand: Arc<crate::fetch::DemandGauge>,
     pub stats: Arc<PipelineStats>,
 }
 
@@ -121,6 +122,7 @@ impl Pipeline {
             }
         }
         let budget = engine.budget.total_bytes();
+        let demand = engine.demand.clone();
         let events = spawn_shard_stream(engine, plan);
         let (sample_tx, sample_rx) = sync_channel(SAMPLE_QUEUE);
         let (batch_tx, batches) = mpsc::channel(cfg.prefetch_batches.max(1));
@@ -141,12 +143,18 @@ impl Pipeline {
             "stoker-batch",
             Box::new(move || batch_loop(sample_rx, batch_tx, cfg, budget, &batch_stats)),
         )?;
-        Ok(Pipeline { batches, stats })
+        Ok(Pipeline { batches, demand, stats })
     }
 
     /// The next batch; `None` when every epoch is done or after an error.
     pub async fn next(&mut self) -> Option<Result<Batch>> {
-        self.batches.recv().await
+        // How full the ready queue was, and how long we waited: the
+        // autotuner's view of demand.
+        let fill = self.batches.len() as f64 / self.batches.max_capacity().max(1) as f64;
+        let asked = std::time::Instant::now();
+        let batch = self.batches.recv().await;
+        self.demand.record(fill, asked.elapsed());
+        batch
     }
 }
 

@@ -103,3 +103,37 @@ async fn sweep_through_a_slow_proxy_reports_auto_against_static() {
     assert!(ratio > 0.5, "auto / best static = {ratio}\n{stderr}");
     assert_eq!(report["errors"].as_u64(), Some(0));
 }
+
+/// A consumer slower than the store needs few requests: the autotuner reads
+/// the ready queue and does not ramp past what the consumer takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_keeps_concurrency_low() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let url = format!("{}/ds/", dir.path().display());
+    let cfg =
+        stoker::synth::SynthConfig { shards: 8, shard_bytes: 8 << 20, ..small_synth(8, false) };
+    stoker::synth::write_dataset(&url, &Default::default(), &cfg).await.expect("gen");
+    let mut limits = Vec::new();
+    for consumer_ms in [0u64, 100] {
+        let mut dataset =
+            stoker::source::Dataset::open(&url, &Default::default()).await.expect("open");
+        dataset.store = std::sync::Arc::new(stoker::source::EmulatedStore::new(
+            dataset.store.clone(),
+            stoker::source::RemoteProfile::REMOTE,
+        ));
+        let fetch = FetchConfig { auto_concurrency: true, ..FetchConfig::default() };
+        let engine = stoker::fetch::FetchEngine::new(dataset.store.clone(), fetch);
+        let pcfg = PipelineConfig { epochs: 1000, batch_size: 16, ..PipelineConfig::default() };
+        let mut pipeline =
+            stoker::pipeline::Pipeline::start(&dataset, engine.clone(), pcfg).expect("start");
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(4);
+        while std::time::Instant::now() < until {
+            pipeline.next().await.expect("batch").expect("ok");
+            tokio::time::sleep(std::time::Duration::from_millis(consumer_ms)).await;
+        }
+        limits.push(engine.limit.limit());
+    }
+    println!("concurrency after 4 s: fast consumer {}, slow consumer {}", limits[0], limits[1]);
+    assert!(limits[1] <= 4, "slow consumer: {limits:?}");
+    assert!(limits[0] > 2 * limits[1], "fast consumer ramps further: {limits:?}");
+}

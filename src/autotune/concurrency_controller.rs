@@ -118,6 +118,9 @@ pub struct ConcurrencyController {
     acc_inflight_area: f64,
     acc_latency_sum: f64,
     acc_rate_limited: f64,
+    /// Ready-queue fill (sum, windows) and consumer wait over the period.
+    acc_fill: (f64, u32),
+    acc_wait: f64,
     /// The concurrency before the last shrink and the goodput it had.
     last_shrink: Option<(usize, f64)>,
     /// Latency sums and completions of the startup rounds that grew.
@@ -150,6 +153,8 @@ impl ConcurrencyController {
             acc_inflight_area: 0.0,
             acc_latency_sum: 0.0,
             acc_rate_limited: 0.0,
+            acc_fill: (0.0, 0),
+            acc_wait: 0.0,
             unsaturated_periods: 0,
             growth_rounds: Vec::new(),
             last_shrink: None,
@@ -246,6 +251,11 @@ impl ConcurrencyController {
         self.acc_inflight_area += obs.inflight_mean * obs.window_secs;
         self.acc_latency_sum += obs.ttfb_secs_sum + obs.transfer_secs_sum;
         self.acc_rate_limited += obs.rate_limited_secs;
+        if let Some(fill) = obs.ready_fill {
+            self.acc_fill.0 += fill;
+            self.acc_fill.1 += 1;
+        }
+        self.acc_wait += obs.consumer_wait_secs;
         // Judge only a full period with a completion per slot (before the
         // first completion, even the latency is unknown).
         let settling = matches!(
@@ -262,9 +272,15 @@ impl ConcurrencyController {
         let bps = self.period_goodput();
         let (period_latency_sum, period_completions) = (self.acc_latency_sum, self.acc_completions);
         let (period_rate_limited, period_secs) = (self.acc_rate_limited, self.acc_secs);
+        let period_fill =
+            (self.acc_fill.1 > 0).then(|| self.acc_fill.0 / f64::from(self.acc_fill.1));
+        let period_wait = self.acc_wait;
         self.reset_period();
         self.adjust_part_bytes(period_rate_limited, period_secs);
-        let demand_met = obs.ready_fill.is_some_and(|f| f > 0.9);
+        // Demand is met when the ready queue stayed nearly full and the
+        // consumer hardly waited over the period. Fill alone misleads: parts
+        // arrive in bursts that fill the queue for a moment.
+        let demand_met = period_fill.is_some_and(|f| f > 0.9) && period_wait < 0.05 * period_secs;
         self.state = match self.state {
             State::Startup { best_bps, best_concurrency, stalled } => {
                 let growing = bps >= best_bps * self.cfg.startup_growth && !demand_met;
@@ -439,6 +455,8 @@ impl ConcurrencyController {
         self.acc_inflight_area = 0.0;
         self.acc_latency_sum = 0.0;
         self.acc_rate_limited = 0.0;
+        self.acc_fill = (0.0, 0);
+        self.acc_wait = 0.0;
     }
 
     /// Requests in flight that `bps` needs at the uncontended latency, with

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use super::{FetchConfig, FetchEngine, FetchSnapshot, TunePoint};
+use super::{DemandSnapshot, FetchConfig, FetchEngine, FetchSnapshot, TunePoint};
 use crate::autotune::{ConcurrencyController, ControllerConfig, WindowObservation};
 
 /// A controller for `config`, or `None` when nothing is left to tune.
@@ -39,7 +39,7 @@ async fn run(engine: Weak<FetchEngine>, mut controller: ConcurrencyController) {
     const SAMPLE: Duration = Duration::from_millis(10);
     const SAMPLES_PER_WINDOW: u32 = 5;
     let origin = Instant::now();
-    let mut last: Option<(Instant, FetchSnapshot)> = None;
+    let mut last: Option<(Instant, FetchSnapshot, DemandSnapshot)> = None;
     let (mut inflight_sum, mut samples) = (0.0, 0u32);
     loop {
         tokio::time::sleep(SAMPLE).await;
@@ -53,7 +53,8 @@ async fn run(engine: Weak<FetchEngine>, mut controller: ConcurrencyController) {
         }
         let now = Instant::now();
         let snap = engine.stats.snapshot();
-        let Some((then, prev)) = last.replace((now, snap)) else {
+        let demand = engine.demand.snapshot();
+        let Some((then, prev, prev_demand)) = last.replace((now, snap, demand)) else {
             (inflight_sum, samples) = (0.0, 0);
             continue;
         };
@@ -69,8 +70,14 @@ async fn run(engine: Weak<FetchEngine>, mut controller: ConcurrencyController) {
             timeouts: snap.timeouts - prev.timeouts,
             rate_limited_secs: (snap.rate_limited_us - prev.rate_limited_us) as f64 * 1e-6,
             inflight_mean: inflight_sum / f64::from(samples),
-            ready_fill: None,
-            consumer_wait_secs: 0.0,
+            // No batch taken in the window: no consumer, or a stalled one;
+            // either way the queue says nothing.
+            ready_fill: (demand.takes > prev_demand.takes).then(|| {
+                (demand.fill_permille_sum - prev_demand.fill_permille_sum) as f64
+                    / 1000.0
+                    / (demand.takes - prev_demand.takes) as f64
+            }),
+            consumer_wait_secs: (demand.wait_us - prev_demand.wait_us) as f64 * 1e-6,
         };
         let decision = controller.on_window(&obs);
         engine.limit.set_limit(decision.concurrency);
