@@ -20,6 +20,7 @@ pub mod error;
 pub mod fetch;
 pub mod order;
 pub mod pipeline;
+pub mod ring;
 pub mod shard;
 pub mod source;
 pub mod synth;

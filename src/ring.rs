@@ -1,0 +1,51 @@
+//! `ring`: the shared-memory arena batches are handed out in.
+//!
+//! One sealed memfd per session (`MemfdSegment`), cut into equal slots whose
+//! ownership is tracked lock-free (`SlotTable`): the daemon fills a slot,
+//! leases it to the client, and gets it back on release, or all at once when
+//! the client disconnects. The descriptor goes to the client over the Unix
+//! socket (SCM_RIGHTS, with the service); the client can only map it read-only.
+//!
+//! ```text
+//!  segment: [ slot 0 | slot 1 | … | slot n-1 ]   each slot_bytes, a batch in the layout of `batch`
+//! ```
+//!
+//! The only module besides `gpu` allowed `unsafe`: mmap and raw copies.
+
+#![allow(unsafe_code)]
+
+mod memfd_segment;
+mod slot_table;
+mod sync;
+
+pub use memfd_segment::{MemfdSegment, ReadOnlyMapping};
+pub use slot_table::{SlotError, SlotTable, SlotToken};
+
+use crate::ErrorKind;
+
+/// Errors of the ring.
+#[derive(Debug, thiserror::Error)]
+pub enum RingError {
+    #[error("{what} failed: {errno}")]
+    Os { what: &'static str, errno: nix::Error },
+    #[error("a ring segment cannot be empty")]
+    Empty,
+    #[error("a ring of {bytes} bytes is too large for this platform")]
+    TooLarge { bytes: u64 },
+    #[error("{len} bytes at offset {offset} do not fit a segment of {size} bytes")]
+    OutOfBounds { offset: u64, len: u64, size: u64 },
+    #[error(transparent)]
+    Slot(#[from] SlotError),
+}
+
+impl RingError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RingError::Os { .. } => ErrorKind::Internal,
+            RingError::Empty | RingError::OutOfBounds { .. } | RingError::Slot(_) => {
+                ErrorKind::InvalidArgument
+            }
+            RingError::TooLarge { .. } => ErrorKind::ResourceExhausted,
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! One sealed, anonymous shared-memory segment (memfd).
+//!
+//! ```text
+//!  daemon: memfd_create ─ftruncate(size)─ mmap(RW, shared) ─seal(SHRINK|GROW|FUTURE_WRITE)─▶ fd to clients
+//!  client:                                    mmap(fd, PROT_READ) ok;  mmap(fd, PROT_WRITE) → EPERM
+//! ```
+//!
+//! No name in /dev/shm: nothing is left behind when a process dies, and
+//! Kubernetes' 64 MiB /dev/shm limit does not apply. The daemon's writable
+//! mapping exists before `F_SEAL_FUTURE_WRITE`, so it keeps writing; every
+//! later mapping (the clients') can only read. Size seals make the segment's
+//! length a fact clients can rely on (no SIGBUS from a shrink).
+
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+
+use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+use nix::sys::memfd::{MFdFlags, memfd_create};
+use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
+
+use super::RingError;
+
+/// A sealed memfd mapped read-write into this process.
+#[derive(Debug)]
+pub struct MemfdSegment {
+    fd: OwnedFd,
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory owned by this value; access to
+// its bytes is coordinated by the slot table (one writer per slot).
+unsafe impl Send for MemfdSegment {}
+// SAFETY: as above; `&MemfdSegment` only hands out raw slot views under the
+// slot table's discipline.
+unsafe impl Sync for MemfdSegment {}
+
+impl MemfdSegment {
+    /// Creates a sealed segment of `len` bytes named `name` (for
+    /// /proc/PID/fd listings only).
+    pub fn create(name: &str, len: usize) -> Result<MemfdSegment, RingError> {
+        let size = NonZeroUsize::new(len).ok_or(RingError::Empty)?;
+        let err = |what: &'static str| move |e: nix::Error| RingError::Os { what, errno: e };
+        let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
+            .map_err(err("memfd_create"))?;
+        let off = i64::try_from(len).map_err(|_| RingError::TooLarge { bytes: len as u64 })?;
+        nix::unistd::ftruncate(&fd, off).map_err(err("ftruncate"))?;
+        // SAFETY: a fresh shared mapping of a file we own, of exactly its
+        // length; nothing else aliases it yet.
+        let ptr = unsafe {
+            mmap(
+                None,
+                size,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                &fd,
+                0,
+            )
+        }
+        .map_err(err("mmap"))?;
+        let seals = SealFlag::F_SEAL_SHRINK
+            | SealFlag::F_SEAL_GROW
+            | SealFlag::F_SEAL_FUTURE_WRITE
+            | SealFlag::F_SEAL_SEAL;
+        let segment = MemfdSegment { fd, ptr: ptr.cast(), len };
+        fcntl(&segment.fd, FcntlArg::F_ADD_SEALS(seals)).map_err(err("fcntl(F_ADD_SEALS)"))?;
+        Ok(segment)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The descriptor to pass to clients (SCM_RIGHTS).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Writes `bytes` at `offset`.
+    ///
+    /// The caller must own the slot covering the range (see `SlotTable`);
+    /// the range is checked.
+    pub fn write_at(&self, offset: usize, bytes: &[u8]) -> Result<(), RingError> {
+        let end = offset.checked_add(bytes.len()).filter(|&e| e <= self.len).ok_or(
+            RingError::OutOfBounds {
+                offset: offset as u64,
+                len: bytes.len() as u64,
+                size: self.len as u64,
+            },
+        )?;
+        debug_assert!(end <= self.len);
+        // SAFETY: the range lies inside the mapping (checked above), the
+        // mapping lives as long as `self`, and the slot discipline gives the
+        // caller exclusive write access to it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.ptr.as_ptr().add(offset),
+                bytes.len(),
+            )
+        };
+        Ok(())
+    }
+
+    /// Reads `len` bytes at `offset` (tests, diagnostics).
+    pub fn read_at(&self, offset: usize, len: usize) -> Result<Vec<u8>, RingError> {
+        let end =
+            offset.checked_add(len).filter(|&e| e <= self.len).ok_or(RingError::OutOfBounds {
+                offset: offset as u64,
+                len: len as u64,
+                size: self.len as u64,
+            })?;
+        let mut out = vec![0u8; end - offset];
+        // SAFETY: in bounds (checked), mapping alive for `self`'s lifetime.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                out.as_mut_ptr(),
+                out.len(),
+            )
+        };
+        Ok(out)
+    }
+}
+
+impl Drop for MemfdSegment {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are the mapping made in `create`, unmapped
+        // exactly once, here. Failure is only logged: Drop never panics.
+        if let Err(e) = unsafe { munmap(self.ptr.cast(), self.len) } {
+            tracing::warn!(error = %e, "munmap of a ring segment failed");
+        }
+    }
+}
+
+/// A read-only mapping of a segment's descriptor, as a client makes it.
+#[derive(Debug)]
+pub struct ReadOnlyMapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl ReadOnlyMapping {
+    /// Maps `fd` read-only (`len` bytes).
+    pub fn map(fd: BorrowedFd<'_>, len: usize) -> Result<ReadOnlyMapping, RingError> {
+        let size = NonZeroUsize::new(len).ok_or(RingError::Empty)?;
+        // SAFETY: a new read-only shared mapping of a sealed memfd whose size
+        // cannot shrink, so every byte of it stays backed.
+        let ptr = unsafe { mmap(None, size, ProtFlags::PROT_READ, MapFlags::MAP_SHARED, fd, 0) }
+            .map_err(|e| RingError::Os { what: "mmap(PROT_READ)", errno: e })?;
+        Ok(ReadOnlyMapping { ptr: ptr.cast(), len })
+    }
+
+    /// Tries a writable mapping, as a misbehaving client would.
+    pub fn try_map_writable(fd: BorrowedFd<'_>, len: usize) -> Result<(), nix::Error> {
+        let size = NonZeroUsize::new(len).ok_or(nix::Error::EINVAL)?;
+        // SAFETY: if this unexpectedly succeeds, the mapping is unmapped at
+        // once and never dereferenced.
+        let ptr = unsafe {
+            mmap(
+                None,
+                size,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                fd,
+                0,
+            )
+        }?;
+        // SAFETY: the mapping just made, of `len` bytes.
+        let _ = unsafe { munmap(ptr, len) };
+        Ok(())
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` bytes, readable, alive while `self` is.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for ReadOnlyMapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mapping once.
+        if let Err(e) = unsafe { munmap(self.ptr.cast(), self.len) } {
+            tracing::warn!(error = %e, "munmap of a read-only mapping failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_read_but_cannot_write_or_resize() {
+        let seg = MemfdSegment::create("stoker-test", 1 << 20).unwrap();
+        seg.write_at(4096, b"hello ring").unwrap();
+        let ro = ReadOnlyMapping::map(seg.fd(), seg.len()).unwrap();
+        assert_eq!(&ro.bytes()[4096..4106], b"hello ring");
+        // The daemon's earlier mapping keeps writing; clients see it.
+        seg.write_at(4096, b"HELLO").unwrap();
+        assert_eq!(&ro.bytes()[4096..4101], b"HELLO");
+        assert_eq!(ReadOnlyMapping::try_map_writable(seg.fd(), seg.len()), Err(nix::Error::EPERM));
+        assert_eq!(nix::unistd::ftruncate(seg.fd(), 10), Err(nix::Error::EPERM));
+        assert_eq!(nix::unistd::ftruncate(seg.fd(), 2 << 20), Err(nix::Error::EPERM));
+    }
+
+    #[test]
+    fn out_of_bounds_writes_are_errors() {
+        let seg = MemfdSegment::create("stoker-test", 4096).unwrap();
+        assert!(matches!(seg.write_at(4090, &[0; 10]), Err(RingError::OutOfBounds { .. })));
+        assert!(matches!(seg.write_at(usize::MAX, &[0; 1]), Err(RingError::OutOfBounds { .. })));
+        assert!(matches!(MemfdSegment::create("x", 0), Err(RingError::Empty)));
+    }
+}

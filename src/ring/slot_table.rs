@@ -1,0 +1,246 @@
+//! Slot states of a ring: who may touch which slot, lock-free.
+//!
+//! ```text
+//!            acquire (daemon)         publish (daemon)         release (client, or reclaim)
+//!  FREE ────────────────────▶ FILLING ───────────────▶ LEASED ───────────────────────────▶ FREE
+//!   gen                         gen+1                    gen+1                              gen+1
+//! ```
+//!
+//! Each slot's word packs a generation (upper 56 bits) and a state (low 8).
+//! Every transition is one compare-and-swap on that word, so two parties can
+//! never both win a slot, and a lease token (slot, generation) from before a
+//! reclaim cannot release the slot's next occupant (no ABA): its generation
+//! no longer matches.
+
+use super::sync::{AtomicU64, Ordering};
+
+const FREE: u64 = 0;
+const FILLING: u64 = 1;
+const LEASED: u64 = 2;
+
+fn pack(generation: u64, state: u64) -> u64 {
+    generation << 8 | state
+}
+
+fn unpack(word: u64) -> (u64, u64) {
+    (word >> 8, word & 0xff)
+}
+
+/// A claim on one slot at one generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotToken {
+    pub slot: u32,
+    pub generation: u64,
+}
+
+/// Why a slot transition was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SlotError {
+    #[error("slot {slot} does not exist")]
+    NoSuchSlot { slot: u32 },
+    #[error(
+        "slot {slot} is not in the expected state for generation {generation} (stale or repeated)"
+    )]
+    Stale { slot: u32, generation: u64 },
+}
+
+/// The states of `n` slots.
+#[derive(Debug)]
+pub struct SlotTable {
+    words: Box<[AtomicU64]>,
+}
+
+impl SlotTable {
+    pub fn new(slots: u32) -> SlotTable {
+        SlotTable { words: (0..slots).map(|_| AtomicU64::new(pack(0, FREE))).collect() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.words.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty()
+    }
+
+    /// Claims a free slot for filling (the daemon), lowest index first.
+    pub fn acquire(&self) -> Option<SlotToken> {
+        for (i, word) in self.words.iter().enumerate() {
+            let current = word.load(Ordering::Acquire);
+            let (generation, state) = unpack(current);
+            if state != FREE {
+                continue;
+            }
+            let next = pack(generation + 1, FILLING);
+            if word.compare_exchange(current, next, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                return Some(SlotToken { slot: i as u32, generation: generation + 1 });
+            }
+        }
+        None
+    }
+
+    fn transition(&self, token: SlotToken, from: u64, to: u64) -> Result<SlotToken, SlotError> {
+        let word = self
+            .words
+            .get(token.slot as usize)
+            .ok_or(SlotError::NoSuchSlot { slot: token.slot })?;
+        let expected = pack(token.generation, from);
+        let next_generation = token.generation + 1;
+        word.compare_exchange(
+            expected,
+            pack(next_generation, to),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .map(|_| SlotToken { slot: token.slot, generation: next_generation })
+        .map_err(|_| SlotError::Stale { slot: token.slot, generation: token.generation })
+    }
+
+    /// The slot is filled: lease it to the client. Returns the lease token.
+    pub fn publish(&self, token: SlotToken) -> Result<SlotToken, SlotError> {
+        self.transition(token, FILLING, LEASED)
+    }
+
+    /// The daemon gives up a slot it was filling (an error mid-batch).
+    pub fn abandon(&self, token: SlotToken) -> Result<(), SlotError> {
+        self.transition(token, FILLING, FREE).map(drop)
+    }
+
+    /// The client is done with a leased slot.
+    pub fn release(&self, lease: SlotToken) -> Result<(), SlotError> {
+        self.transition(lease, LEASED, FREE).map(drop)
+    }
+
+    /// The client went away: every leased slot comes back. Returns how many.
+    pub fn reclaim_leased(&self) -> usize {
+        let mut reclaimed = 0;
+        for word in self.words.iter() {
+            let mut current = word.load(Ordering::Acquire);
+            loop {
+                let (generation, state) = unpack(current);
+                if state != LEASED {
+                    break;
+                }
+                match word.compare_exchange(
+                    current,
+                    pack(generation + 1, FREE),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => {
+                        reclaimed += 1;
+                        break;
+                    }
+                    Err(now) => current = now,
+                }
+            }
+        }
+        reclaimed
+    }
+
+    /// Slots free now.
+    pub fn free_count(&self) -> usize {
+        self.words.iter().filter(|w| unpack(w.load(Ordering::Acquire)).1 == FREE).count()
+    }
+}
+
+#[cfg(all(test, not(feature = "model")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle_and_stale_tokens() {
+        let t = SlotTable::new(2);
+        let a = t.acquire().unwrap();
+        let b = t.acquire().unwrap();
+        assert!(t.acquire().is_none(), "two slots only");
+        let lease_a = t.publish(a).unwrap();
+        assert_eq!(
+            t.publish(a),
+            Err(SlotError::Stale { slot: a.slot, generation: a.generation }),
+            "published twice"
+        );
+        t.release(lease_a).unwrap();
+        assert!(t.release(lease_a).is_err(), "released twice");
+        t.abandon(b).unwrap();
+        assert_eq!(t.free_count(), 2);
+        assert_eq!(
+            t.release(SlotToken { slot: 9, generation: 0 }),
+            Err(SlotError::NoSuchSlot { slot: 9 })
+        );
+    }
+
+    #[test]
+    fn reclaim_returns_leases_and_old_tokens_cannot_free_new_occupants() {
+        let t = SlotTable::new(3);
+        let leases: Vec<_> = (0..3).map(|_| t.publish(t.acquire().unwrap()).unwrap()).collect();
+        assert_eq!(t.free_count(), 0);
+        assert_eq!(t.reclaim_leased(), 3, "client died");
+        let again = t.publish(t.acquire().unwrap()).unwrap();
+        assert_eq!(again.slot, leases[0].slot);
+        assert!(t.release(leases[0]).is_err(), "a stale lease must not free the new occupant");
+        t.release(again).unwrap();
+    }
+}
+
+/// Randomized-schedule model test (shuttle): a daemon filling and a client
+/// releasing, with a reclaim racing them; run with
+/// `cargo test --release --features model --lib ring`.
+#[cfg(all(test, feature = "model"))]
+mod model {
+    use super::*;
+    use shuttle::sync::Arc;
+    use shuttle::sync::mpsc::channel;
+    use shuttle::thread;
+
+    #[test]
+    fn no_slot_is_ever_owned_twice() {
+        shuttle::check_random(
+            || {
+                let table = Arc::new(SlotTable::new(2));
+                let (tx, rx) = channel::<SlotToken>();
+                let daemon = {
+                    let table = table.clone();
+                    thread::spawn(move || {
+                        let mut published = 0;
+                        for _ in 0..6 {
+                            if let Some(token) = table.acquire() {
+                                // Filling: nobody else may hold this slot.
+                                let lease = table.publish(token).expect("we own the filling slot");
+                                published += 1;
+                                let _ = tx.send(lease);
+                            } else {
+                                thread::yield_now();
+                            }
+                        }
+                        published
+                    })
+                };
+                let client = {
+                    let table = table.clone();
+                    thread::spawn(move || {
+                        let mut released = 0;
+                        while let Ok(lease) = rx.recv() {
+                            // A release may lose to the reclaim below, never
+                            // free someone else's slot.
+                            if table.release(lease).is_ok() {
+                                released += 1;
+                            }
+                        }
+                        released
+                    })
+                };
+                let reclaimer = {
+                    let table = table.clone();
+                    thread::spawn(move || table.reclaim_leased())
+                };
+                let published = daemon.join().expect("daemon");
+                let released = client.join().expect("client");
+                let reclaimed = reclaimer.join().expect("reclaimer");
+                assert_eq!(released + reclaimed, published, "each lease ends exactly once");
+                assert_eq!(table.free_count(), 2, "everything comes back");
+            },
+            5000,
+        );
+    }
+}
