@@ -14,11 +14,15 @@
 
 #![allow(unsafe_code)]
 
+mod fd_passing;
 mod memfd_segment;
+mod session_ring;
 mod slot_table;
 mod sync;
 
+pub use fd_passing::{MAX_PAYLOAD, recv_fd, send_fd};
 pub use memfd_segment::{MemfdSegment, ReadOnlyMapping};
+pub use session_ring::{Filling, Lease, SessionRing};
 pub use slot_table::{SlotError, SlotTable, SlotToken};
 
 use crate::ErrorKind;

@@ -11,10 +11,53 @@ use crate::shard::Sample;
 /// The column name of the sample keys.
 pub const KEY_COLUMN: &str = "__key__";
 
-fn pad_to(buf: &mut Vec<u8>, align: u64) {
-    let rem = buf.len() as u64 % align;
-    if rem != 0 {
-        buf.resize(buf.len() + (align - rem) as usize, 0);
+/// Where collation writes: a growing `Vec`, or a fixed slice (a ring slot).
+pub trait ByteSink {
+    /// Bytes written so far.
+    fn pos(&self) -> usize;
+    /// Appends `bytes`; a fixed sink has been sized by [`batch_bytes`].
+    fn put(&mut self, bytes: &[u8]);
+    /// Appends zeros up to a multiple of `align`.
+    fn pad_to(&mut self, align: u64) {
+        let rem = self.pos() as u64 % align;
+        if rem != 0 {
+            const ZEROS: [u8; ALIGN as usize] = [0; ALIGN as usize];
+            self.put(&ZEROS[..(align - rem) as usize]);
+        }
+    }
+}
+
+impl ByteSink for Vec<u8> {
+    fn pos(&self) -> usize {
+        self.len()
+    }
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// A fixed buffer written front to back.
+#[derive(Debug)]
+pub struct SliceSink<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl<'a> SliceSink<'a> {
+    pub fn new(buf: &'a mut [u8]) -> SliceSink<'a> {
+        SliceSink { buf, at: 0 }
+    }
+}
+
+impl ByteSink for SliceSink<'_> {
+    fn pos(&self) -> usize {
+        self.at
+    }
+    fn put(&mut self, bytes: &[u8]) {
+        // Callers size the slice with `batch_bytes` first; a short slice is
+        // a bug, caught here rather than by writing out of bounds.
+        self.buf[self.at..self.at + bytes.len()].copy_from_slice(bytes);
+        self.at += bytes.len();
     }
 }
 
@@ -22,65 +65,73 @@ fn aligned(n: u64) -> u64 {
     n.div_ceil(ALIGN) * ALIGN
 }
 
-/// Collates `samples` into one batch.
-pub fn collate(samples: &[Sample], epoch: u64, index: u64) -> Batch {
-    let n = samples.len();
-    let names: BTreeSet<&str> =
-        samples.iter().flat_map(|s| s.fields.iter().map(|(f, _)| f.as_str())).collect();
-    let offsets_len = 8 * (n as u64 + 1);
+fn field_names(samples: &[Sample]) -> BTreeSet<&str> {
+    samples.iter().flat_map(|s| s.fields.iter().map(|(f, _)| f.as_str())).collect()
+}
+
+/// The bytes the batch of `samples` takes in the layout (an upper bound:
+/// the last region's padding is counted).
+pub fn batch_bytes(samples: &[Sample]) -> u64 {
+    let offsets_len = 8 * (samples.len() as u64 + 1);
     let key_bytes: u64 = samples.iter().map(|s| s.key.len() as u64).sum();
     let mut total = aligned(offsets_len) + aligned(key_bytes);
-    for name in &names {
+    for name in field_names(samples) {
         let bytes: u64 = samples.iter().filter_map(|s| s.field(name)).map(|b| b.len()).sum();
         total += aligned(offsets_len) + aligned(bytes);
     }
-    let mut buf = Vec::with_capacity(total as usize);
+    total
+}
 
-    let keys =
-        write_column(&mut buf, KEY_COLUMN, samples.iter().map(|s| s.key.len() as u64), |buf| {
-            for s in samples {
-                buf.extend_from_slice(s.key.as_bytes());
-            }
-        });
+/// Collates `samples` into one batch in its own buffer.
+pub fn collate(samples: &[Sample], epoch: u64, index: u64) -> Batch {
+    let mut buf = Vec::with_capacity(batch_bytes(samples) as usize);
+    let (keys, columns) = collate_into(samples, &mut buf);
+    Batch { buf, num_samples: samples.len(), keys, columns, epoch, index }
+}
+
+/// Collates `samples` into `sink`; returns the key column and the field
+/// columns (offsets relative to where the sink started).
+pub fn collate_into(samples: &[Sample], sink: &mut impl ByteSink) -> (Column, Vec<Column>) {
+    let keys = write_column(sink, KEY_COLUMN, samples.iter().map(|s| s.key.len() as u64), |sink| {
+        for s in samples {
+            sink.put(s.key.as_bytes());
+        }
+    });
+    let names = field_names(samples);
     let mut columns = Vec::with_capacity(names.len());
     for name in names {
-        let col = write_column(
-            &mut buf,
-            name,
-            samples.iter().map(|s| s.field(name).map_or(0, |b| b.len())),
-            |buf| {
-                for blob in samples.iter().filter_map(|s| s.field(name)) {
-                    for piece in blob.pieces() {
-                        buf.extend_from_slice(piece);
-                    }
+        let lens = samples.iter().map(|s| s.field(name).map_or(0, |b| b.len()));
+        let col = write_column(sink, name, lens, |sink| {
+            for blob in samples.iter().filter_map(|s| s.field(name)) {
+                for piece in blob.pieces() {
+                    sink.put(piece);
                 }
-            },
-        );
+            }
+        });
         columns.push(col);
     }
-    debug_assert!(buf.len() as u64 <= total);
-    Batch { buf, num_samples: n, keys, columns, epoch, index }
+    (keys, columns)
 }
 
 /// Writes one column: offsets from `lens`, then the values `write` appends.
-fn write_column(
-    buf: &mut Vec<u8>,
+fn write_column<S: ByteSink>(
+    sink: &mut S,
     name: &str,
     lens: impl Iterator<Item = u64>,
-    write: impl FnOnce(&mut Vec<u8>),
+    write: impl FnOnce(&mut S),
 ) -> Column {
-    pad_to(buf, ALIGN);
-    let offsets_at = buf.len() as u64;
+    sink.pad_to(ALIGN);
+    let offsets_at = sink.pos() as u64;
     let mut acc = 0u64;
-    buf.extend_from_slice(&acc.to_le_bytes());
+    sink.put(&acc.to_le_bytes());
     for len in lens {
         acc += len;
-        buf.extend_from_slice(&acc.to_le_bytes());
+        sink.put(&acc.to_le_bytes());
     }
-    pad_to(buf, ALIGN);
-    let values_at = buf.len() as u64;
-    write(buf);
-    let values_len = buf.len() as u64 - values_at;
+    sink.pad_to(ALIGN);
+    let values_at = sink.pos() as u64;
+    write(sink);
+    let values_len = sink.pos() as u64 - values_at;
     debug_assert_eq!(values_len, acc);
     Column { name: name.to_string(), offsets_at, values_at, values_len }
 }

@@ -107,6 +107,21 @@ impl MemfdSegment {
         Ok(())
     }
 
+    /// A writable view of `len` bytes at `offset`.
+    ///
+    /// # Safety
+    ///
+    /// `offset + len` must lie within the segment, and the caller must hold
+    /// the only claim to that range (a slot in FILLING) for as long as the
+    /// slice lives: no other writer and no reader in this process.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn slot_mut(&self, offset: usize, len: usize) -> &mut [u8] {
+        debug_assert!(offset + len <= self.len);
+        // SAFETY: in bounds and exclusive by the caller's contract; the
+        // mapping lives as long as `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(offset), len) }
+    }
+
     /// Reads `len` bytes at `offset` (tests, diagnostics).
     pub fn read_at(&self, offset: usize, len: usize) -> Result<Vec<u8>, RingError> {
         let end =

@@ -1,0 +1,172 @@
+//! A session's ring: one sealed segment cut into equal slots, each holding
+//! one batch in the layout of `batch`, owned through the slot table.
+//!
+//! ```text
+//!  begin_fill ─▶ Filling (exclusive &mut [u8] of the slot) ─publish─▶ Lease (slot, generation, offset)
+//!                 └─ dropped unpublished: the slot is abandoned (free again)
+//! ```
+
+use super::{MemfdSegment, RingError, SlotTable, SlotToken};
+
+/// A session's slots over one segment.
+#[derive(Debug)]
+pub struct SessionRing {
+    segment: MemfdSegment,
+    table: SlotTable,
+    slot_bytes: usize,
+}
+
+/// A slot being filled; only this value may write it.
+#[derive(Debug)]
+pub struct Filling<'a> {
+    ring: &'a SessionRing,
+    token: Option<SlotToken>,
+}
+
+/// A filled slot leased to the client: what its descriptor names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub token: SlotToken,
+    /// Byte offset of the slot in the segment.
+    pub offset: u64,
+    /// Bytes of the slot used by the batch.
+    pub len: u64,
+}
+
+impl SessionRing {
+    /// `slots` slots of `slot_bytes` (rounded up to 4 KiB pages).
+    pub fn new(name: &str, slots: u32, slot_bytes: usize) -> Result<SessionRing, RingError> {
+        let slot_bytes = slot_bytes.div_ceil(4096) * 4096;
+        let total = slot_bytes
+            .checked_mul(slots as usize)
+            .ok_or(RingError::TooLarge { bytes: u64::MAX })?;
+        Ok(SessionRing {
+            segment: MemfdSegment::create(name, total)?,
+            table: SlotTable::new(slots),
+            slot_bytes,
+        })
+    }
+
+    pub fn segment(&self) -> &MemfdSegment {
+        &self.segment
+    }
+
+    pub fn slots(&self) -> &SlotTable {
+        &self.table
+    }
+
+    pub fn slot_bytes(&self) -> usize {
+        self.slot_bytes
+    }
+
+    /// Claims a free slot for filling; `None` while every slot is in use
+    /// (the client holds them: back-pressure).
+    pub fn begin_fill(&self) -> Option<Filling<'_>> {
+        self.table.acquire().map(|token| Filling { ring: self, token: Some(token) })
+    }
+
+    /// The client released a lease.
+    pub fn release(&self, lease: SlotToken) -> Result<(), RingError> {
+        Ok(self.table.release(lease)?)
+    }
+}
+
+impl Filling<'_> {
+    fn offset(&self, token: SlotToken) -> usize {
+        token.slot as usize * self.ring.slot_bytes
+    }
+
+    /// The slot's bytes, writable.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        let Some(token) = self.token else {
+            return &mut [];
+        };
+        let offset = self.offset(token);
+        // SAFETY: the slot table put this slot in FILLING for `token`, held
+        // only by this `Filling` (not Clone); `&mut self` makes the slice
+        // exclusive for its lifetime; the range is inside the segment
+        // (slot < slots, slot_bytes × slots = segment length).
+        unsafe { self.ring.segment.slot_mut(offset, self.ring.slot_bytes) }
+    }
+
+    /// Leases the slot to the client; `len` bytes of it hold the batch.
+    pub fn publish(mut self, len: usize) -> Result<Lease, RingError> {
+        let token = self.token.take().ok_or(RingError::Empty)?;
+        let offset = self.offset(token) as u64;
+        let lease = self.ring.table.publish(token)?;
+        Ok(Lease { token: lease, offset, len: len.min(self.ring.slot_bytes) as u64 })
+    }
+}
+
+impl Drop for Filling<'_> {
+    fn drop(&mut self) {
+        if let Some(token) = self.token.take() {
+            // Unpublished (an error mid-batch): the slot is free again.
+            let _ = self.ring.table.abandon(token);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{SliceSink, batch_bytes, collate, collate_into};
+    use crate::ring::{ReadOnlyMapping, recv_fd, send_fd};
+    use crate::shard::parse_shard_bytes;
+    use crate::synth::SynthConfig;
+    use bytes::Bytes;
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn a_batch_collated_into_a_slot_reads_back_through_a_client_mapping() {
+        let cfg = SynthConfig {
+            shards: 1,
+            shard_bytes: 200_000,
+            sample_bytes: 10_000,
+            ..SynthConfig::default()
+        };
+        let shard = Bytes::from(cfg.shard_bytes_of(0).unwrap());
+        let samples = parse_shard_bytes("t", shard, 64 << 10, u64::MAX).unwrap();
+        let samples = &samples[..8];
+        let ring = SessionRing::new("stoker-test", 4, batch_bytes(samples) as usize).unwrap();
+
+        let mut filling = ring.begin_fill().unwrap();
+        let (keys, columns) = {
+            let mut sink = SliceSink::new(filling.bytes_mut());
+            collate_into(samples, &mut sink)
+        };
+        let lease = filling.publish(ring.slot_bytes()).unwrap();
+
+        // The client: descriptor over the socket, read-only mapping.
+        let (daemon, client) = UnixStream::pair().unwrap();
+        send_fd(daemon.as_fd(), ring.segment().fd(), b"ring").unwrap();
+        let (fd, _) = recv_fd(client.as_fd()).unwrap();
+        let ro = ReadOnlyMapping::map(fd.as_fd(), ring.segment().len()).unwrap();
+        let slot = &ro.bytes()[lease.offset as usize..][..lease.len as usize];
+
+        // Same bytes as collation into a fresh buffer.
+        let reference = collate(samples, 0, 0);
+        assert_eq!(keys, reference.keys);
+        assert_eq!(columns, reference.columns);
+        assert_eq!(&slot[..reference.buf.len()], &reference.buf[..]);
+
+        assert_eq!(ring.slots().free_count(), 3);
+        ring.release(lease.token).unwrap();
+        assert_eq!(ring.slots().free_count(), 4);
+    }
+
+    #[test]
+    fn an_unpublished_fill_frees_its_slot_and_a_full_ring_says_so() {
+        let ring = SessionRing::new("stoker-test", 2, 4096).unwrap();
+        let a = ring.begin_fill().unwrap();
+        let b = ring.begin_fill().unwrap();
+        assert!(ring.begin_fill().is_none(), "all slots busy");
+        drop(a);
+        assert_eq!(ring.slots().free_count(), 1);
+        let lease = b.publish(10).unwrap();
+        assert_eq!(ring.slots().reclaim_leased(), 1, "client gone");
+        assert!(ring.release(lease.token).is_err(), "stale after reclaim");
+        assert_eq!(ring.slots().free_count(), 2);
+    }
+}
