@@ -66,17 +66,20 @@ async fn sweep_through_a_slow_proxy_reports_auto_against_static() {
         },
     )
     .await;
+    // 4 s per setting keeps CI short; STOKER_SWEEP_SECS=10 re-measures the
+    // figure in docs/AUTOTUNE.md.
+    let secs = std::env::var("STOKER_SWEEP_SECS").unwrap_or_else(|_| "4".into());
     let mut args: Vec<String> = [
         "bench",
         "s3://data/sweep/",
         "--sweep",
         "--duration",
-        "4",
+        &secs,
         "--memory-budget",
         "256MiB",
         "--json",
     ]
-    .map(String::from)
+    .map(str::to_string)
     .to_vec();
     for (k, v) in proxied_options(&server, &proxy).options {
         args.extend(["--store-opt".to_string(), format!("{k}={v}")]);
