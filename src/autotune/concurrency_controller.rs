@@ -6,9 +6,10 @@
 //!  (×2 per round)                          (Little's law)  ◀─keep if +5%─┘
 //! ```
 //!
-//! * Startup is BBR's: double while goodput grows by a quarter per round (two
-//!   request latencies: one for the new requests to ramp, one to measure);
-//!   after three rounds without that, the pipe is full.
+//! * Startup is BBR's: double while goodput grows by a quarter per round
+//!   (1.5 request latencies: long enough that the new requests show, short
+//!   enough to ramp fast; 1 and 2 both did worse on the grid); after three
+//!   rounds without that, the pipe is full.
 //! * Steady follows Little's law. The lowest mean latency seen is the
 //!   uncontended latency `L0`; a goodput `G` of parts of `P` bytes needs
 //!   `G·L0/P` requests in flight, and the controller holds 10% more. When the
@@ -219,7 +220,7 @@ impl ConcurrencyController {
     /// How long the current period must run before it is judged.
     fn period_secs(&self) -> f64 {
         let latencies = match self.state {
-            State::Startup { .. } => 2.0,
+            State::Startup { .. } => 1.5,
             State::Steady { settle: true, .. } | State::Probe { settle: true, .. } => 1.0,
             _ => self.cfg.steady_latencies,
         };
