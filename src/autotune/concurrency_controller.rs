@@ -321,7 +321,14 @@ impl ConcurrencyController {
                     let needed = self.little_target(best);
                     let lo = (best_concurrency / 2).max(1);
                     self.goodput_bps = best;
+                    let from = self.concurrency;
                     self.set_concurrency(needed.clamp(lo, best_concurrency.max(lo)));
+                    if self.concurrency < from && !demand_met {
+                        // Judged like any shrink: undone if it costs goodput
+                        // (when latency grows with load, Little's law at the
+                        // uncontended latency undercounts).
+                        self.last_shrink = Some((best_concurrency.max(self.concurrency), best));
+                    }
                     State::Steady { settle: true, periods: 0 }
                 } else {
                     State::Startup {
