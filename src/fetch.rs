@@ -63,7 +63,8 @@ pub struct FetchConfig {
     /// dominates time to first byte on S3 (≈85 MB/s per connection).
     pub part_bytes: u64,
     /// 16: the knee of the loopback measurements in DESIGN.md (16–32 in
-    /// flight saturate a local server); the autotuner will replace it.
+    /// flight saturate a local server). Used as is when `auto_concurrency`
+    /// is off; `stoker bench` turns the autotuner on by default.
     pub concurrency: usize,
     /// 1 GiB: room for 128 parts of 8 MiB, far more than 16 in flight need,
     /// so the parser can run ahead while the consumer is slow.
