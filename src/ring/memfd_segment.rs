@@ -76,6 +76,15 @@ impl MemfdSegment {
         self.len == 0
     }
 
+    /// The end of `len` bytes at `offset`, if they lie inside the segment.
+    fn check_range(&self, offset: usize, len: usize) -> Result<usize, RingError> {
+        offset.checked_add(len).filter(|&end| end <= self.len).ok_or(RingError::OutOfBounds {
+            offset: offset as u64,
+            len: len as u64,
+            size: self.len as u64,
+        })
+    }
+
     /// The descriptor to pass to clients (SCM_RIGHTS).
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -86,13 +95,7 @@ impl MemfdSegment {
     /// The caller must own the slot covering the range (see `SlotTable`);
     /// the range is checked.
     pub fn write_at(&self, offset: usize, bytes: &[u8]) -> Result<(), RingError> {
-        let end = offset.checked_add(bytes.len()).filter(|&e| e <= self.len).ok_or(
-            RingError::OutOfBounds {
-                offset: offset as u64,
-                len: bytes.len() as u64,
-                size: self.len as u64,
-            },
-        )?;
+        let end = self.check_range(offset, bytes.len())?;
         debug_assert!(end <= self.len);
         // SAFETY: the range lies inside the mapping (checked above), the
         // mapping lives as long as `self`, and the slot discipline gives the
@@ -124,12 +127,7 @@ impl MemfdSegment {
 
     /// Reads `len` bytes at `offset` (tests, diagnostics).
     pub fn read_at(&self, offset: usize, len: usize) -> Result<Vec<u8>, RingError> {
-        let end =
-            offset.checked_add(len).filter(|&e| e <= self.len).ok_or(RingError::OutOfBounds {
-                offset: offset as u64,
-                len: len as u64,
-                size: self.len as u64,
-            })?;
+        let end = self.check_range(offset, len)?;
         let mut out = vec![0u8; end - offset];
         // SAFETY: in bounds (checked), mapping alive for `self`'s lifetime.
         unsafe {
