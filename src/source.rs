@@ -12,6 +12,7 @@
 mod brace;
 mod dataset_url;
 mod emulated_store;
+mod intercepted_store;
 mod shard_list;
 mod store_error;
 mod store_open;
@@ -23,6 +24,7 @@ use object_store::ObjectStore;
 pub use brace::{expand_braces, has_braces};
 pub use dataset_url::{DatasetUrl, Scheme};
 pub use emulated_store::{EmulatedStore, RemoteProfile};
+pub use intercepted_store::{GetInterceptor, InterceptedStore};
 pub use shard_list::{ShardRef, is_shard_name, resolve_shards};
 pub use store_error::{StoreFailure, chain, classify};
 pub use store_open::{StoreOptions, open_store};

@@ -4,37 +4,23 @@
 
 mod support;
 
-use std::fmt;
-use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures::StreamExt;
-use futures::stream::BoxStream;
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
-    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use object_store::{GetOptions, GetResult, GetResultPayload, ObjectStore};
 use stoker::fetch::{FetchConfig, FetchEngine};
 use stoker::pipeline::{Pipeline, PipelineConfig};
-use stoker::source::Dataset;
+use stoker::source::{Dataset, GetInterceptor, InterceptedStore};
 use support::*;
 
-/// Wraps a store; GET number n fails with 503 when n % 4 == 1 and has its
-/// body cut after half when n % 4 == 2.
-#[derive(Debug)]
-struct FlakyStore {
-    inner: Arc<dyn ObjectStore>,
+/// GET number n fails with 503 SlowDown when n % 4 == 1 and has its body
+/// cut after half, then a reset, when n % 4 == 2.
+#[derive(Debug, Default)]
+struct Flaky {
     gets: AtomicU64,
-}
-
-impl fmt::Display for FlakyStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FlakyStore({})", self.inner)
-    }
 }
 
 fn injected(msg: &str) -> object_store::Error {
@@ -42,31 +28,15 @@ fn injected(msg: &str) -> object_store::Error {
 }
 
 #[async_trait]
-impl ObjectStore for FlakyStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
+impl GetInterceptor for Flaky {
     async fn get_opts(
         &self,
+        inner: &dyn ObjectStore,
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         if options.head {
-            return self.inner.get_opts(location, options).await;
+            return inner.get_opts(location, options).await;
         }
         let n = self.gets.fetch_add(1, Ordering::Relaxed);
         if n % 4 == 1 {
@@ -74,68 +44,40 @@ impl ObjectStore for FlakyStore {
                 "Server returned non-2xx status code: 503 Service Unavailable: <Code>SlowDown</Code>",
             ));
         }
-        let result = self.inner.get_opts(location, options).await?;
+        let result = inner.get_opts(location, options).await?;
         if n % 4 != 2 {
             return Ok(result);
         }
-        let keep = (result.range.end - result.range.start) / 2;
-        let GetResult { meta, range, attributes, extensions, .. } = result;
-        let stream =
-            result_stream(self.inner.clone(), location.clone(), range.start..range.start + keep);
+        let (meta, range, attributes) =
+            (result.meta.clone(), result.range.clone(), result.attributes.clone());
+        let extensions = result.extensions.clone();
+        let keep = ((range.end - range.start) / 2) as usize;
+        let cut = result
+            .into_stream()
+            .scan(keep, |left, chunk| {
+                let out = match chunk {
+                    Ok(_) if *left == 0 => None,
+                    Ok(mut bytes) => {
+                        bytes.truncate(*left);
+                        *left -= bytes.len();
+                        Some(Ok(bytes))
+                    }
+                    Err(e) => Some(Err(e)),
+                };
+                futures::future::ready(out)
+            })
+            .chain(futures::stream::once(async {
+                Err(injected("connection reset by peer (injected)"))
+            }))
+            .boxed();
         Ok(GetResult {
-            payload: GetResultPayload::Stream(stream),
+            payload: GetResultPayload::Stream(cut),
             meta,
             range,
             attributes,
             extensions,
         })
     }
-
-    async fn get_ranges(
-        &self,
-        location: &Path,
-        ranges: &[Range<u64>],
-    ) -> object_store::Result<Vec<Bytes>> {
-        self.inner.get_ranges(location, ranges).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
-
-/// The bytes of `range`, then a connection reset.
-fn result_stream(
-    inner: Arc<dyn ObjectStore>,
-    location: Path,
-    range: Range<u64>,
-) -> BoxStream<'static, object_store::Result<Bytes>> {
-    futures::stream::once(async move {
-        use object_store::ObjectStoreExt;
-        inner.get_range(&location, range).await
-    })
-    .chain(futures::stream::once(async { Err(injected("connection reset by peer (injected)")) }))
-    .boxed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,7 +87,7 @@ async fn throttling_and_broken_bodies_are_retried_exactly_once() {
     let cfg = small_synth(6, false);
     server.write_synth("s3://data/flaky/", &cfg).await;
     let mut dataset = Dataset::open("s3://data/flaky/", &server.options()).await.expect("open");
-    dataset.store = Arc::new(FlakyStore { inner: dataset.store.clone(), gets: AtomicU64::new(0) });
+    dataset.store = Arc::new(InterceptedStore::new(dataset.store.clone(), Flaky::default()));
     let fetch = FetchConfig {
         backoff_base: std::time::Duration::from_millis(1),
         backoff_cap: std::time::Duration::from_millis(20),

@@ -6,7 +6,6 @@
 //! (object_store's `ThrottledStore` does the same for streams but cannot
 //! serve local files, which is what the embedded default reads.)
 
-use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,10 +15,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
-    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use object_store::{GetOptions, GetResult, GetResultPayload, ObjectStore};
+
+use super::{GetInterceptor, InterceptedStore};
 
 /// How the emulated remote store behaves.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -35,24 +33,8 @@ impl RemoteProfile {
         RemoteProfile { ttfb: Duration::from_millis(20), per_request_bytes_per_s: 50e6 };
 }
 
-/// The wrapper.
-#[derive(Debug)]
-pub struct EmulatedStore {
-    inner: Arc<dyn ObjectStore>,
-    profile: RemoteProfile,
-}
-
-impl EmulatedStore {
-    pub fn new(inner: Arc<dyn ObjectStore>, profile: RemoteProfile) -> EmulatedStore {
-        EmulatedStore { inner, profile }
-    }
-}
-
-impl fmt::Display for EmulatedStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Emulated({})", self.inner)
-    }
-}
+/// A store that behaves like a remote one.
+pub type EmulatedStore = InterceptedStore<RemoteProfile>;
 
 /// 256 KiB chunks: fine-grained pacing, few wake-ups.
 const CHUNK: usize = 256 << 10;
@@ -113,37 +95,21 @@ fn file_stream(
 }
 
 #[async_trait]
-impl ObjectStore for EmulatedStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
+impl GetInterceptor for RemoteProfile {
     async fn get_opts(
         &self,
+        inner: &dyn ObjectStore,
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
-        tokio::time::sleep(self.profile.ttfb).await;
-        let result = self.inner.get_opts(location, options).await?;
-        let GetResult { payload, meta, range, attributes, extensions } = result;
+        tokio::time::sleep(self.ttfb).await;
+        let GetResult { payload, meta, range, attributes, extensions } =
+            inner.get_opts(location, options).await?;
         let stream = match payload {
             GetResultPayload::Stream(s) => s,
             GetResultPayload::File(file, _) => file_stream(file, range.clone()),
         };
-        let stream = paced(stream, self.profile.per_request_bytes_per_s);
+        let stream = paced(stream, self.per_request_bytes_per_s);
         Ok(GetResult {
             payload: GetResultPayload::Stream(stream),
             meta,
@@ -151,38 +117,6 @@ impl ObjectStore for EmulatedStore {
             attributes,
             extensions,
         })
-    }
-
-    async fn get_ranges(
-        &self,
-        location: &Path,
-        ranges: &[Range<u64>],
-    ) -> object_store::Result<Vec<Bytes>> {
-        self.inner.get_ranges(location, ranges).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
     }
 }
 
