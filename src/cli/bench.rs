@@ -370,7 +370,9 @@ async fn run_once(
         epochs_completed += 1;
     }
     let tuning = engine.tuning.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    if let (Some(path), true) = (&args.plot, show_progress) {
+    // The main run is plotted; in a sweep, the auto run (statics have no
+    // tuning to show).
+    if let (Some(path), true) = (&args.plot, show_progress || fetch.auto_concurrency) {
         let title = format!(
             "stoker bench {}{}",
             dataset.url.to_url(),
