@@ -167,6 +167,11 @@ async fn read_into(
     buf: &mut PartSink,
     ttfb: &mut Option<std::time::Duration>,
 ) -> Result<(), AttemptError> {
+    if buf.data.len() < buf.len {
+        // Lost to a timed-out local read (see below): start the part afresh.
+        buf.data.resize(buf.len, 0);
+        buf.filled = 0;
+    }
     let sent = std::time::Instant::now();
     let opts = GetOptions {
         range: Some(GetRange::Bounded(range.clone())),
@@ -190,7 +195,11 @@ async fn read_into(
             if buf.filled + want > buf.len {
                 return Err(AttemptError::TooLong);
             }
-            let mut sink = std::mem::replace(buf, PartSink { data: Vec::new(), filled: 0, len: 0 });
+            // The sink moves into the blocking read. If this attempt times
+            // out meanwhile, what stays behind is an empty sink of the same
+            // length: the next attempt re-reads the part from its start.
+            let mut sink =
+                std::mem::replace(buf, PartSink { data: Vec::new(), filled: 0, len: buf.len });
             let (sink, read) = tokio::task::spawn_blocking(move || {
                 use std::os::unix::fs::FileExt;
                 let at = sink.filled;
