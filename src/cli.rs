@@ -1,10 +1,11 @@
-//! The `stoker` command line: `bench` and `gen` (later `serve`, `inspect`).
+//! The `stoker` command line: `bench`, `gen` and `serve`.
 //! Flags, progress and reports live here; the work is in the library.
 
 pub mod bench;
 pub mod generate;
 pub mod plot;
 pub mod report;
+pub mod serve;
 pub mod size_arg;
 
 use std::process::ExitCode;
@@ -35,6 +36,9 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Write a synthetic WebDataset (deterministic from --seed) to any store.
     Gen(generate::GenArgs),
+    /// Run the node daemon: trainer ranks open sessions over a Unix socket
+    /// and receive batches in shared memory (see docs/CLIENT.md).
+    Serve(serve::ServeArgs),
 }
 
 /// Parses `KEY=VALUE`.
@@ -71,6 +75,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Bench(args) => bench::run(args).await,
             Command::Gen(args) => generate::run(args).await,
+            Command::Serve(args) => serve::run(args).await,
         }
     });
     // Do not wait for stray fetch tasks after an early stop.

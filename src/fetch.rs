@@ -232,6 +232,22 @@ impl FetchEngine {
         config: FetchConfig,
         endpoint: &str,
     ) -> Arc<FetchEngine> {
+        let budget = MemoryBudget::new(config.memory_budget_bytes);
+        // Up to a quarter of the budget kept for reuse.
+        let pool = PartPool::new(config.memory_budget_bytes / 4);
+        Self::sharing(store, config, endpoint, budget, pool)
+    }
+
+    /// As [`FetchEngine::for_endpoint`], drawing on a memory budget and
+    /// buffer pool shared with other engines (the daemon: one budget for
+    /// every endpoint and session).
+    pub fn sharing(
+        store: Arc<dyn ObjectStore>,
+        config: FetchConfig,
+        endpoint: &str,
+        budget: Arc<MemoryBudget>,
+        pool: Arc<PartPool>,
+    ) -> Arc<FetchEngine> {
         let controller = autotune_task::controller_for(&config);
         let start = controller.as_ref().map_or(config.concurrency, |c| c.concurrency());
         let engine = Arc::new(FetchEngine {
@@ -242,9 +258,8 @@ impl FetchEngine {
             tuning: Default::default(),
             demand: Default::default(),
             limit: ConcurrencyLimit::new(start),
-            budget: MemoryBudget::new(config.memory_budget_bytes),
-            // Up to a quarter of the budget kept for reuse.
-            pool: PartPool::new(config.memory_budget_bytes / 4),
+            budget,
+            pool,
             stats: Arc::new(FetchStats::default()),
             part_bytes: AtomicU64::new(config.part_bytes.clamp(1, MAX_RESERVATION)),
             config,

@@ -21,6 +21,7 @@ pub mod fetch;
 pub mod order;
 pub mod pipeline;
 pub mod ring;
+pub mod serve;
 pub mod shard;
 pub mod source;
 pub mod synth;

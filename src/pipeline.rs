@@ -48,6 +48,11 @@ pub struct PipelineConfig {
     pub prefetch_batches: usize,
     /// 256 MiB: the byte cap of the sample shuffle buffer.
     pub shuffle_bytes: u64,
+    /// Fields (extensions) to deliver; empty: all.
+    pub fields: Vec<String>,
+    /// Batches of the first epoch that are built but not delivered: an
+    /// exact resume replays the epoch's order up to here (see `resume`).
+    pub skip_batches: u64,
 }
 
 impl Default for PipelineConfig {
@@ -59,6 +64,8 @@ impl Default for PipelineConfig {
             drop_last: false,
             prefetch_batches: 4,
             shuffle_bytes: 256 << 20,
+            fields: Vec::new(),
+            skip_batches: 0,
         }
     }
 }
@@ -90,10 +97,30 @@ enum SampleMsg {
     Failed(Error),
 }
 
+/// Where the batch thread collates a batch: a fresh buffer ([`VecWriter`])
+/// or a slot of a session's shared-memory ring (the daemon).
+pub trait BatchWriter: Send + 'static {
+    type Out: Send + 'static;
+    /// Collates `samples` as batch `index` of `epoch`, waiting for room if
+    /// the writer has none; `Ok(None)` when the writer was closed (stop).
+    fn write(&mut self, samples: &[Sample], epoch: u64, index: u64) -> Result<Option<Self::Out>>;
+}
+
+/// Collates each batch into its own `Vec` (benchmarks, tests, in-process use).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct VecWriter;
+
+impl BatchWriter for VecWriter {
+    type Out = Batch;
+    fn write(&mut self, samples: &[Sample], epoch: u64, index: u64) -> Result<Option<Batch>> {
+        Ok(Some(collate(samples, epoch, index)))
+    }
+}
+
 /// A running pipeline; iterate with [`Pipeline::next`].
 #[derive(Debug)]
-pub struct Pipeline {
-    batches: mpsc::Receiver<Result<Batch>>,
+pub struct Pipeline<B = Batch> {
+    batches: mpsc::Receiver<Result<B>>,
     demand: Arc<crate::fetch::DemandGauge>,
     pub stats: Arc<PipelineStats>,
 }
@@ -101,14 +128,26 @@ pub struct Pipeline {
 /// Samples queued between parsing and batching.
 const SAMPLE_QUEUE: usize = 256;
 
-impl Pipeline {
-    /// Starts the stages. Must be called inside a tokio runtime (the fetch
-    /// scheduler runs on it).
+impl Pipeline<Batch> {
+    /// Starts the stages, each batch in its own buffer. Must be called
+    /// inside a tokio runtime (the fetch scheduler runs on it).
     pub fn start(
         dataset: &Dataset,
         engine: Arc<FetchEngine>,
         cfg: PipelineConfig,
-    ) -> Result<Pipeline> {
+    ) -> Result<Pipeline<Batch>> {
+        Pipeline::start_with(dataset, engine, cfg, VecWriter)
+    }
+}
+
+impl<B: Send + 'static> Pipeline<B> {
+    /// Starts the stages, collating through `writer`.
+    pub fn start_with<W: BatchWriter<Out = B>>(
+        dataset: &Dataset,
+        engine: Arc<FetchEngine>,
+        cfg: PipelineConfig,
+        writer: W,
+    ) -> Result<Pipeline<B>> {
         cfg.validate()?;
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::Internal("Pipeline::start needs a tokio runtime".into()));
@@ -141,13 +180,13 @@ impl Pipeline {
         let batch_stats = stats.clone();
         spawn(
             "stoker-batch",
-            Box::new(move || batch_loop(sample_rx, batch_tx, cfg, budget, &batch_stats)),
+            Box::new(move || batch_loop(sample_rx, batch_tx, cfg, budget, writer, &batch_stats)),
         )?;
         Ok(Pipeline { batches, demand, stats })
     }
 
     /// The next batch; `None` when every epoch is done or after an error.
-    pub async fn next(&mut self) -> Option<Result<Batch>> {
+    pub async fn next(&mut self) -> Option<Result<B>> {
         // How full the ready queue was, and how long we waited: the
         // autotuner's view of demand.
         let fill = self.batches.len() as f64 / self.batches.max_capacity().max(1) as f64;
@@ -224,13 +263,15 @@ struct EpochBatcher {
     shuffle: Option<ShuffleBuffer<Sample>>,
 }
 
-fn batch_loop(
+fn batch_loop<W: BatchWriter>(
     rx: Receiver<SampleMsg>,
-    tx: mpsc::Sender<Result<Batch>>,
+    tx: mpsc::Sender<Result<W::Out>>,
     cfg: PipelineConfig,
     budget: u64,
+    mut writer: W,
     stats: &PipelineStats,
 ) {
+    let first_epoch = cfg.order.epoch;
     let new_epoch = |epoch: u64| EpochBatcher {
         epoch,
         index: 0,
@@ -243,13 +284,23 @@ fn batch_loop(
     };
     let mut state: Option<EpochBatcher> = None;
     let mut ready = Vec::new();
-    // Sends a full or final batch; false when the consumer is gone.
-    let send = |st: &mut EpochBatcher| -> bool {
-        let batch = collate(&st.pending, st.epoch, st.index);
+    // Sends a full or final batch; false when the consumer is gone. The
+    // first `skip_batches` of a resumed run are built (the order depends
+    // on them) but not collated.
+    let mut send = |st: &mut EpochBatcher| -> bool {
+        let skip = st.epoch == first_epoch && st.index < cfg.skip_batches;
+        let out = if skip { Ok(None) } else { writer.write(&st.pending, st.epoch, st.index) };
         st.index += 1;
         st.pending.clear();
         st.pending_bytes = 0;
-        tx.blocking_send(Ok(batch)).is_ok()
+        match out {
+            Ok(Some(batch)) => tx.blocking_send(Ok(batch)).is_ok(),
+            Ok(None) => skip,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                false
+            }
+        }
     };
     for msg in rx {
         match msg {
@@ -260,10 +311,11 @@ fn batch_loop(
                 };
                 match &mut st.shuffle {
                     Some(buffer) => {
+                        let sample = keep_fields(sample, &cfg.fields);
                         let n = sample.nbytes();
                         buffer.push(sample.compacted(), n, &mut ready);
                     }
-                    None => ready.push(sample),
+                    None => ready.push(keep_fields(sample, &cfg.fields)),
                 }
                 for sample in ready.drain(..) {
                     st.pending_bytes += sample.nbytes();
@@ -308,4 +360,12 @@ fn batch_loop(
             }
         }
     }
+}
+
+/// The sample with only the `wanted` fields (all when empty).
+fn keep_fields(mut sample: Sample, wanted: &[String]) -> Sample {
+    if !wanted.is_empty() {
+        sample.fields.retain(|(name, _)| wanted.iter().any(|w| w == name));
+    }
+    sample
 }

@@ -109,7 +109,7 @@ pub enum ConcurrencyArg {
     Fixed(usize),
 }
 
-fn parse_concurrency(text: &str) -> Result<ConcurrencyArg, String> {
+pub fn parse_concurrency(text: &str) -> Result<ConcurrencyArg, String> {
     if text.eq_ignore_ascii_case("auto") {
         return Ok(ConcurrencyArg::Auto);
     }
@@ -186,6 +186,15 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
 }
 
 fn fetch_config(args: &BenchArgs, concurrency: ConcurrencyArg) -> FetchConfig {
+    fetch_config_for(concurrency, args.part_bytes, args.memory_budget)
+}
+
+/// The fetch settings for `--concurrency`, `--part-bytes` and `--memory-budget`.
+pub fn fetch_config_for(
+    concurrency: ConcurrencyArg,
+    part_bytes: Option<u64>,
+    memory_budget: Option<u64>,
+) -> FetchConfig {
     let defaults = FetchConfig::default();
     FetchConfig {
         concurrency: match concurrency {
@@ -193,9 +202,9 @@ fn fetch_config(args: &BenchArgs, concurrency: ConcurrencyArg) -> FetchConfig {
             ConcurrencyArg::Auto => defaults.concurrency,
         },
         auto_concurrency: concurrency == ConcurrencyArg::Auto,
-        part_bytes: args.part_bytes.unwrap_or(defaults.part_bytes),
-        auto_part_bytes: args.part_bytes.is_none() && concurrency == ConcurrencyArg::Auto,
-        memory_budget_bytes: args.memory_budget.unwrap_or(defaults.memory_budget_bytes),
+        part_bytes: part_bytes.unwrap_or(defaults.part_bytes),
+        auto_part_bytes: part_bytes.is_none() && concurrency == ConcurrencyArg::Auto,
+        memory_budget_bytes: memory_budget.unwrap_or(defaults.memory_budget_bytes),
         ..defaults
     }
 }

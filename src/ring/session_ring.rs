@@ -6,6 +6,9 @@
 //!                 └─ dropped unpublished: the slot is abandoned (free again)
 //! ```
 
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
 use super::{MemfdSegment, RingError, SlotTable, SlotToken};
 
 /// A session's slots over one segment.
@@ -14,6 +17,9 @@ pub struct SessionRing {
     segment: MemfdSegment,
     table: SlotTable,
     slot_bytes: usize,
+    /// Set when the session ends; wakes a writer waiting for a slot.
+    closed: Mutex<bool>,
+    freed: Condvar,
 }
 
 /// A slot being filled; only this value may write it.
@@ -44,6 +50,8 @@ impl SessionRing {
             segment: MemfdSegment::create(name, total)?,
             table: SlotTable::new(slots),
             slot_bytes,
+            closed: Mutex::new(false),
+            freed: Condvar::new(),
         })
     }
 
@@ -65,9 +73,45 @@ impl SessionRing {
         self.table.acquire().map(|token| Filling { ring: self, token: Some(token) })
     }
 
+    /// Claims a free slot, waiting while the client holds them all;
+    /// `None` once the ring is closed.
+    pub fn wait_fill(&self) -> Option<Filling<'_>> {
+        loop {
+            if self.is_closed() {
+                return None;
+            }
+            if let Some(filling) = self.begin_fill() {
+                return Some(filling);
+            }
+            let closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+            // A release between the try above and this wait only costs the
+            // timeout: the table is lock-free, the condvar is a doorbell.
+            let _ = self.freed.wait_timeout(closed, Duration::from_millis(50));
+        }
+    }
+
     /// The client released a lease.
     pub fn release(&self, lease: SlotToken) -> Result<(), RingError> {
-        Ok(self.table.release(lease)?)
+        self.table.release(lease)?;
+        self.freed.notify_all();
+        Ok(())
+    }
+
+    /// The client is gone: every leased slot is free again. Returns how many.
+    pub fn reclaim(&self) -> usize {
+        let n = self.table.reclaim_leased();
+        self.freed.notify_all();
+        n
+    }
+
+    /// Ends the session: a waiting writer gives up.
+    pub fn close(&self) {
+        *self.closed.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.freed.notify_all();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        *self.closed.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

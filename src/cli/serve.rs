@@ -1,0 +1,76 @@
+//! `stoker serve`: the node daemon's flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::bench::{ConcurrencyArg, fetch_config_for, parse_concurrency};
+use super::size_arg::parse_bytes;
+use crate::serve::{ServeConfig, SessionDefaults};
+use crate::source::StoreOptions;
+
+/// Flags of `stoker serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Unix socket clients connect to (mode 0660); the ring socket is this
+    /// path plus ".ring".
+    #[arg(long, env = "STOKER_SOCKET", default_value = "/run/stoker/stoker.sock")]
+    pub socket: PathBuf,
+    /// Also serve gRPC (health, Stats, Release; not sessions) on this TCP
+    /// address, e.g. 0.0.0.0:7070 for kubelet gRPC probes.
+    #[arg(long, value_name = "ADDR")]
+    pub tcp: Option<SocketAddr>,
+    /// Range-GET requests in flight per endpoint: `auto` or a number.
+    #[arg(long, default_value = "auto", value_parser = parse_concurrency)]
+    pub concurrency: ConcurrencyArg,
+    /// Size of each range GET; pins it [default: 8MiB, then autotuned].
+    #[arg(long, value_parser = parse_bytes)]
+    pub part_bytes: Option<u64>,
+    /// Memory for fetched bytes not yet batched, shared by every session
+    /// [default: 1GiB].
+    #[arg(long, value_parser = parse_bytes)]
+    pub memory_budget: Option<u64>,
+    /// Ring of a session that asks for no size (a batch must fit one slot:
+    /// ring / slots).
+    #[arg(long, default_value = "256MiB", value_parser = parse_bytes)]
+    pub ring_bytes: u64,
+    /// Slots a session's ring is cut into.
+    #[arg(long, default_value_t = 8)]
+    pub slots: u32,
+    /// Cap on all sessions' rings together; a session past it is refused
+    /// (RESOURCE_EXHAUSTED). Ring pages are only resident once written.
+    #[arg(long, default_value = "8GiB", value_parser = parse_bytes)]
+    pub ring_memory: u64,
+    /// Batches built ahead of the client per session.
+    #[arg(long, default_value_t = 2)]
+    pub prefetch: usize,
+    /// object_store option KEY=VALUE for every session; repeatable.
+    #[arg(long = "store-opt", value_parser = super::parse_store_opt)]
+    pub store_opts: Vec<(String, String)>,
+    /// Seconds a SIGTERM waits for sessions to end before exiting.
+    #[arg(long, default_value_t = 8.0)]
+    pub drain_secs: f64,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    if args.slots < 2 {
+        anyhow::bail!("--slots must be at least 2 (one filling, one with the client)");
+    }
+    let cfg = ServeConfig {
+        socket: args.socket,
+        tcp: args.tcp,
+        fetch: fetch_config_for(args.concurrency, args.part_bytes, args.memory_budget),
+        store: StoreOptions { options: args.store_opts },
+        defaults: SessionDefaults {
+            ring_bytes: args.ring_bytes,
+            ring_memory: args.ring_memory,
+            slots: args.slots,
+            prefetch_batches: args.prefetch.max(1),
+            shuffle_bytes: crate::pipeline::PipelineConfig::default().shuffle_bytes,
+        },
+        drain_timeout: Duration::from_secs_f64(args.drain_secs.clamp(0.0, 3600.0)),
+    };
+    crate::serve::run(cfg).await
+}

@@ -1,0 +1,45 @@
+//! One fetch engine per endpoint, all drawing on one memory budget and one
+//! buffer pool: every session of the daemon shares them (FIFO permits, so
+//! sessions on one endpoint share its connections fairly).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::fetch::{FetchConfig, FetchEngine, MemoryBudget, PartPool};
+use crate::source::Dataset;
+
+#[derive(Debug)]
+pub struct Engines {
+    config: FetchConfig,
+    pub budget: Arc<MemoryBudget>,
+    pool: Arc<PartPool>,
+    by_endpoint: Mutex<HashMap<String, Arc<FetchEngine>>>,
+}
+
+impl Engines {
+    pub fn new(config: FetchConfig) -> Engines {
+        Engines {
+            budget: MemoryBudget::new(config.memory_budget_bytes),
+            pool: PartPool::new(config.memory_budget_bytes / 4),
+            config,
+            by_endpoint: Mutex::default(),
+        }
+    }
+
+    /// The engine for `dataset`'s endpoint (scheme and bucket/host).
+    pub fn for_dataset(&self, dataset: &Dataset) -> Arc<FetchEngine> {
+        let endpoint = format!("{:?}://{}", dataset.url.scheme, dataset.url.authority);
+        let mut map = self.by_endpoint.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(endpoint.clone())
+            .or_insert_with(|| {
+                FetchEngine::sharing(
+                    dataset.store.clone(),
+                    self.config.clone(),
+                    &endpoint,
+                    self.budget.clone(),
+                    self.pool.clone(),
+                )
+            })
+            .clone()
+    }
+}

@@ -1,0 +1,379 @@
+//! The gRPC service (`stoker.v1.Stoker`): opens sessions, streams batch
+//! descriptors, takes slots back.
+//!
+//! ```text
+//!  OpenStream ─▶ resolve dataset ─▶ ring (memfd) ─▶ RingInfo ─▶ driver task: pipeline ─▶ BatchDescriptor … StreamEnd
+//!  Release    ─▶ slot table (stale leases refused, not fatal)
+//!  client gone (stream dropped) ─▶ driver stops ─▶ session dropped: leases reclaimed, pipeline stopped, memfd closed
+//! ```
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::engines::Engines;
+use super::proto::{self, stream_event::Event};
+use super::resume_token::{OrderSettings, ResumeToken, TokenError, fingerprint};
+use super::ring_writer::{RingBatch, RingWriter};
+use super::session::{RingReservation, Session, SessionStats};
+use crate::batch::Column;
+use crate::order::OrderConfig;
+use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::ring::{SessionRing, SlotToken};
+use crate::source::{Dataset, StoreOptions};
+use crate::{Error, ErrorKind};
+
+/// Daemon-wide settings a session draws on.
+#[derive(Debug, Clone)]
+pub struct SessionDefaults {
+    /// Ring bytes of a session that asks for none.
+    pub ring_bytes: u64,
+    /// Cap on the rings of all sessions together.
+    pub ring_memory: u64,
+    pub slots: u32,
+    pub prefetch_batches: usize,
+    pub shuffle_bytes: u64,
+}
+
+/// What every request handler shares.
+#[derive(Debug)]
+pub struct DaemonState {
+    pub engines: Engines,
+    pub store: StoreOptions,
+    pub defaults: SessionDefaults,
+    pub sessions: Mutex<HashMap<String, Arc<Session>>>,
+    pub ring_bytes: Arc<AtomicU64>,
+    /// True once SIGTERM arrived: no new sessions, streams end.
+    pub draining: watch::Sender<bool>,
+}
+
+impl DaemonState {
+    pub fn session(&self, id: &str) -> Option<Arc<Session>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn remove(&self, id: &str) {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
+}
+
+/// The tonic service over the shared state.
+#[derive(Debug, Clone)]
+pub struct StokerService {
+    pub state: Arc<DaemonState>,
+}
+
+/// A named error as a gRPC status: the kind picks the code, the message
+/// keeps the context (shard URL, offset, hint).
+pub fn status_of(e: &Error) -> Status {
+    let message = format!("{e}");
+    match e.kind() {
+        ErrorKind::InvalidArgument => Status::invalid_argument(message),
+        ErrorKind::NotFound => Status::not_found(message),
+        ErrorKind::PermissionDenied => Status::permission_denied(message),
+        ErrorKind::CorruptInput => Status::data_loss(message),
+        ErrorKind::Unavailable => Status::unavailable(message),
+        ErrorKind::ResourceExhausted => Status::resource_exhausted(message),
+        ErrorKind::Cancelled => Status::cancelled(message),
+        ErrorKind::Internal => Status::internal(message),
+    }
+}
+
+fn column(c: &Column) -> proto::Column {
+    proto::Column {
+        name: c.name.clone(),
+        offsets_at: c.offsets_at,
+        values_at: c.values_at,
+        values_len: c.values_len,
+    }
+}
+
+fn random_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// A checked request: the pipeline settings and where to start.
+struct Plan {
+    dataset: Dataset,
+    pipeline: PipelineConfig,
+    fingerprint: String,
+}
+
+impl StokerService {
+    async fn plan(&self, r: &proto::OpenStreamRequest) -> Result<Plan, Status> {
+        if r.batch_size == 0 {
+            return Err(Status::invalid_argument("batch_size must be at least 1"));
+        }
+        let world_size = r.world_size.max(1);
+        let order = OrderConfig {
+            seed: r.seed,
+            epoch: r.epoch,
+            rank: r.rank as usize,
+            world_size: world_size as usize,
+            shuffle_shards: r.shuffle_shards,
+            shuffle_buffer: r.shuffle_buffer as usize,
+        };
+        order.validate().map_err(|e| status_of(&e))?;
+        let dataset =
+            Dataset::open(&r.url, &self.state.store).await.map_err(|e| status_of(&e.into()))?;
+        let mut fields = r.fields.clone();
+        fields.sort();
+        fields.dedup();
+        let fingerprint = fingerprint(&OrderSettings {
+            shards: &dataset.shards,
+            seed: r.seed,
+            shuffle_shards: r.shuffle_shards,
+            shuffle_buffer: r.shuffle_buffer,
+            batch_size: r.batch_size,
+            drop_last: r.drop_last,
+            fields: &fields,
+            rank: r.rank,
+            world_size,
+        });
+        let epochs = r.epochs.max(1);
+        let mut pipeline = PipelineConfig {
+            order,
+            epochs,
+            batch_size: r.batch_size as usize,
+            drop_last: r.drop_last,
+            prefetch_batches: self.state.defaults.prefetch_batches,
+            shuffle_bytes: self.state.defaults.shuffle_bytes,
+            fields,
+            skip_batches: 0,
+        };
+        if !r.state.is_empty() {
+            let token = ResumeToken::decode(&r.state, &fingerprint)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let end = r.epoch + epochs;
+            if token.epoch < r.epoch || token.epoch >= end {
+                let e = TokenError::EpochOutOfRange { found: token.epoch, first: r.epoch, end };
+                return Err(Status::invalid_argument(e.to_string()));
+            }
+            pipeline.order.epoch = token.epoch;
+            pipeline.epochs = end - token.epoch;
+            pipeline.skip_batches = token.batches;
+        }
+        Ok(Plan { dataset, pipeline, fingerprint })
+    }
+
+    fn ring_for(&self, r: &proto::OpenStreamRequest) -> Result<(Arc<SessionRing>, RingReservation), Status> {
+        let d = &self.state.defaults;
+        let slots = if r.slots == 0 { d.slots } else { r.slots.clamp(2, 1024) };
+        let asked = if r.ring_bytes == 0 { d.ring_bytes } else { r.ring_bytes };
+        let slot_bytes = (asked / slots as u64).div_ceil(4096) * 4096;
+        let bytes = slot_bytes * slots as u64;
+        let reservation = RingReservation::take(&self.state.ring_bytes, bytes, d.ring_memory)
+            .ok_or_else(|| {
+                Status::resource_exhausted(format!(
+                    "a ring of {bytes} bytes would take the daemon past its ring memory of {} \
+                     bytes ({} in use): ask for a smaller ring_bytes or raise --ring-memory",
+                    d.ring_memory,
+                    self.state.ring_bytes.load(Ordering::Relaxed)
+                ))
+            })?;
+        let ring = SessionRing::new("stoker-ring", slots, slot_bytes as usize)
+            .map_err(|e| Status::resource_exhausted(format!("creating the session's ring: {e}")))?;
+        Ok((Arc::new(ring), reservation))
+    }
+}
+
+#[tonic::async_trait]
+impl proto::stoker_server::Stoker for StokerService {
+    type OpenStreamStream = ReceiverStream<Result<proto::StreamEvent, Status>>;
+
+    async fn open_stream(
+        &self,
+        request: Request<proto::OpenStreamRequest>,
+    ) -> Result<Response<Self::OpenStreamStream>, Status> {
+        if *self.state.draining.borrow() {
+            return Err(Status::unavailable("stoker is shutting down; retry with your last state"));
+        }
+        // The ring's descriptor can only travel over the Unix socket, to
+        // the same user.
+        let uid = request
+            .extensions()
+            .get::<tonic::transport::server::UdsConnectInfo>()
+            .and_then(|info| info.peer_cred)
+            .map(|cred| cred.uid())
+            .ok_or_else(|| {
+                Status::failed_precondition(
+                    "sessions are opened over the Unix socket (the ring's descriptor travels over \
+                     it); TCP serves health, Stats and Release",
+                )
+            })?;
+        let r = request.into_inner();
+        let plan = self.plan(&r).await?;
+        let (ring, ring_bytes) = self.ring_for(&r)?;
+        let engine = self.state.engines.for_dataset(&plan.dataset);
+        let pipeline = Pipeline::start_with(
+            &plan.dataset,
+            engine.clone(),
+            plan.pipeline.clone(),
+            RingWriter::new(ring.clone()),
+        )
+        .map_err(|e| status_of(&e))?;
+        let session = Arc::new(Session {
+            id: random_id(),
+            fd_token: random_id(),
+            uid,
+            ring,
+            engine,
+            stats: SessionStats::default(),
+            ring_bytes,
+            fd_sent: watch::channel(false).0,
+        });
+        let info = proto::RingInfo {
+            session: session.id.clone(),
+            slots: session.ring.slots().len() as u32,
+            slot_bytes: session.ring.slot_bytes() as u64,
+            fd_token: session.fd_token.clone(),
+            segment_bytes: session.ring.segment().len() as u64,
+        };
+        self.state
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(session.id.clone(), session.clone());
+        tracing::info!(session = %session.id, url = %r.url, rank = r.rank, world = r.world_size, "session opened");
+        let (tx, rx) = mpsc::channel(4);
+        let event = proto::StreamEvent { event: Some(Event::Ring(info)) };
+        tx.send(Ok(event)).await.map_err(|_| Status::cancelled("the client left"))?;
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let client_there = drive(&state, &session, pipeline, plan.fingerprint, tx).await;
+            if client_there {
+                // A stream shorter than the ring can end before the client
+                // fetched the descriptor: keep the session findable a while.
+                let mut sent = session.fd_sent.subscribe();
+                let _ = tokio::time::timeout(FD_GRACE, sent.wait_for(|s| *s)).await;
+            }
+            state.remove(&session.id);
+            tracing::info!(session = %session.id, "session closed");
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn release(
+        &self,
+        request: Request<proto::ReleaseRequest>,
+    ) -> Result<Response<proto::ReleaseReply>, Status> {
+        let r = request.into_inner();
+        let Some(session) = self.state.session(&r.session) else {
+            // The stream ended (its ring is gone with it): nothing to free.
+            return Ok(Response::new(proto::ReleaseReply { refused: r.leases }));
+        };
+        let refused = r
+            .leases
+            .into_iter()
+            .filter(|l| {
+                let token = SlotToken { slot: l.slot, generation: l.generation };
+                session.ring.release(token).is_err()
+            })
+            .collect();
+        Ok(Response::new(proto::ReleaseReply { refused }))
+    }
+
+    async fn stats(
+        &self,
+        request: Request<proto::StatsRequest>,
+    ) -> Result<Response<proto::StatsReply>, Status> {
+        let r = request.into_inner();
+        let state = &self.state;
+        let mut reply = proto::StatsReply {
+            sessions: state.session_count() as u32,
+            ring_bytes: state.ring_bytes.load(Ordering::Relaxed),
+            budget_used_bytes: state.engines.budget.used_bytes(),
+            ..Default::default()
+        };
+        if !r.session.is_empty() {
+            let s = state
+                .session(&r.session)
+                .ok_or_else(|| Status::not_found(format!("no session {}", r.session)))?;
+            let fetch = s.engine.stats.snapshot();
+            let table = s.ring.slots();
+            reply.batches = s.stats.batches.load(Ordering::Relaxed);
+            reply.samples = s.stats.samples.load(Ordering::Relaxed);
+            reply.bytes = s.stats.bytes.load(Ordering::Relaxed);
+            reply.requests = fetch.requests;
+            reply.retries = fetch.retries;
+            reply.throttled = fetch.throttled;
+            reply.concurrency = s.engine.limit.limit() as u32;
+            reply.part_bytes = s.engine.part_bytes();
+            reply.slots_leased = (table.len() - table.free_count()) as u32;
+            reply.ring_bytes = s.ring_bytes.bytes();
+        }
+        Ok(Response::new(reply))
+    }
+}
+
+/// How long a finished session waits for its client to fetch the ring.
+const FD_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs one session's stream until it ends, fails, the client leaves, or
+/// the daemon drains. True when the client was still connected at the end.
+async fn drive(
+    state: &DaemonState,
+    session: &Session,
+    mut pipeline: Pipeline<RingBatch>,
+    fingerprint: String,
+    tx: mpsc::Sender<Result<proto::StreamEvent, Status>>,
+) -> bool {
+    let mut draining = state.draining.subscribe();
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = tx.closed() => return false,
+            // (The guard `wait_for` returns must not live across an await.)
+            _ = async { drop(draining.wait_for(|d| *d).await) } => {
+                let _ = tx
+                    .send(Err(Status::unavailable(
+                        "stoker is shutting down; reconnect and resume with the last batch's state",
+                    )))
+                    .await;
+                return false;
+            }
+            next = pipeline.next() => next,
+        };
+        let event = match next {
+            Some(Ok(b)) => {
+                session.stats.add_batch(b.num_samples as u64, b.payload_bytes);
+                let state = ResumeToken::new(&fingerprint, b.epoch, b.index + 1).encode();
+                Event::Batch(proto::BatchDescriptor {
+                    slot: b.lease.token.slot,
+                    generation: b.lease.token.generation,
+                    offset: b.lease.offset,
+                    len: b.lease.len,
+                    num_samples: b.num_samples as u32,
+                    keys: Some(column(&b.keys)),
+                    columns: b.columns.iter().map(column).collect(),
+                    epoch: b.epoch,
+                    index: b.index,
+                    state,
+                })
+            }
+            Some(Err(e)) => {
+                tracing::warn!(session = %session.id, error = %e, "session failed");
+                return tx.send(Err(status_of(&e))).await.is_ok();
+            }
+            None => Event::End(proto::StreamEnd {
+                batches: session.stats.batches.load(Ordering::Relaxed),
+                samples: session.stats.samples.load(Ordering::Relaxed),
+            }),
+        };
+        let end = matches!(event, Event::End(_));
+        if tx.send(Ok(proto::StreamEvent { event: Some(event) })).await.is_err() {
+            return false;
+        }
+        if end {
+            return true;
+        }
+    }
+}

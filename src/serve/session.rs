@@ -1,0 +1,78 @@
+//! One client stream: its ring, its counters, and the memory it holds.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::fetch::FetchEngine;
+use crate::ring::SessionRing;
+
+/// A live session, shared by its driver task, the service and the ring
+/// socket.
+#[derive(Debug)]
+pub struct Session {
+    pub id: String,
+    /// Secret that, with `id`, fetches the ring's descriptor.
+    pub fd_token: String,
+    /// The uid of the peer that opened it; only it gets the descriptor.
+    pub uid: u32,
+    pub ring: Arc<SessionRing>,
+    pub engine: Arc<FetchEngine>,
+    pub stats: SessionStats,
+    /// The ring's bytes, counted against the daemon's ring memory.
+    pub ring_bytes: RingReservation,
+    /// Set once the client has the ring's descriptor.
+    pub fd_sent: tokio::sync::watch::Sender<bool>,
+}
+
+#[derive(Debug, Default)]
+pub struct SessionStats {
+    pub batches: AtomicU64,
+    pub samples: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+impl SessionStats {
+    pub fn add_batch(&self, samples: u64, bytes: u64) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.samples.fetch_add(samples, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// Ring bytes taken from the daemon-wide cap; given back on drop.
+#[derive(Debug)]
+pub struct RingReservation {
+    bytes: u64,
+    total: Arc<AtomicU64>,
+}
+
+impl RingReservation {
+    /// Takes `bytes` if the total stays within `cap`.
+    pub fn take(total: &Arc<AtomicU64>, bytes: u64, cap: u64) -> Option<RingReservation> {
+        total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|&n| n <= cap)
+            })
+            .ok()
+            .map(|_| RingReservation { bytes, total: total.clone() })
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Drop for RingReservation {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Whatever the client still held comes back; a writer waiting for a
+        // slot gives up, and the memfd goes when the last mapping does.
+        self.ring.close();
+        self.ring.reclaim();
+    }
+}
