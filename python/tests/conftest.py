@@ -1,0 +1,196 @@
+"""Fixtures: a real S3-protocol server (moto, as its own process), a synthetic
+dataset written to it by `stoker gen`, and the real daemon binary."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+import pytest
+
+import stoker
+
+REPO = Path(__file__).resolve().parents[2]
+STOKER_BIN = os.environ.get("STOKER_BIN") or str(REPO / "target" / "release" / "stoker")
+BUCKET = "stoker-test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@dataclass
+class S3:
+    env: dict
+    endpoint: str
+    proc: subprocess.Popen
+
+    def client(self):
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+
+
+@pytest.fixture(scope="session")
+def s3():
+    port = free_port()
+    moto = Path(sys.executable).parent / "moto_server"
+    proc = subprocess.Popen(
+        [str(moto), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+
+    def up():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    wait_for(up, 30, "moto_server")
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ALLOW_HTTP": "true",
+    }
+    server = S3(env=env, endpoint=endpoint, proc=proc)
+    server.client().create_bucket(Bucket=BUCKET)
+    yield server
+    proc.terminate()
+    proc.wait(10)
+
+
+@dataclass
+class Dataset:
+    url: str
+    # key -> {field: bytes}, read back from the store with tarfile.
+    samples: dict = field(default_factory=dict)
+
+    @property
+    def keys(self) -> set:
+        return set(self.samples)
+
+
+def make_dataset(s3: S3, prefix: str, *args: str) -> Dataset:
+    url = f"s3://{BUCKET}/{prefix}/"
+    subprocess.run(
+        [STOKER_BIN, "gen", url, *args],
+        env={**os.environ, **s3.env},
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    ds = Dataset(url)
+    client = s3.client()
+    for obj in client.list_objects_v2(Bucket=BUCKET, Prefix=prefix + "/")["Contents"]:
+        body = client.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
+        with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+            for member in tar.getmembers():
+                key, _, ext = member.name.partition(".")
+                ds.samples.setdefault(key, {})[ext] = tar.extractfile(member).read()
+    return ds
+
+
+@pytest.fixture(scope="session")
+def dataset(s3) -> Dataset:
+    """8 shards, ~40 samples each, fields bin/cls/json."""
+    return make_dataset(s3, "small", "--shards", "8", "--shard-bytes", "320KiB", "--sample-bytes", "8KiB")
+
+
+class Daemon:
+    """The real `stoker serve` on a Unix socket in a fresh directory."""
+
+    def __init__(self, env: dict, *extra: str):
+        # AF_UNIX paths are short (108 bytes): not under pytest's tmp_path.
+        self.dir = tempfile.mkdtemp(prefix="stoker-", dir="/tmp")
+        self.socket = os.path.join(self.dir, "stoker.sock")
+        self.env = {**os.environ, **env, "STOKER_LOG": "info"}
+        self.extra = extra
+        self.proc: subprocess.Popen | None = None
+        self.log = open(os.path.join(self.dir, "serve.log"), "ab")
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [STOKER_BIN, "serve", "--socket", self.socket, *self.extra],
+            env=self.env,
+            stdout=self.log,
+            stderr=self.log,
+        )
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"stoker serve exited with {self.proc.returncode}: {self.logs()}")
+            try:
+                return stoker.Client(self.socket).stats() is not None
+            except stoker.StokerError:
+                return False
+
+        wait_for(ready, 30, "the daemon")
+
+    def logs(self) -> str:
+        with open(os.path.join(self.dir, "serve.log"), "rb") as f:
+            return f.read().decode(errors="replace")[-4000:]
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self) -> float:
+        """SIGTERM; returns the seconds until exit."""
+        t = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+        return time.monotonic() - t
+
+    def rss_bytes(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+    def client(self) -> stoker.Client:
+        return stoker.Client(self.socket)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log.close()
+
+
+@pytest.fixture
+def daemon(s3):
+    d = Daemon(s3.env)
+    yield d
+    d.stop()
