@@ -41,6 +41,11 @@ pub enum Error {
     Shard(#[from] ShardError),
     #[error("{what} does not fit the memory budget of {budget_bytes} bytes: {hint}")]
     OverBudget { what: String, budget_bytes: u64, hint: &'static str },
+    #[error(
+        "batch {index} of epoch {epoch} needs {batch_bytes} bytes, more than a ring slot \
+         ({slot_bytes} bytes = ring_bytes / slots): raise ring_bytes or lower batch_size"
+    )]
+    RingSlotTooSmall { epoch: u64, index: u64, batch_bytes: u64, slot_bytes: u64 },
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("the pipeline stopped: {0}")]
@@ -56,7 +61,9 @@ impl Error {
             Error::Source(e) => e.kind(),
             Error::Fetch(e) => e.kind(),
             Error::Shard(e) => e.kind(),
-            Error::OverBudget { .. } => ErrorKind::ResourceExhausted,
+            Error::OverBudget { .. } | Error::RingSlotTooSmall { .. } => {
+                ErrorKind::ResourceExhausted
+            }
             Error::Config(_) => ErrorKind::InvalidArgument,
             Error::Cancelled(_) => ErrorKind::Cancelled,
             Error::Internal(_) => ErrorKind::Internal,

@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import gc
 import os
+import threading
 import time
 import weakref
 from typing import Iterator, Optional, Sequence
@@ -142,8 +144,13 @@ class Loader:
         self.session: Optional[str] = None
         self.reconnects = 0
         self._call = None
+        self._slots = 0
+        self._held = 0
+        self._held_lock = threading.Lock()
 
     def _release(self, session: str, slot: int, generation: int) -> None:
+        with self._held_lock:
+            self._held -= 1
         req = pb.ReleaseRequest(
             session=session, leases=[pb.SlotLease(slot=slot, generation=generation)]
         )
@@ -166,7 +173,22 @@ class Loader:
         info = first.ring
         ring = Ring(self._client.socket, info.session, info.fd_token, info.segment_bytes)
         self.session = info.session
+        self._slots = info.slots
         return call, ring, info.session
+
+    def _check_room(self) -> None:
+        """Asking for a batch while every slot is held would wait forever:
+        the daemon has nowhere to put it. Say so instead."""
+        if self._held < self._slots:
+            return
+        gc.collect()  # batches in reference cycles
+        if self._held >= self._slots:
+            raise StokerError(
+                "RESOURCE_EXHAUSTED",
+                f"all {self._slots} ring slots hold batches you still reference, so no next batch "
+                "can arrive: release() them or use `with batch:`, copy what you keep (e.g. "
+                "tensor.clone()), or ask for more slots (loader(..., slots=N))",
+            )
 
     def __iter__(self) -> Iterator[Batch]:
         deadline = None
@@ -178,9 +200,13 @@ class Loader:
                     for event in call:
                         kind = event.WhichOneof("event")
                         if kind == "batch":
+                            with self._held_lock:
+                                self._held += 1
                             batch = Batch(self, ring, session, event.batch)
                             self.state = batch.state
                             yield batch
+                            del batch
+                            self._check_room()
                         elif kind == "end":
                             return
                     raise StokerError("UNAVAILABLE", "the stream ended without its end marker")

@@ -49,6 +49,17 @@ impl PartPool {
         vec![0; len]
     }
 
+    /// Frees every retained buffer (an idle daemon gives its memory back).
+    pub fn clear(&self) {
+        let drained = std::mem::take(&mut *self.free.lock().unwrap_or_else(|p| p.into_inner()));
+        let n: u64 = drained.iter().map(|b| b.len() as u64).sum();
+        self.retained_bytes.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    pub fn retained_bytes(&self) -> u64 {
+        self.retained_bytes.load(Ordering::Relaxed)
+    }
+
     fn give(&self, buf: Vec<u8>) {
         let n = buf.len() as u64;
         if self.retained_bytes.load(Ordering::Relaxed) + n > self.max_retained_bytes {

@@ -52,14 +52,18 @@ fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
     }
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
-            bail!("{} exists and is not a socket; remove it or pick another --socket", path.display());
+            bail!(
+                "{} exists and is not a socket; remove it or pick another --socket",
+                path.display()
+            );
         }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             bail!("another stoker is serving on {}", path.display());
         }
         std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
     }
-    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("setting the mode of {}", path.display()))?;
     Ok(listener)
@@ -91,11 +95,15 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     let unix = Server::builder()
         .add_service(health_service.clone())
         .add_service(service.clone())
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop_signal(stopped.clone()));
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(listener),
+            stop_signal(stopped.clone()),
+        );
     servers.spawn(async move { unix.await.context("serving the Unix socket") });
     let mut listening = format!("unix:{} (ring: {})", cfg.socket.display(), ring_path.display());
     if let Some(addr) = cfg.tcp {
-        let tcp = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let tcp =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         listening.push_str(&format!(", tcp:{}", tcp.local_addr()?));
         let server = Server::builder()
             .add_service(health_service)
@@ -128,7 +136,8 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     }
     stop.send_replace(true);
     let left = cfg.drain_timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(500));
-    let _ = tokio::time::timeout(left, async { while servers.join_next().await.is_some() {} }).await;
+    let _ =
+        tokio::time::timeout(left, async { while servers.join_next().await.is_some() {} }).await;
     ring_task.abort();
     let _ = std::fs::remove_file(&cfg.socket);
     let _ = std::fs::remove_file(&ring_path);

@@ -26,6 +26,11 @@ impl Engines {
         }
     }
 
+    /// Gives pooled part buffers back to the allocator (no session left).
+    pub fn trim(&self) {
+        self.pool.clear();
+    }
+
     /// The engine for `dataset`'s endpoint (scheme and bucket/host).
     pub fn for_dataset(&self, dataset: &Dataset) -> Arc<FetchEngine> {
         let endpoint = format!("{:?}://{}", dataset.url.scheme, dataset.url.authority);

@@ -134,7 +134,10 @@ mod tests {
         let fp = settings(1);
         let token = ResumeToken::new(&fp, 3, 17);
         assert_eq!(ResumeToken::decode(&token.encode(), &fp), Ok(token.clone()));
-        assert_eq!(ResumeToken::decode(&token.encode(), &settings(2)), Err(TokenError::OtherSettings));
+        assert_eq!(
+            ResumeToken::decode(&token.encode(), &settings(2)),
+            Err(TokenError::OtherSettings)
+        );
         assert!(matches!(ResumeToken::decode(b"junk", &fp), Err(TokenError::Malformed(_))));
         let mut old = token;
         old.v = 0;

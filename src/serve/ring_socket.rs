@@ -64,14 +64,14 @@ async fn hand_over(stream: UnixStream, state: &DaemonState) -> std::io::Result<(
     .to_string();
     stream
         .async_io(tokio::io::Interest::WRITABLE, || {
-            send_fd(stream.as_fd(), session.ring.segment().fd(), payload.as_bytes()).map_err(
-                |e| match e {
+            send_fd(stream.as_fd(), session.ring.segment().fd(), payload.as_bytes()).map_err(|e| {
+                match e {
                     RingError::Os { errno: nix::Error::EAGAIN, .. } => {
                         std::io::ErrorKind::WouldBlock.into()
                     }
                     e => std::io::Error::other(e),
-                },
-            )
+                }
+            })
         })
         .await?;
     session.fd_sent.send_replace(true);

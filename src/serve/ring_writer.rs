@@ -40,12 +40,7 @@ impl BatchWriter for RingWriter {
         let need = batch_bytes(samples);
         let slot_bytes = self.ring.slot_bytes() as u64;
         if need > slot_bytes {
-            return Err(Error::OverBudget {
-                what: format!("batch {index} of epoch {epoch} ({need} bytes)"),
-                budget_bytes: slot_bytes,
-                hint: "a batch must fit one ring slot (ring_bytes / slots): raise ring_bytes or \
-                       lower batch_size",
-            });
+            return Err(Error::RingSlotTooSmall { epoch, index, batch_bytes: need, slot_bytes });
         }
         // Waits while the client holds every slot: back-pressure.
         let Some(mut filling) = self.ring.wait_fill() else {

@@ -164,7 +164,10 @@ impl StokerService {
         Ok(Plan { dataset, pipeline, fingerprint })
     }
 
-    fn ring_for(&self, r: &proto::OpenStreamRequest) -> Result<(Arc<SessionRing>, RingReservation), Status> {
+    fn ring_for(
+        &self,
+        r: &proto::OpenStreamRequest,
+    ) -> Result<(Arc<SessionRing>, RingReservation), Status> {
         let d = &self.state.defaults;
         let slots = if r.slots == 0 { d.slots } else { r.slots.clamp(2, 1024) };
         let asked = if r.ring_bytes == 0 { d.ring_bytes } else { r.ring_bytes };
@@ -256,6 +259,9 @@ impl proto::stoker_server::Stoker for StokerService {
                 let _ = tokio::time::timeout(FD_GRACE, sent.wait_for(|s| *s)).await;
             }
             state.remove(&session.id);
+            if state.session_count() == 0 {
+                state.engines.trim();
+            }
             tracing::info!(session = %session.id, "session closed");
         });
         Ok(Response::new(ReceiverStream::new(rx)))

@@ -1,0 +1,307 @@
+"""The client: sessions over gRPC, batches as numpy views of the ring.
+
+    client = stoker.Client()                       # $STOKER_SOCKET or /run/stoker/stoker.sock
+    for batch in client.loader("s3://bucket/train/", batch_size=64, rank=0, world_size=8):
+        with batch:                                # the slot goes back on exit
+            images = batch["jpg"]                  # Column: values + offsets, zero copy
+            keys = batch.keys                      # list[str]
+            state = batch.state                    # resume token after this batch
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+import time
+import weakref
+from typing import Iterator, Optional, Sequence
+
+import grpc
+import numpy as np
+
+from ._proto import stoker_pb2 as pb
+from ._proto import stoker_pb2_grpc as pb_grpc
+from .errors import StokerError
+from .ring import Ring
+
+DEFAULT_SOCKET = "/run/stoker/stoker.sock"
+
+# Codes after which the same state resumes on a (restarted) daemon.
+_RECONNECTABLE = {grpc.StatusCode.UNAVAILABLE}
+
+
+class Column:
+    """One field of a batch: `values` (uint8) and `offsets` (n + 1, uint64),
+    both read-only views of the ring. `column[i]` is sample i's bytes."""
+
+    __slots__ = ("name", "values", "offsets")
+
+    def __init__(self, name: str, values: np.ndarray, offsets: np.ndarray):
+        self.name = name
+        self.values = values
+        self.offsets = offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"sample {i} of a column of {n}")
+        return self.values[int(self.offsets[i]) : int(self.offsets[i + 1])]
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def to_list(self) -> list:
+        """Each sample's bytes, copied."""
+        return [self[i].tobytes() for i in range(len(self))]
+
+    def as_array(self) -> np.ndarray:
+        """An (n, length) view when every sample has the same length."""
+        lengths = self.lengths()
+        if len(lengths) == 0:
+            return self.values[:0].reshape(0, 0)
+        if not np.all(lengths == lengths[0]):
+            raise ValueError(f"field {self.name!r} has samples of different lengths")
+        return self.values.reshape(len(self), int(lengths[0]))
+
+
+class Batch:
+    """A batch in a leased ring slot. Views stay valid until `release()`
+    (also on leaving a `with` block); without either, the slot goes back
+    once the batch and every view of it are garbage."""
+
+    def __init__(self, loader: "Loader", ring: Ring, session: str, desc: pb.BatchDescriptor):
+        # Every view below is a slice of `slot`, so `slot` (and the
+        # finalizer that releases the lease) lives as long as any view.
+        slot = np.frombuffer(ring.mm, dtype=np.uint8, count=desc.len, offset=desc.offset)
+        self._slot = slot
+        self._release = weakref.finalize(
+            slot, loader._release, session, desc.slot, desc.generation
+        )
+        self.num_samples = desc.num_samples
+        self.epoch = desc.epoch
+        self.index = desc.index
+        self.state: bytes = desc.state
+        self.slot = desc.slot
+        self.columns = {c.name: self._column(c) for c in desc.columns}
+        self.nbytes = sum(c.values_len for c in desc.columns)
+        keys = self._column(desc.keys)
+        self.keys = [bytes(k).decode() for k in (keys[i] for i in range(len(keys)))]
+
+    def _column(self, c: pb.Column) -> Column:
+        n = self.num_samples
+        offsets = self._slot[c.offsets_at : c.offsets_at + 8 * (n + 1)].view("<u8")
+        values = self._slot[c.values_at : c.values_at + c.values_len]
+        return Column(c.name, values, offsets)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, field: str) -> Column:
+        try:
+            return self.columns[field]
+        except KeyError:
+            raise KeyError(f"no field {field!r}; the batch has {sorted(self.columns)}") from None
+
+    def release(self) -> None:
+        """Gives the slot back now; the views must not be used after."""
+        self._release()
+
+    @property
+    def released(self) -> bool:
+        return not self._release.alive
+
+    def __enter__(self) -> "Batch":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return (
+            f"Batch(epoch={self.epoch}, index={self.index}, samples={self.num_samples}, "
+            f"fields={sorted(self.columns)}, nbytes={self.nbytes})"
+        )
+
+
+class Loader:
+    """One stream of batches for one rank; iterate it once. `state` is the
+    resume token after the last batch handed out (give it to a new
+    loader to continue exactly there). If the daemon goes away mid-stream,
+    the loader reconnects (for up to `reconnect_timeout` seconds) and
+    resumes from `state`, so nothing is lost or repeated."""
+
+    def __init__(self, client: "Client", request: pb.OpenStreamRequest, reconnect_timeout: float):
+        self._client = client
+        self._request = request
+        self._reconnect_timeout = reconnect_timeout
+        self.state: Optional[bytes] = request.state or None
+        self.session: Optional[str] = None
+        self.reconnects = 0
+        self._call = None
+        self._slots = 0
+        self._held = 0
+        self._held_lock = threading.Lock()
+
+    def _release(self, session: str, slot: int, generation: int) -> None:
+        with self._held_lock:
+            self._held -= 1
+        req = pb.ReleaseRequest(
+            session=session, leases=[pb.SlotLease(slot=slot, generation=generation)]
+        )
+        try:
+            # Fire and forget: the daemon refuses stale leases, and a
+            # session that is gone has nothing to free.
+            self._client._stub.Release.future(req, timeout=10)
+        except Exception:  # noqa: BLE001 - interpreter shutdown, closed channel
+            pass
+
+    def _open(self):
+        req = pb.OpenStreamRequest()
+        req.CopyFrom(self._request)
+        req.state = self.state or b""
+        call = self._client._stub.OpenStream(req)
+        self._call = call
+        first = next(call)
+        if first.WhichOneof("event") != "ring":
+            raise StokerError("INTERNAL", f"expected the ring first, got {first.WhichOneof('event')}")
+        info = first.ring
+        ring = Ring(self._client.socket, info.session, info.fd_token, info.segment_bytes)
+        self.session = info.session
+        self._slots = info.slots
+        return call, ring, info.session
+
+    def _check_room(self) -> None:
+        """Asking for a batch while every slot is held would wait forever:
+        the daemon has nowhere to put it. Say so instead."""
+        if self._held < self._slots:
+            return
+        gc.collect()  # batches in reference cycles
+        if self._held >= self._slots:
+            raise StokerError(
+                "RESOURCE_EXHAUSTED",
+                f"all {self._slots} ring slots hold batches you still reference, so no next batch "
+                "can arrive: release() them or use `with batch:`, copy what you keep (e.g. "
+                "tensor.clone()), or ask for more slots (loader(..., slots=N))",
+            )
+
+    def __iter__(self) -> Iterator[Batch]:
+        deadline = None
+        try:
+            while True:
+                try:
+                    call, ring, session = self._open()
+                    deadline = None
+                    for event in call:
+                        kind = event.WhichOneof("event")
+                        if kind == "batch":
+                            with self._held_lock:
+                                self._held += 1
+                            batch = Batch(self, ring, session, event.batch)
+                            self.state = batch.state
+                            yield batch
+                            del batch
+                            self._check_room()
+                        elif kind == "end":
+                            return
+                    raise StokerError("UNAVAILABLE", "the stream ended without its end marker")
+                except grpc.RpcError as e:
+                    if e.code() not in _RECONNECTABLE:
+                        raise StokerError.from_rpc(e) from None
+                    err = StokerError.from_rpc(e)
+                except StokerError as e:
+                    if e.code != "UNAVAILABLE":
+                        raise
+                    err = e
+                # The daemon went away: retry until it is back, then resume.
+                now = time.monotonic()
+                deadline = deadline or now + self._reconnect_timeout
+                if now >= deadline:
+                    raise err
+                self.reconnects += 1
+                time.sleep(0.1)
+        finally:
+            if self._call is not None:
+                self._call.cancel()
+
+    def close(self) -> None:
+        """Ends the session (slots still leased are reclaimed by the daemon)."""
+        if self._call is not None:
+            self._call.cancel()
+
+
+class Client:
+    """A connection to the daemon's Unix socket."""
+
+    def __init__(self, socket: Optional[str] = None):
+        self.socket = socket or os.environ.get("STOKER_SOCKET") or DEFAULT_SOCKET
+        # grpcio over a Unix socket needs an authority it can put in :authority.
+        self._channel = grpc.insecure_channel(
+            f"unix:{self.socket}",
+            options=[
+                ("grpc.default_authority", "localhost"),
+                ("grpc.max_receive_message_length", 64 << 20),
+            ],
+        )
+        self._stub = pb_grpc.StokerStub(self._channel)
+
+    def loader(
+        self,
+        url: str,
+        batch_size: int = 64,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        epoch: int = 0,
+        epochs: int = 1,
+        shuffle_buffer: int = 0,
+        shuffle_shards: bool = True,
+        fields: Optional[Sequence[str]] = None,
+        drop_last: bool = False,
+        state: Optional[bytes] = None,
+        ring_bytes: int = 0,
+        slots: int = 0,
+        reconnect_timeout: float = 30.0,
+    ) -> Loader:
+        """A stream of batches of `url` (brace pattern, prefix or shard) for
+        `rank` of `world_size`; `state` resumes after the batch it came from."""
+        req = pb.OpenStreamRequest(
+            url=url,
+            batch_size=batch_size,
+            rank=rank,
+            world_size=world_size,
+            seed=seed,
+            epoch=epoch,
+            epochs=epochs,
+            shuffle_buffer=shuffle_buffer,
+            shuffle_shards=shuffle_shards,
+            fields=list(fields or []),
+            drop_last=drop_last,
+            state=state or b"",
+            ring_bytes=ring_bytes,
+            slots=slots,
+        )
+        return Loader(self, req, reconnect_timeout)
+
+    def stats(self, session: str = "") -> dict:
+        """Counters of a session, or of the daemon when `session` is empty."""
+        try:
+            reply = self._stub.Stats(pb.StatsRequest(session=session), timeout=10)
+        except grpc.RpcError as e:
+            raise StokerError.from_rpc(e) from None
+        return {f.name: getattr(reply, f.name) for f in reply.DESCRIPTOR.fields}
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
