@@ -3,6 +3,7 @@
 //! and the data, never of network timing.
 
 mod epoch_plan;
+pub mod reshard;
 mod seed;
 mod shuffle_buffer;
 

@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 
 use crate::batch::{Batch, collate};
 use crate::fetch::{FetchEngine, PartEvent, spawn_shard_stream};
+use crate::order::reshard::{PlanItem, Progress, SampleFilter};
 use crate::order::{OrderConfig, ShuffleBuffer, plan_shards, stream_rng};
 use crate::shard::{Sample, ShardParser};
 use crate::source::Dataset;
@@ -51,8 +52,15 @@ pub struct PipelineConfig {
     /// Fields (extensions) to deliver; empty: all.
     pub fields: Vec<String>,
     /// Batches of the first epoch that are built but not delivered: an
-    /// exact resume replays the epoch's order up to here (see `resume`).
+    /// exact resume replays the epoch's order up to here (see
+    /// `serve::resume_token`).
     pub skip_batches: u64,
+    /// The first epoch's plan when it is not the rank's stride of the
+    /// shards: its share of the work other ranks left (`order::reshard`).
+    pub plan: Option<Vec<PlanItem>>,
+    /// Hand each batch the stream's [`Progress`] after it (costs a pass
+    /// over the shuffle buffer per batch; the daemon's resume tokens).
+    pub track_progress: bool,
 }
 
 impl Default for PipelineConfig {
@@ -66,6 +74,8 @@ impl Default for PipelineConfig {
             shuffle_bytes: 256 << 20,
             fields: Vec::new(),
             skip_batches: 0,
+            plan: None,
+            track_progress: false,
         }
     }
 }
@@ -92,9 +102,26 @@ pub struct PipelineStats {
 
 /// Messages from the parse thread to the batch thread.
 enum SampleMsg {
-    Sample { epoch: u64, sample: Sample },
+    Sample { epoch: u64, tag: Tag, sample: Sample },
     EpochEnd { epoch: u64 },
     Failed(Error),
+}
+
+/// Which sample this is: its epoch plan item, shard and ordinal there.
+#[derive(Debug, Clone, Copy)]
+struct Tag {
+    item: u32,
+    shard: u32,
+    ordinal: u32,
+}
+
+/// One shard of the run's plan, as the parse thread sees it.
+struct PlanEntry {
+    epoch: u64,
+    /// Position in its epoch's plan.
+    item: u32,
+    shard: u32,
+    filter: SampleFilter,
 }
 
 /// Where the batch thread collates a batch: a fresh buffer ([`VecWriter`])
@@ -103,7 +130,14 @@ pub trait BatchWriter: Send + 'static {
     type Out: Send + 'static;
     /// Collates `samples` as batch `index` of `epoch`, waiting for room if
     /// the writer has none; `Ok(None)` when the writer was closed (stop).
-    fn write(&mut self, samples: &[Sample], epoch: u64, index: u64) -> Result<Option<Self::Out>>;
+    /// `progress` is the stream's after this batch (with `track_progress`).
+    fn write(
+        &mut self,
+        samples: &[Sample],
+        epoch: u64,
+        index: u64,
+        progress: Option<Progress>,
+    ) -> Result<Option<Self::Out>>;
 }
 
 /// Collates each batch into its own `Vec` (benchmarks, tests, in-process use).
@@ -112,7 +146,13 @@ pub struct VecWriter;
 
 impl BatchWriter for VecWriter {
     type Out = Batch;
-    fn write(&mut self, samples: &[Sample], epoch: u64, index: u64) -> Result<Option<Batch>> {
+    fn write(
+        &mut self,
+        samples: &[Sample],
+        epoch: u64,
+        index: u64,
+        _progress: Option<Progress>,
+    ) -> Result<Option<Batch>> {
         Ok(Some(collate(samples, epoch, index)))
     }
 }
@@ -153,11 +193,30 @@ impl<B: Send + 'static> Pipeline<B> {
             return Err(Error::Internal("Pipeline::start needs a tokio runtime".into()));
         }
         let mut plan = Vec::new();
-        let mut epoch_of = Vec::new();
+        let mut entries = Vec::new();
         for epoch in cfg.order.epoch..cfg.order.epoch + cfg.epochs {
-            for s in plan_shards(dataset.shards.len(), epoch, &cfg.order) {
-                plan.push((plan.len(), dataset.shards[s].clone()));
-                epoch_of.push(epoch);
+            let items = match &cfg.plan {
+                Some(items) if epoch == cfg.order.epoch => items.clone(),
+                _ => plan_shards(dataset.shards.len(), epoch, &cfg.order)
+                    .into_iter()
+                    .map(|s| PlanItem { shard: s as u32, filter: SampleFilter::ALL })
+                    .collect(),
+            };
+            for (i, item) in items.into_iter().enumerate() {
+                let shard = dataset.shards.get(item.shard as usize).ok_or_else(|| {
+                    Error::Config(format!(
+                        "the plan names shard {} of a dataset of {}",
+                        item.shard,
+                        dataset.shards.len()
+                    ))
+                })?;
+                plan.push((plan.len(), shard.clone()));
+                entries.push(PlanEntry {
+                    epoch,
+                    item: i as u32,
+                    shard: item.shard,
+                    filter: item.filter,
+                });
             }
         }
         let budget = engine.budget.total_bytes();
@@ -175,7 +234,7 @@ impl<B: Send + 'static> Pipeline<B> {
         let parse_stats = stats.clone();
         spawn(
             "stoker-parse",
-            Box::new(move || parse_loop(events, epoch_of, sample_tx, budget / 4, &parse_stats)),
+            Box::new(move || parse_loop(events, entries, sample_tx, budget / 4, &parse_stats)),
         )?;
         let batch_stats = stats.clone();
         spawn(
@@ -199,12 +258,16 @@ impl<B: Send + 'static> Pipeline<B> {
 
 fn parse_loop(
     mut events: mpsc::Receiver<PartEvent>,
-    epoch_of: Vec<u64>,
+    entries: Vec<PlanEntry>,
     tx: SyncSender<SampleMsg>,
     max_member_bytes: u64,
     stats: &PipelineStats,
 ) {
-    let mut parser: Option<(ShardParser, u64)> = None;
+    // The shard being parsed; the plan entry of the last shard started (its
+    // samples may complete at its end) and its next sample ordinal.
+    let mut parser: Option<ShardParser> = None;
+    let mut current: Option<usize> = None;
+    let mut ordinal = 0u32;
     let mut last_epoch: Option<u64> = None;
     let mut out = Vec::new();
     let fail = |e: Error| {
@@ -213,25 +276,26 @@ fn parse_loop(
     while let Some(event) = events.blocking_recv() {
         let result: Result<()> = match event {
             PartEvent::ShardStart { index, shard, .. } => {
-                let epoch = epoch_of[index];
+                let epoch = entries[index].epoch;
+                ordinal = 0;
                 if let Some(prev) = last_epoch.filter(|&e| e != epoch)
                     && tx.send(SampleMsg::EpochEnd { epoch: prev }).is_err()
                 {
                     return;
                 }
                 last_epoch = Some(epoch);
-                parser =
-                    Some((ShardParser::new(shard.url.as_str().into(), max_member_bytes), epoch));
+                parser = Some(ShardParser::new(shard.url.as_str().into(), max_member_bytes));
+                current = Some(index);
                 Ok(())
             }
             PartEvent::Part { data, .. } => match (data.blocking_recv(), parser.as_mut()) {
-                (Ok(Ok(bytes)), Some((p, _))) => p.push(bytes, &mut out).map_err(Error::from),
+                (Ok(Ok(bytes)), Some(p)) => p.push(bytes, &mut out).map_err(Error::from),
                 (Ok(Err(e)), _) => Err(e.into()),
                 (Err(_), _) => Err(Error::Internal("a fetch task ended without a result".into())),
                 (_, None) => Err(Error::Internal("a part arrived outside a shard".into())),
             },
             PartEvent::ShardEnd { .. } => match parser.take() {
-                Some((p, _)) => p.finish(&mut out).map(|_| ()).map_err(Error::from).inspect(|()| {
+                Some(p) => p.finish(&mut out).map(|_| ()).map_err(Error::from).inspect(|()| {
                     stats.shards_done.fetch_add(1, Ordering::Relaxed);
                 }),
                 None => Err(Error::Internal("a shard ended that never started".into())),
@@ -241,10 +305,18 @@ fn parse_loop(
         if let Err(e) = result {
             return fail(e);
         }
-        let epoch = parser.as_ref().map(|(_, e)| *e).or(last_epoch).unwrap_or_default();
         stats.samples_parsed.fetch_add(out.len() as u64, Ordering::Relaxed);
+        let Some(entry) = current.map(|i| &entries[i]) else {
+            out.clear();
+            continue;
+        };
         for sample in out.drain(..) {
-            if tx.send(SampleMsg::Sample { epoch, sample }).is_err() {
+            let tag = Tag { item: entry.item, shard: entry.shard, ordinal };
+            ordinal += 1;
+            if !entry.filter.selects(tag.ordinal) {
+                continue;
+            }
+            if tx.send(SampleMsg::Sample { epoch: entry.epoch, tag, sample }).is_err() {
                 return;
             }
         }
@@ -260,7 +332,20 @@ struct EpochBatcher {
     index: u64,
     pending: Vec<Sample>,
     pending_bytes: u64,
-    shuffle: Option<ShuffleBuffer<Sample>>,
+    shuffle: Option<ShuffleBuffer<(Tag, Sample)>>,
+    /// The last sample read: plan item and ordinal + 1.
+    read: Option<(u32, u32)>,
+}
+
+impl EpochBatcher {
+    /// The stream's progress once the pending batch is delivered; `rest`:
+    /// samples out of the shuffle buffer not yet in a batch.
+    fn progress(&self, rest: &[(Tag, Sample)]) -> Progress {
+        let (item, next_ordinal) = self.read.unwrap_or((0, 0));
+        let buffered = self.shuffle.iter().flat_map(|b| b.iter());
+        let leftovers = rest.iter().chain(buffered).map(|(t, _)| (t.shard, t.ordinal)).collect();
+        Progress { item, next_ordinal, leftovers }
+    }
 }
 
 fn batch_loop<W: BatchWriter>(
@@ -281,15 +366,21 @@ fn batch_loop<W: BatchWriter>(
             let rng = stream_rng("samples", &[cfg.order.seed, epoch, cfg.order.rank as u64]);
             ShuffleBuffer::new(cfg.order.shuffle_buffer, cfg.shuffle_bytes, rng)
         }),
+        read: None,
     };
     let mut state: Option<EpochBatcher> = None;
-    let mut ready = Vec::new();
+    let mut ready: Vec<(Tag, Sample)> = Vec::new();
     // Sends a full or final batch; false when the consumer is gone. The
     // first `skip_batches` of a resumed run are built (the order depends
     // on them) but not collated.
-    let mut send = |st: &mut EpochBatcher| -> bool {
+    let mut send = |st: &mut EpochBatcher, rest: &[(Tag, Sample)]| -> bool {
         let skip = st.epoch == first_epoch && st.index < cfg.skip_batches;
-        let out = if skip { Ok(None) } else { writer.write(&st.pending, st.epoch, st.index) };
+        let out = if skip {
+            Ok(None)
+        } else {
+            let progress = cfg.track_progress.then(|| st.progress(rest));
+            writer.write(&st.pending, st.epoch, st.index, progress)
+        };
         st.index += 1;
         st.pending.clear();
         st.pending_bytes = 0;
@@ -304,26 +395,29 @@ fn batch_loop<W: BatchWriter>(
     };
     for msg in rx {
         match msg {
-            SampleMsg::Sample { epoch, sample } => {
+            SampleMsg::Sample { epoch, tag, sample } => {
                 let st = match &mut state {
                     Some(st) if st.epoch == epoch => st,
                     _ => state.insert(new_epoch(epoch)),
                 };
+                st.read = Some((tag.item, tag.ordinal + 1));
+                let sample = keep_fields(sample, &cfg.fields);
                 match &mut st.shuffle {
                     Some(buffer) => {
-                        let sample = keep_fields(sample, &cfg.fields);
                         let n = sample.nbytes();
-                        buffer.push(sample.compacted(), n, &mut ready);
+                        buffer.push((tag, sample.compacted()), n, &mut ready);
                     }
-                    None => ready.push(keep_fields(sample, &cfg.fields)),
+                    None => ready.push((tag, sample)),
                 }
-                for sample in ready.drain(..) {
+                let mut out = ready.drain(..);
+                while let Some((_, sample)) = out.next() {
                     st.pending_bytes += sample.nbytes();
                     st.pending.push(sample);
-                    if st.pending.len() == cfg.batch_size && !send(st) {
+                    if st.pending.len() == cfg.batch_size && !send(st, out.as_slice()) {
                         return;
                     }
                 }
+                drop(out);
                 if st.pending_bytes > budget / 2 {
                     let _ = tx.blocking_send(Err(Error::OverBudget {
                         what: format!("a batch of {} samples ({} bytes so far)", cfg.batch_size, st.pending_bytes),
@@ -340,16 +434,18 @@ fn batch_loop<W: BatchWriter>(
                 if let Some(buffer) = &mut st.shuffle {
                     buffer.drain(&mut ready);
                 }
-                for sample in ready.drain(..) {
+                let mut out = ready.drain(..);
+                while let Some((_, sample)) = out.next() {
                     st.pending.push(sample);
-                    if st.pending.len() == cfg.batch_size && !send(&mut st) {
+                    if st.pending.len() == cfg.batch_size && !send(&mut st, out.as_slice()) {
                         return;
                     }
                 }
+                drop(out);
                 if !st.pending.is_empty() {
                     if cfg.drop_last {
                         stats.samples_dropped.fetch_add(st.pending.len() as u64, Ordering::Relaxed);
-                    } else if !send(&mut st) {
+                    } else if !send(&mut st, &[]) {
                         return;
                     }
                 }

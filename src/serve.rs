@@ -11,6 +11,7 @@
 
 mod daemon;
 mod engines;
+pub mod resume_plan;
 pub mod resume_token;
 mod ring_socket;
 pub mod ring_writer;

@@ -212,7 +212,10 @@ class Loader:
     def _open(self):
         req = pb.OpenStreamRequest()
         req.CopyFrom(self._request)
-        req.state = self.state or b""
+        if self.state:
+            # A resharded stream's tokens carry its plan: resume from them.
+            req.state = self.state
+            del req.states[:]
         call = self._client._stub.OpenStream(req)
         self._call = call
         first = next(call)
@@ -323,12 +326,17 @@ class Client:
         fields: Optional[Sequence[str]] = None,
         drop_last: bool = False,
         state: Optional[bytes] = None,
+        reshard_from: Optional[Sequence[bytes]] = None,
         ring_bytes: int = 0,
         slots: int = 0,
         reconnect_timeout: float = 30.0,
     ) -> Loader:
         """A stream of batches of `url` (brace pattern, prefix or shard) for
-        `rank` of `world_size`; `state` resumes after the batch it came from."""
+        `rank` of `world_size`; `state` resumes after the batch it came from.
+
+        `reshard_from`: the last `state` of every rank (DataLoader workers
+        count as ranks) of a run with another world size, all in one epoch;
+        this rank gets its share of the samples they had not delivered."""
         req = pb.OpenStreamRequest(
             url=url,
             batch_size=batch_size,
@@ -342,6 +350,7 @@ class Client:
             fields=list(fields or []),
             drop_last=drop_last,
             state=state or b"",
+            states=list(reshard_from or []),
             ring_bytes=ring_bytes,
             slots=slots,
         )

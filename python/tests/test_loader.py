@@ -152,3 +152,48 @@ def test_a_resume_state_continues_exactly(daemon, dataset):
     rest = [(b.keys, b["bin"].values.tobytes()) for b in client.loader(dataset.url, state=state, **kw)]
     assert [h.keys for h in head] == [k for k, _ in full[:4]]
     assert rest == full[4:]
+
+
+@pytest.mark.parametrize("old_world,new_world,shuffle", [(2, 3, 30), (3, 1, 0), (2, 2, 12)])
+def test_resharding_delivers_the_rest_of_the_epoch_once(daemon, dataset, old_world, new_world, shuffle):
+    client = daemon.client()
+    kw = dict(batch_size=6, shuffle_buffer=shuffle, seed=4, epoch=1)
+    delivered, states = [], []
+    for rank in range(old_world):
+        loader = client.loader(dataset.url, rank=rank, world_size=old_world, **kw)
+        it = iter(loader)
+        for _ in range(2 + rank):  # ranks stop at different points
+            batch = next(it)
+            delivered += batch.keys
+        states.append(batch.state)
+        loader.close()
+    rest = []
+    for rank in range(new_world):
+        for batch in client.loader(dataset.url, rank=rank, world_size=new_world, reshard_from=states, **kw):
+            with batch:
+                rest += batch.keys
+                for i, key in enumerate(batch.keys):
+                    assert batch["bin"][i].tobytes() == dataset.samples[key]["bin"]
+    everything = delivered + rest
+    assert len(everything) == len(set(everything)), "a sample twice"
+    assert set(everything) == dataset.keys, "a sample missing"
+
+
+def test_a_resharded_stream_resumes_exactly_and_states_must_be_complete(daemon, dataset):
+    client = daemon.client()
+    kw = dict(batch_size=5, shuffle_buffer=20, seed=8)
+    states = []
+    for rank in range(2):
+        loader = client.loader(dataset.url, rank=rank, world_size=2, **kw)
+        states.append(next(iter(loader)).state)
+        loader.close()
+    with pytest.raises(stoker.StokerError) as e:
+        list(client.loader(dataset.url, world_size=3, reshard_from=states[:1], **kw))
+    assert e.value.code == "INVALID_ARGUMENT" and "every rank" in e.value.message
+    full = [(b.keys, b["bin"].values.tobytes()) for b in client.loader(dataset.url, world_size=3, reshard_from=states, **kw)]
+    loader = client.loader(dataset.url, world_size=3, reshard_from=states, **kw)
+    it = iter(loader)
+    head = [next(it) for _ in range(3)]
+    loader.close()
+    rest = [(b.keys, b["bin"].values.tobytes()) for b in client.loader(dataset.url, world_size=3, state=head[-1].state, **kw)]
+    assert rest == full[3:]

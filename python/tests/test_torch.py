@@ -105,3 +105,22 @@ def test_holding_every_slot_is_a_named_error_not_a_hang(daemon, dataset):
     with pytest.raises(Exception) as e:
         list(DataLoader(ds, batch_size=None))
     assert "ring slots hold batches you still reference" in str(e.value)
+
+
+def test_a_stateful_dataloader_state_reshards_to_another_world_size(daemon, dataset):
+    # Old run: one rank, two DataLoader workers (two streams of world 2).
+    ds = StokerDataset(dataset.url, batch_size=6, socket=daemon.socket, shuffle_buffer=25, seed=2)
+    loader = StatefulDataLoader(ds, batch_size=None, num_workers=2)
+    it = iter(loader)
+    delivered = [k for _ in range(5) for k in next(it)["__key__"]]
+    states = st.find_states(loader.state_dict())
+    del it, loader
+    assert len(states) == 2
+    # New run: three ranks, no workers.
+    rest = []
+    for rank in range(3):
+        ds = StokerDataset(dataset.url, batch_size=6, socket=daemon.socket, shuffle_buffer=25, seed=2,
+                           rank=rank, world_size=3, reshard_from=states)
+        rest += [k for b in DataLoader(ds, batch_size=None) for k in b["__key__"]]
+    everything = delivered + rest
+    assert len(everything) == len(set(everything)) and set(everything) == dataset.keys

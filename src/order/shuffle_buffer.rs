@@ -55,6 +55,11 @@ impl<T> ShuffleBuffer<T> {
         self.items.len()
     }
 
+    /// The items held, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.items.iter().map(|(item, _)| item)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }

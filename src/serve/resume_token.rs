@@ -7,7 +7,14 @@
 //! daemon) replays that epoch's order up to the batch (fetching and
 //! grouping, not collating or delivering) and continues with the next one,
 //! byte for byte: the order is a pure function of the fingerprinted
-//! settings. JSON, so a person can read a saved `state_dict`.
+//! settings.
+//!
+//! For a different world size, the tokens of every old rank together
+//! (`OpenStreamRequest.states`) say what is left of the epoch: each carries
+//! its read position and the samples read but not delivered (the shuffle
+//! buffer's), see `order::reshard`. A stream made that way carries its plan
+//! (`items`) in its tokens, so it resumes exactly too. JSON, so a person
+//! can read a saved `state_dict`.
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +32,23 @@ pub struct ResumeToken {
     pub epoch: u64,
     /// Batches of `epoch` already delivered.
     pub batches: u64,
+    /// Digest of the settings without rank, world size and plan: tokens
+    /// of ranks of one run share it.
+    #[serde(default)]
+    pub base: String,
+    #[serde(default)]
+    pub rank: u32,
+    #[serde(default)]
+    pub world_size: u32,
+    /// Plan item of the last sample read and its ordinal + 1.
+    #[serde(default)]
+    pub read: (u32, u32),
+    /// Samples read, not delivered: `shard:ordinal,…;…`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub leftovers: String,
+    /// The epoch's plan when it came from resharding: `shard:from:ordinals;…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<String>,
 }
 
 /// Why a token was refused.
@@ -41,24 +65,43 @@ pub enum TokenError {
     OtherSettings,
     #[error("the resume state is for epoch {found}; this stream runs epochs {first}..{end}")]
     EpochOutOfRange { found: u64, first: u64, end: u64 },
+    #[error("resharding needs one state from every rank of the old run: {0}")]
+    IncompleteRun(String),
 }
 
 impl ResumeToken {
     pub fn new(fingerprint: &str, epoch: u64, batches: u64) -> ResumeToken {
-        ResumeToken { v: VERSION, fingerprint: fingerprint.into(), epoch, batches }
+        ResumeToken {
+            v: VERSION,
+            fingerprint: fingerprint.into(),
+            epoch,
+            batches,
+            base: String::new(),
+            rank: 0,
+            world_size: 0,
+            read: (0, 0),
+            leftovers: String::new(),
+            items: None,
+        }
     }
 
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    /// Reads a token and checks it belongs to a stream with `fingerprint`.
-    pub fn decode(bytes: &[u8], fingerprint: &str) -> Result<ResumeToken, TokenError> {
+    /// Reads a token (any settings).
+    pub fn parse(bytes: &[u8]) -> Result<ResumeToken, TokenError> {
         let token: ResumeToken =
             serde_json::from_slice(bytes).map_err(|e| TokenError::Malformed(e.to_string()))?;
         if token.v != VERSION {
             return Err(TokenError::Version(token.v));
         }
+        Ok(token)
+    }
+
+    /// Reads a token and checks it belongs to a stream with `fingerprint`.
+    pub fn decode(bytes: &[u8], fingerprint: &str) -> Result<ResumeToken, TokenError> {
+        let token = Self::parse(bytes)?;
         if token.fingerprint != fingerprint {
             return Err(TokenError::OtherSettings);
         }
@@ -67,7 +110,7 @@ impl ResumeToken {
 }
 
 /// What the order of a stream depends on.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct OrderSettings<'a> {
     pub shards: &'a [std::sync::Arc<ShardRef>],
     pub seed: u64,
@@ -80,8 +123,14 @@ pub struct OrderSettings<'a> {
     pub world_size: u32,
 }
 
-/// A stable digest of `s` (not `DefaultHasher`: tokens outlive builds).
-pub fn fingerprint(s: &OrderSettings<'_>) -> String {
+/// The digest shared by every rank of a run: `s` without rank and world size.
+pub fn base_fingerprint(s: &OrderSettings<'_>) -> String {
+    fingerprint(&OrderSettings { rank: u32::MAX, world_size: 0, ..*s }, None)
+}
+
+/// A stable digest of `s` and, for a resharded stream, its plan `items`
+/// (not `DefaultHasher`: tokens outlive builds).
+pub fn fingerprint(s: &OrderSettings<'_>, items: Option<&str>) -> String {
     let mut h = 0x9e37_79b9_7f4a_7c15u64;
     let mut eat = |bytes: &[u8]| {
         for chunk in bytes.chunks(8) {
@@ -96,6 +145,10 @@ pub fn fingerprint(s: &OrderSettings<'_>) -> String {
     }
     for field in s.fields {
         eat(field.as_bytes());
+    }
+    if let Some(items) = items {
+        eat(b"items");
+        eat(items.as_bytes());
     }
     for n in [
         s.seed,
@@ -116,17 +169,20 @@ mod tests {
     use super::*;
 
     fn settings(seed: u64) -> String {
-        fingerprint(&OrderSettings {
-            shards: &[],
-            seed,
-            shuffle_shards: true,
-            shuffle_buffer: 100,
-            batch_size: 8,
-            drop_last: false,
-            fields: &["jpg".into()],
-            rank: 0,
-            world_size: 2,
-        })
+        fingerprint(
+            &OrderSettings {
+                shards: &[],
+                seed,
+                shuffle_shards: true,
+                shuffle_buffer: 100,
+                batch_size: 8,
+                drop_last: false,
+                fields: &["jpg".into()],
+                rank: 0,
+                world_size: 2,
+            },
+            None,
+        )
     }
 
     #[test]

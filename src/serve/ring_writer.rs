@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::batch::{Column, SliceSink, batch_bytes, collate_into};
+use crate::order::reshard::Progress;
 use crate::pipeline::BatchWriter;
 use crate::ring::{Lease, SessionRing};
 use crate::shard::Sample;
@@ -31,12 +32,20 @@ pub struct RingBatch {
     pub epoch: u64,
     pub index: u64,
     pub payload_bytes: u64,
+    /// The stream's progress after this batch (for the resume token).
+    pub progress: Progress,
 }
 
 impl BatchWriter for RingWriter {
     type Out = RingBatch;
 
-    fn write(&mut self, samples: &[Sample], epoch: u64, index: u64) -> Result<Option<RingBatch>> {
+    fn write(
+        &mut self,
+        samples: &[Sample],
+        epoch: u64,
+        index: u64,
+        progress: Option<Progress>,
+    ) -> Result<Option<RingBatch>> {
         let need = batch_bytes(samples);
         let slot_bytes = self.ring.slot_bytes() as u64;
         if need > slot_bytes {
@@ -62,6 +71,7 @@ impl BatchWriter for RingWriter {
             epoch,
             index,
             payload_bytes,
+            progress: progress.unwrap_or_default(),
         }))
     }
 }

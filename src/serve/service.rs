@@ -17,7 +17,8 @@ use tonic::{Request, Response, Status};
 
 use super::engines::Engines;
 use super::proto::{self, stream_event::Event};
-use super::resume_token::{OrderSettings, ResumeToken, TokenError, fingerprint};
+use super::resume_plan::{self, TokenMaker};
+use super::resume_token::OrderSettings;
 use super::ring_writer::{RingBatch, RingWriter};
 use super::session::{RingReservation, Session, SessionStats};
 use crate::batch::Column;
@@ -104,7 +105,7 @@ fn random_id() -> String {
 struct Plan {
     dataset: Dataset,
     pipeline: PipelineConfig,
-    fingerprint: String,
+    tokens: TokenMaker,
 }
 
 impl StokerService {
@@ -127,7 +128,7 @@ impl StokerService {
         let mut fields = r.fields.clone();
         fields.sort();
         fields.dedup();
-        let fingerprint = fingerprint(&OrderSettings {
+        let settings = OrderSettings {
             shards: &dataset.shards,
             seed: r.seed,
             shuffle_shards: r.shuffle_shards,
@@ -137,8 +138,14 @@ impl StokerService {
             fields: &fields,
             rank: r.rank,
             world_size,
-        });
+        };
         let epochs = r.epochs.max(1);
+        if !r.state.is_empty() && !r.states.is_empty() {
+            return Err(Status::invalid_argument("give either state (resume) or states (reshard)"));
+        }
+        let (start, tokens) =
+            resume_plan::start(&r.state, &r.states, &settings, r.epoch..r.epoch + epochs)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let mut pipeline = PipelineConfig {
             order,
             epochs,
@@ -148,20 +155,16 @@ impl StokerService {
             shuffle_bytes: self.state.defaults.shuffle_bytes,
             fields,
             skip_batches: 0,
+            plan: None,
+            track_progress: true,
         };
-        if !r.state.is_empty() {
-            let token = ResumeToken::decode(&r.state, &fingerprint)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-            let end = r.epoch + epochs;
-            if token.epoch < r.epoch || token.epoch >= end {
-                let e = TokenError::EpochOutOfRange { found: token.epoch, first: r.epoch, end };
-                return Err(Status::invalid_argument(e.to_string()));
-            }
-            pipeline.order.epoch = token.epoch;
-            pipeline.epochs = end - token.epoch;
-            pipeline.skip_batches = token.batches;
+        if let Some(start) = start {
+            pipeline.order.epoch = start.epoch;
+            pipeline.epochs = r.epoch + epochs - start.epoch;
+            pipeline.skip_batches = start.skip_batches;
+            pipeline.plan = start.items.map(|(items, _)| items);
         }
-        Ok(Plan { dataset, pipeline, fingerprint })
+        Ok(Plan { dataset, pipeline, tokens })
     }
 
     fn ring_for(
@@ -251,7 +254,7 @@ impl proto::stoker_server::Stoker for StokerService {
         tx.send(Ok(event)).await.map_err(|_| Status::cancelled("the client left"))?;
         let state = self.state.clone();
         tokio::spawn(async move {
-            let client_there = drive(&state, &session, pipeline, plan.fingerprint, tx).await;
+            let client_there = drive(&state, &session, pipeline, plan.tokens, tx).await;
             if client_there {
                 // A stream shorter than the ring can end before the client
                 // fetched the descriptor: keep the session findable a while.
@@ -329,7 +332,7 @@ async fn drive(
     state: &DaemonState,
     session: &Session,
     mut pipeline: Pipeline<RingBatch>,
-    fingerprint: String,
+    tokens: TokenMaker,
     tx: mpsc::Sender<Result<proto::StreamEvent, Status>>,
 ) -> bool {
     let mut draining = state.draining.subscribe();
@@ -351,7 +354,7 @@ async fn drive(
         let event = match next {
             Some(Ok(b)) => {
                 session.stats.add_batch(b.num_samples as u64, b.payload_bytes);
-                let state = ResumeToken::new(&fingerprint, b.epoch, b.index + 1).encode();
+                let state = tokens.token(b.epoch, b.index + 1, &b.progress);
                 Event::Batch(proto::BatchDescriptor {
                     slot: b.lease.token.slot,
                     generation: b.lease.token.generation,

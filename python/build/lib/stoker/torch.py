@@ -127,6 +127,7 @@ class StokerDataset(IterableDataset):
         transform: Optional[Callable[[dict], object]] = None,
         ring_bytes: int = 0,
         slots: int = 0,
+        reshard_from: Optional[Sequence[bytes]] = None,
     ):
         super().__init__()
         self.url = url
@@ -146,11 +147,13 @@ class StokerDataset(IterableDataset):
         self.slots = slots
         self._state: Optional[bytes] = None
         self._resume: Optional[bytes] = None
+        self._reshard = list(reshard_from or [])
 
     def set_epoch(self, epoch: int) -> None:
         """As DistributedSampler.set_epoch: the next iteration runs `epoch`."""
         self.epoch = epoch
         self._resume = None
+        self._reshard = []
 
     def _device(self) -> Optional[torch.device]:
         global _warned_no_cuda
@@ -180,6 +183,7 @@ class StokerDataset(IterableDataset):
             fields=self.fields,
             drop_last=self.drop_last,
             state=self._resume,
+            reshard_from=None if self._resume else self._reshard,
             ring_bytes=self.ring_bytes,
             slots=self.slots,
         )
@@ -194,8 +198,29 @@ class StokerDataset(IterableDataset):
         self._state = None
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "state": self._state}
+        return {"epoch": self.epoch, "state": self._state, "stoker": True}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch = state["epoch"]
         self._resume = state.get("state")
+
+
+def find_states(state_dict) -> list:
+    """Every StokerDataset state inside `state_dict` (a StatefulDataLoader's,
+    or a list of them gathered from all ranks), for `reshard_from`."""
+    found = []
+
+    def walk(obj):
+        if isinstance(obj, dict):
+            if obj.get("stoker") is True and "state" in obj:
+                if obj["state"]:
+                    found.append(obj["state"])
+                return
+            for v in obj.values():
+                walk(v)
+        elif isinstance(obj, (list, tuple)):
+            for v in obj:
+                walk(v)
+
+    walk(state_dict)
+    return found

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class OpenStreamRequest(_message.Message):
-    __slots__ = ("url", "batch_size", "rank", "world_size", "seed", "epoch", "shuffle_buffer", "shuffle_shards", "fields", "drop_last", "state", "epochs", "ring_bytes", "slots")
+    __slots__ = ("url", "batch_size", "rank", "world_size", "seed", "epoch", "shuffle_buffer", "shuffle_shards", "fields", "drop_last", "state", "epochs", "ring_bytes", "slots", "states")
     URL_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,7 @@ class OpenStreamRequest(_message.Message):
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     RING_BYTES_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
     url: str
     batch_size: int
     rank: int
@@ -36,7 +37,8 @@ class OpenStreamRequest(_message.Message):
     epochs: int
     ring_bytes: int
     slots: int
-    def __init__(self, url: _Optional[str] = ..., batch_size: _Optional[int] = ..., rank: _Optional[int] = ..., world_size: _Optional[int] = ..., seed: _Optional[int] = ..., epoch: _Optional[int] = ..., shuffle_buffer: _Optional[int] = ..., shuffle_shards: _Optional[bool] = ..., fields: _Optional[_Iterable[str]] = ..., drop_last: _Optional[bool] = ..., state: _Optional[bytes] = ..., epochs: _Optional[int] = ..., ring_bytes: _Optional[int] = ..., slots: _Optional[int] = ...) -> None: ...
+    states: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, url: _Optional[str] = ..., batch_size: _Optional[int] = ..., rank: _Optional[int] = ..., world_size: _Optional[int] = ..., seed: _Optional[int] = ..., epoch: _Optional[int] = ..., shuffle_buffer: _Optional[int] = ..., shuffle_shards: _Optional[bool] = ..., fields: _Optional[_Iterable[str]] = ..., drop_last: _Optional[bool] = ..., state: _Optional[bytes] = ..., epochs: _Optional[int] = ..., ring_bytes: _Optional[int] = ..., slots: _Optional[int] = ..., states: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class StreamEvent(_message.Message):
     __slots__ = ("ring", "batch", "end")
