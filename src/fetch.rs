@@ -23,6 +23,7 @@ mod memory_budget;
 mod part_plan;
 mod part_pool;
 mod part_reader;
+mod part_sharing;
 mod rate_gate;
 mod shard_stream;
 
@@ -39,8 +40,9 @@ pub use demand_gauge::{DemandGauge, DemandSnapshot};
 pub use fetch_stats::{FetchSnapshot, FetchStats};
 pub use memory_budget::{MAX_RESERVATION, MemoryBudget, Reservation};
 pub use part_plan::PartPlan;
-pub use part_pool::{PartPool, pooled_bytes};
+pub use part_pool::{PartPool, WeakPart, pooled_bytes, shared_pooled_bytes};
 pub use part_reader::{fetch_part, fetch_part_into, head_shard};
+pub use part_sharing::{Claim, PartKey, PartSharing};
 pub use rate_gate::RateGate;
 pub use shard_stream::{PartEvent, spawn_shard_stream};
 
@@ -205,6 +207,8 @@ pub struct FetchEngine {
     pub gate: Option<Arc<RateGate>>,
     /// What the autotuner chose, window by window (empty when pinned).
     pub tuning: Arc<std::sync::Mutex<Vec<TunePoint>>>,
+    /// Parts in flight or held, for other sessions on the same shards.
+    pub sharing: Arc<PartSharing>,
     part_bytes: AtomicU64,
 }
 
@@ -257,6 +261,7 @@ impl FetchEngine {
             }),
             tuning: Default::default(),
             demand: Default::default(),
+            sharing: Default::default(),
             limit: ConcurrencyLimit::new(start),
             budget,
             pool,

@@ -48,8 +48,7 @@ def test_a_killed_client_gives_back_its_slots_and_memory(daemon, big):
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
     wait_for(lambda: client.stats()["sessions"] == 0, 10, "the session to end")
-    after = client.stats()
-    assert after["ring_bytes"] == 0
+    assert client.stats()["ring_bytes"] == 0
     wait_for(lambda: client.stats()["budget_used_bytes"] == 0, 10, "the fetch budget to drain")
     wait_for(lambda: rss_shmem(daemon.proc.pid) <= base_shmem + (1 << 20), 10, "ring memory to go")
     with pytest.raises(stoker.StokerError) as e:

@@ -197,3 +197,29 @@ def test_a_resharded_stream_resumes_exactly_and_states_must_be_complete(daemon, 
     loader.close()
     rest = [(b.keys, b["bin"].values.tobytes()) for b in client.loader(dataset.url, world_size=3, state=head[-1].state, **kw)]
     assert rest == full[3:]
+
+
+def test_two_jobs_on_one_dataset_fetch_it_about_once(s3, dataset):
+    from conftest import Daemon
+
+    d = Daemon(s3.env)
+    try:
+        client = d.client()
+        kw = dict(batch_size=8, seed=6)
+        alone = read_all(client.loader(dataset.url, **kw))
+        one = client.stats()
+        # Two jobs side by side, batch for batch.
+        a, b = client.loader(dataset.url, **kw), client.loader(dataset.url, **kw)
+        got_a, got_b = {}, {}
+        for ba, bb in zip(a, b):
+            with ba, bb:
+                got_a.update(zip(ba.keys, ba["bin"].to_list()))
+                got_b.update(zip(bb.keys, bb["bin"].to_list()))
+        both = client.stats()
+        assert got_a == got_b == {k: v["bin"] for k, v in alone.items()}
+        extra_requests = both["requests"] - one["requests"]
+        assert both["shared_bytes"] > 0
+        print("requests alone", one["requests"], "two jobs", extra_requests, "shared", both["shared_bytes"])
+        assert extra_requests < 1.5 * one["requests"], (extra_requests, one["requests"])
+    finally:
+        d.stop()

@@ -72,7 +72,8 @@ impl PartPool {
 
 /// A fetched part: its buffer, the reservation that pays for it, and the
 /// pool it returns to.
-struct PartBuffer {
+#[derive(Debug)]
+pub struct PartBuffer {
     data: Vec<u8>,
     len: usize,
     pool: Arc<PartPool>,
@@ -99,8 +100,45 @@ pub fn pooled_bytes(
     reservation: Reservation,
     pool: Arc<PartPool>,
 ) -> Bytes {
+    shared_pooled_bytes(data, len, reservation, pool).0
+}
+
+/// As [`pooled_bytes`], plus a weak handle other sessions can turn into
+/// the same bytes while anyone still holds them (no copy, no second charge
+/// to the budget).
+pub fn shared_pooled_bytes(
+    data: Vec<u8>,
+    len: usize,
+    reservation: Reservation,
+    pool: Arc<PartPool>,
+) -> (Bytes, WeakPart) {
     let len = len.min(data.len());
-    Bytes::from_owner(PartBuffer { data, len, pool, _reservation: reservation })
+    let part = Arc::new(PartBuffer { data, len, pool, _reservation: reservation });
+    let weak = WeakPart(Arc::downgrade(&part));
+    (Bytes::from_owner(SharedBuffer(part)), weak)
+}
+
+/// A part buffer as long as someone holds it.
+#[derive(Debug, Clone)]
+pub struct WeakPart(std::sync::Weak<PartBuffer>);
+
+impl WeakPart {
+    /// The part's bytes, if they are still alive.
+    pub fn bytes(&self) -> Option<Bytes> {
+        self.0.upgrade().map(|part| Bytes::from_owner(SharedBuffer(part)))
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.0.strong_count() > 0
+    }
+}
+
+struct SharedBuffer(Arc<PartBuffer>);
+
+impl AsRef<[u8]> for SharedBuffer {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_ref().as_ref()
+    }
 }
 
 #[cfg(test)]

@@ -16,9 +16,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
-use super::part_pool::pooled_bytes;
+use super::part_pool::shared_pooled_bytes;
 use super::part_reader::{fetch_part_into, head_shard};
-use super::{FetchEngine, FetchError, PartPlan};
+use super::part_sharing::Publisher;
+use super::{Claim, ConnPermit, FetchEngine, FetchError, PartKey, PartPlan, Reservation};
 use crate::source::ShardRef;
 
 /// What the scheduler sends downstream, in order.
@@ -38,6 +39,72 @@ pub enum PartEvent {
 /// the parser. The memory budget is the real bound; this only caps the
 /// number of small channel entries.
 const EVENT_QUEUE: usize = 4096;
+
+/// What one part's fetch holds.
+struct PartFetch {
+    range: std::ops::Range<u64>,
+    reservation: Reservation,
+    permit: ConnPermit,
+    publisher: Option<Publisher>,
+}
+
+/// Fetches a part on its own task; the receiver gets its bytes.
+fn spawn_fetch(
+    engine: &Arc<FetchEngine>,
+    shard: &Arc<ShardRef>,
+    e_tag: &Option<Arc<str>>,
+    part_bytes: u64,
+    fetch: PartFetch,
+) -> oneshot::Receiver<Result<Bytes, FetchError>> {
+    let (done, data) = oneshot::channel();
+    let (engine, shard, e_tag) = (engine.clone(), shard.clone(), e_tag.clone());
+    let PartFetch { range, reservation, permit, publisher } = fetch;
+    let len = (range.end - range.start) as usize;
+    // Short last parts take full-size buffers too, so every pooled buffer
+    // fits every later part.
+    let buffer = engine.pool.take(len.max(part_bytes as usize));
+    tokio::spawn(async move {
+        let r = fetch_part_into(
+            engine.store.as_ref(),
+            &shard,
+            range,
+            e_tag.as_deref(),
+            &engine.config,
+            &engine.stats,
+            buffer,
+            engine.gate.as_deref(),
+        )
+        .await;
+        drop(permit);
+        let r = r.map(|buf| {
+            crate::fetch::FetchStats::add(&engine.stats.bytes, len as u64);
+            let (bytes, weak) = shared_pooled_bytes(buf, len, reservation, engine.pool.clone());
+            if let Some(publisher) = publisher {
+                publisher.publish(Some(weak));
+            }
+            bytes
+        });
+        // (A failed fetch drops its publisher: joiners fetch for themselves.)
+        let _ = done.send(r);
+    });
+    data
+}
+
+/// The bytes a claim leads to, if another session's fetch has them.
+async fn shared_part(engine: &FetchEngine, claim: Claim) -> Option<Bytes> {
+    match claim {
+        Claim::Missing => None,
+        Claim::Ready(bytes) => Some(bytes),
+        Claim::Waiting(rx) => engine.sharing.join(rx).await,
+    }
+}
+
+/// Sends a part that is already here; false when the parser is gone.
+async fn send_ready(tx: &mpsc::Sender<PartEvent>, offset: u64, bytes: Bytes) -> bool {
+    let (done, data) = oneshot::channel();
+    let _ = done.send(Ok(bytes));
+    tx.send(PartEvent::Part { offset, data }).await.is_ok()
+}
 
 /// Starts fetching `shards` (plan index, shard) in order on the current
 /// tokio runtime. Dropping the receiver stops the scheduler.
@@ -78,34 +145,38 @@ pub fn spawn_shard_stream(
             let e_tag: Option<Arc<str>> = e_tag.map(Into::into);
             let part_bytes = engine.part_bytes();
             for range in PartPlan::new(size, part_bytes).ranges() {
-                let reservation = engine.budget.reserve(range.end - range.start).await;
-                let permit = engine.limit.acquire().await;
-                let (done, data) = oneshot::channel();
-                let (engine, shard, e_tag) = (engine.clone(), shard.clone(), e_tag.clone());
+                // Another session fetching (or holding) the same part? Join
+                // it; waiting here keeps reservations in consumption order,
+                // and the fetch waited on already holds its budget and permit.
+                let key = PartKey::new(&shard.url, e_tag.clone(), &range);
                 let offset = range.start;
-                let len = (range.end - range.start) as usize;
-                // Short last parts take full-size buffers too, so every
-                // pooled buffer fits every later part.
-                let buffer = engine.pool.take(len.max(part_bytes as usize));
-                tokio::spawn(async move {
-                    let r = fetch_part_into(
-                        engine.store.as_ref(),
-                        &shard,
-                        range,
-                        e_tag.as_deref(),
-                        &engine.config,
-                        &engine.stats,
-                        buffer,
-                        engine.gate.as_deref(),
-                    )
-                    .await;
-                    drop(permit);
-                    let r = r.map(|buf| {
-                        crate::fetch::FetchStats::add(&engine.stats.bytes, len as u64);
-                        pooled_bytes(buf, len, reservation, engine.pool.clone())
-                    });
-                    let _ = done.send(r);
-                });
+                if let Some(bytes) = shared_part(&engine, engine.sharing.claim(&key)).await {
+                    if !send_ready(&tx, offset, bytes).await {
+                        return;
+                    }
+                    continue;
+                }
+                let mut reservation = engine.budget.reserve(range.end - range.start).await;
+                let mut permit = engine.limit.acquire().await;
+                let publisher = match engine.sharing.start(key) {
+                    Ok(publisher) => Some(publisher),
+                    Err(theirs) => {
+                        // Someone started it meanwhile: use theirs.
+                        drop((permit, reservation));
+                        if let Some(bytes) = shared_part(&engine, theirs).await {
+                            if !send_ready(&tx, offset, bytes).await {
+                                return;
+                            }
+                            continue;
+                        }
+                        // Their fetch failed: ours, unshared.
+                        reservation = engine.budget.reserve(range.end - range.start).await;
+                        permit = engine.limit.acquire().await;
+                        None
+                    }
+                };
+                let fetch = PartFetch { range, reservation, permit, publisher };
+                let data = spawn_fetch(&engine, &shard, &e_tag, part_bytes, fetch);
                 if tx.send(PartEvent::Part { offset, data }).await.is_err() {
                     return;
                 }

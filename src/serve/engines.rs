@@ -31,6 +31,11 @@ impl Engines {
         self.pool.clear();
     }
 
+    /// Every engine made so far.
+    pub fn all(&self) -> Vec<Arc<FetchEngine>> {
+        self.by_endpoint.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
     /// The engine for `dataset`'s endpoint (scheme and bucket/host).
     pub fn for_dataset(&self, dataset: &Dataset) -> Arc<FetchEngine> {
         let endpoint = format!("{:?}://{}", dataset.url.scheme, dataset.url.authority);

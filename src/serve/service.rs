@@ -261,11 +261,15 @@ impl proto::stoker_server::Stoker for StokerService {
                 let mut sent = session.fd_sent.subscribe();
                 let _ = tokio::time::timeout(FD_GRACE, sent.wait_for(|s| *s)).await;
             }
-            state.remove(&session.id);
+            // Ours goes first, so the map's is the last: once the session
+            // is gone from Stats, its ring memory is given back too.
+            let id = session.id.clone();
+            drop(session);
+            state.remove(&id);
             if state.session_count() == 0 {
                 state.engines.trim();
             }
-            tracing::info!(session = %session.id, "session closed");
+            tracing::info!(session = %id, "session closed");
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -302,6 +306,14 @@ impl proto::stoker_server::Stoker for StokerService {
             budget_used_bytes: state.engines.budget.used_bytes(),
             ..Default::default()
         };
+        for engine in state.engines.all() {
+            let fetch = engine.stats.snapshot();
+            reply.requests += fetch.requests;
+            reply.retries += fetch.retries;
+            reply.throttled += fetch.throttled;
+            reply.bytes += fetch.bytes;
+            reply.shared_bytes += engine.sharing.shared_bytes.load(Ordering::Relaxed);
+        }
         if !r.session.is_empty() {
             let s = state
                 .session(&r.session)
@@ -317,6 +329,7 @@ impl proto::stoker_server::Stoker for StokerService {
             reply.concurrency = s.engine.limit.limit() as u32;
             reply.part_bytes = s.engine.part_bytes();
             reply.slots_leased = (table.len() - table.free_count()) as u32;
+            reply.shared_bytes = s.engine.sharing.shared_bytes.load(Ordering::Relaxed);
             reply.ring_bytes = s.ring_bytes.bytes();
         }
         Ok(Response::new(reply))

@@ -137,7 +137,7 @@ class StatsRequest(_message.Message):
     def __init__(self, session: _Optional[str] = ...) -> None: ...
 
 class StatsReply(_message.Message):
-    __slots__ = ("batches", "samples", "bytes", "requests", "retries", "throttled", "concurrency", "part_bytes", "slots_leased", "sessions", "ring_bytes", "budget_used_bytes")
+    __slots__ = ("batches", "samples", "bytes", "requests", "retries", "throttled", "concurrency", "part_bytes", "slots_leased", "sessions", "ring_bytes", "budget_used_bytes", "shared_bytes")
     BATCHES_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +150,7 @@ class StatsReply(_message.Message):
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
     RING_BYTES_FIELD_NUMBER: _ClassVar[int]
     BUDGET_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHARED_BYTES_FIELD_NUMBER: _ClassVar[int]
     batches: int
     samples: int
     bytes: int
@@ -162,4 +163,5 @@ class StatsReply(_message.Message):
     sessions: int
     ring_bytes: int
     budget_used_bytes: int
-    def __init__(self, batches: _Optional[int] = ..., samples: _Optional[int] = ..., bytes: _Optional[int] = ..., requests: _Optional[int] = ..., retries: _Optional[int] = ..., throttled: _Optional[int] = ..., concurrency: _Optional[int] = ..., part_bytes: _Optional[int] = ..., slots_leased: _Optional[int] = ..., sessions: _Optional[int] = ..., ring_bytes: _Optional[int] = ..., budget_used_bytes: _Optional[int] = ...) -> None: ...
+    shared_bytes: int
+    def __init__(self, batches: _Optional[int] = ..., samples: _Optional[int] = ..., bytes: _Optional[int] = ..., requests: _Optional[int] = ..., retries: _Optional[int] = ..., throttled: _Optional[int] = ..., concurrency: _Optional[int] = ..., part_bytes: _Optional[int] = ..., slots_leased: _Optional[int] = ..., sessions: _Optional[int] = ..., ring_bytes: _Optional[int] = ..., budget_used_bytes: _Optional[int] = ..., shared_bytes: _Optional[int] = ...) -> None: ...

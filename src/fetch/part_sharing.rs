@@ -1,0 +1,191 @@
+//! Sessions reading the same shard at about the same time fetch each part
+//! once.
+//!
+//! ```text
+//!  session A: claim(part) ─▶ Missing ─reserve, permit─▶ start ─fetch─▶ publish(weak bytes) ─▶ entry Done(weak)
+//!  session B: claim(part) ─▶ Waiting (A's fetch is on the wire) or Ready (A still holds it);
+//!                            a dead handle or a failed fetch: B fetches it itself
+//! ```
+//!
+//! An entry is in flight only once its owner holds budget and a connection
+//! permit, so a joiner never waits on a session that waits on it.
+//!
+//! Nothing is kept for sharing's sake: an entry only reaches bytes some
+//! session still holds (fetched, not yet batched), so two jobs on one
+//! dataset share what overlaps in time and the memory budget is charged
+//! once. A part is named by shard URL, ETag and byte range.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use super::WeakPart;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PartKey {
+    url: String,
+    e_tag: Option<Arc<str>>,
+    start: u64,
+    end: u64,
+}
+
+impl PartKey {
+    pub fn new(url: &str, e_tag: Option<Arc<str>>, range: &Range<u64>) -> PartKey {
+        PartKey { url: url.to_string(), e_tag, start: range.start, end: range.end }
+    }
+}
+
+/// `None` while in flight; then the bytes' handle, or `None` inside when
+/// the fetch failed (joiners fetch for themselves).
+type Outcome = Option<Option<WeakPart>>;
+
+#[derive(Debug)]
+enum Entry {
+    InFlight(watch::Receiver<Outcome>),
+    Done(WeakPart),
+}
+
+/// The registry, one per engine.
+#[derive(Debug, Default)]
+pub struct PartSharing {
+    entries: Mutex<HashMap<PartKey, Entry>>,
+    /// Bytes handed to a session from another session's fetch.
+    pub shared_bytes: AtomicU64,
+}
+
+/// What a claim got.
+#[derive(Debug)]
+pub enum Claim {
+    /// Nobody has it: fetch it, [`PartSharing::start`] once the fetch
+    /// holds budget and a permit, and publish.
+    Missing,
+    /// Someone fetched it and still holds it.
+    Ready(Bytes),
+    /// Someone is fetching it.
+    Waiting(watch::Receiver<Outcome>),
+}
+
+/// The owner's duty to say how its fetch went (dropped unpublished: failed).
+#[derive(Debug)]
+pub struct Publisher {
+    key: Option<PartKey>,
+    tx: watch::Sender<Outcome>,
+    sharing: Arc<PartSharing>,
+}
+
+impl PartSharing {
+    pub fn claim(&self, key: &PartKey) -> Claim {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        match entries.get(key) {
+            Some(Entry::Done(weak)) => match weak.bytes() {
+                Some(bytes) => {
+                    self.shared_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    Claim::Ready(bytes)
+                }
+                None => Claim::Missing,
+            },
+            Some(Entry::InFlight(rx)) => Claim::Waiting(rx.clone()),
+            None => Claim::Missing,
+        }
+    }
+
+    /// A fetch of `key` is on its way (budget and permit held): others may
+    /// wait for it. `Err`: another session got there first since the claim
+    /// (give back the budget and permit, and use theirs).
+    pub fn start(self: &Arc<Self>, key: PartKey) -> Result<Publisher, Claim> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        match entries.get(&key) {
+            Some(Entry::InFlight(rx)) => return Err(Claim::Waiting(rx.clone())),
+            Some(Entry::Done(weak)) => {
+                if let Some(bytes) = weak.bytes() {
+                    self.shared_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    return Err(Claim::Ready(bytes));
+                }
+            }
+            None => {}
+        }
+        let (tx, rx) = watch::channel(None);
+        // Forget parts nobody holds any more before the map grows.
+        if entries.len() >= 1024 {
+            entries.retain(|_, e| match e {
+                Entry::Done(weak) => weak.is_alive(),
+                Entry::InFlight(_) => true,
+            });
+        }
+        entries.insert(key.clone(), Entry::InFlight(rx));
+        Ok(Publisher { key: Some(key), tx, sharing: self.clone() })
+    }
+
+    /// Waits for another session's fetch; `None`: fetch it yourself.
+    pub async fn join(&self, mut rx: watch::Receiver<Outcome>) -> Option<Bytes> {
+        let weak = rx.wait_for(Option::is_some).await.ok()?.clone().flatten()?;
+        let bytes = weak.bytes()?;
+        self.shared_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Some(bytes)
+    }
+}
+
+impl Publisher {
+    /// The fetch ended: `Some` with the handle when it succeeded.
+    pub fn publish(mut self, part: Option<WeakPart>) {
+        if let Some(key) = self.key.take() {
+            let mut entries = self.sharing.entries.lock().unwrap_or_else(|e| e.into_inner());
+            match &part {
+                Some(weak) => entries.insert(key, Entry::Done(weak.clone())),
+                None => entries.remove(&key),
+            };
+        }
+        self.tx.send_replace(Some(part));
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.sharing.entries.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+            self.tx.send_replace(Some(None));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::{MemoryBudget, PartPool, shared_pooled_bytes};
+
+    #[tokio::test]
+    async fn a_second_claim_gets_the_first_fetch_while_it_is_held() {
+        let sharing = Arc::new(PartSharing::default());
+        let key = PartKey::new("s3://b/x.tar", None, &(0..4));
+        assert!(matches!(sharing.claim(&key), Claim::Missing));
+        let publisher = sharing.start(key.clone()).unwrap();
+        assert!(matches!(sharing.start(key.clone()), Err(Claim::Waiting(_))), "started: join it");
+        let Claim::Waiting(rx) = sharing.claim(&key) else { panic!("second waits") };
+        let budget = MemoryBudget::new(100);
+        let (bytes, weak) =
+            shared_pooled_bytes(b"abcd".to_vec(), 4, budget.reserve(4).await, PartPool::new(0));
+        publisher.publish(Some(weak));
+        assert_eq!(sharing.join(rx).await.as_deref(), Some(&b"abcd"[..]));
+        let Claim::Ready(again) = sharing.claim(&key) else { panic!("held: ready") };
+        assert_eq!(budget.used_bytes(), 4, "charged once");
+        drop((bytes, again));
+        assert_eq!(budget.used_bytes(), 0);
+        assert!(matches!(sharing.claim(&key), Claim::Missing), "nobody holds it: fetch");
+        assert_eq!(sharing.shared_bytes.load(Ordering::Relaxed), 8);
+    }
+
+    #[tokio::test]
+    async fn a_failed_or_abandoned_fetch_sends_joiners_to_fetch_themselves() {
+        let sharing = Arc::new(PartSharing::default());
+        let key = PartKey::new("s3://b/x.tar", None, &(0..4));
+        let publisher = sharing.start(key.clone()).unwrap();
+        let Claim::Waiting(rx) = sharing.claim(&key) else { panic!("in flight") };
+        drop(publisher);
+        assert_eq!(sharing.join(rx).await, None);
+        assert!(matches!(sharing.claim(&key), Claim::Missing));
+    }
+}
