@@ -8,7 +8,10 @@
 //! ```
 //!
 //! An entry is in flight only once its owner holds budget and a connection
-//! permit, so a joiner never waits on a session that waits on it.
+//! permit, so a joiner never waits on a session that waits on it. A stream
+//! never joins its own entries: re-reading a part in the next epoch of a
+//! small dataset while the last copy is still held would make a benchmark
+//! count bytes it did not fetch.
 //!
 //! Nothing is kept for sharing's sake: an entry only reaches bytes some
 //! session still holds (fetched, not yet batched), so two jobs on one
@@ -45,8 +48,8 @@ type Outcome = Option<Option<WeakPart>>;
 
 #[derive(Debug)]
 enum Entry {
-    InFlight(watch::Receiver<Outcome>),
-    Done(WeakPart),
+    InFlight { owner: u64, rx: watch::Receiver<Outcome> },
+    Done { owner: u64, part: WeakPart },
 }
 
 /// The registry, one per engine.
@@ -73,51 +76,51 @@ pub enum Claim {
 #[derive(Debug)]
 pub struct Publisher {
     key: Option<PartKey>,
+    owner: u64,
     tx: watch::Sender<Outcome>,
     sharing: Arc<PartSharing>,
 }
 
 impl PartSharing {
-    pub fn claim(&self, key: &PartKey) -> Claim {
+    /// What stream `me` can have of `key` from other streams.
+    pub fn claim(&self, key: &PartKey, me: u64) -> Claim {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        self.claim_locked(&entries, key, me)
+    }
+
+    fn claim_locked(&self, entries: &HashMap<PartKey, Entry>, key: &PartKey, me: u64) -> Claim {
         match entries.get(key) {
-            Some(Entry::Done(weak)) => match weak.bytes() {
+            Some(Entry::Done { owner, part }) if *owner != me => match part.bytes() {
                 Some(bytes) => {
                     self.shared_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                     Claim::Ready(bytes)
                 }
                 None => Claim::Missing,
             },
-            Some(Entry::InFlight(rx)) => Claim::Waiting(rx.clone()),
-            None => Claim::Missing,
+            Some(Entry::InFlight { owner, rx }) if *owner != me => Claim::Waiting(rx.clone()),
+            _ => Claim::Missing,
         }
     }
 
     /// A fetch of `key` is on its way (budget and permit held): others may
     /// wait for it. `Err`: another session got there first since the claim
     /// (give back the budget and permit, and use theirs).
-    pub fn start(self: &Arc<Self>, key: PartKey) -> Result<Publisher, Claim> {
+    pub fn start(self: &Arc<Self>, key: PartKey, me: u64) -> Result<Publisher, Claim> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        match entries.get(&key) {
-            Some(Entry::InFlight(rx)) => return Err(Claim::Waiting(rx.clone())),
-            Some(Entry::Done(weak)) => {
-                if let Some(bytes) = weak.bytes() {
-                    self.shared_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                    return Err(Claim::Ready(bytes));
-                }
-            }
-            None => {}
+        match self.claim_locked(&entries, &key, me) {
+            Claim::Missing => {}
+            theirs => return Err(theirs),
         }
         let (tx, rx) = watch::channel(None);
         // Forget parts nobody holds any more before the map grows.
         if entries.len() >= 1024 {
             entries.retain(|_, e| match e {
-                Entry::Done(weak) => weak.is_alive(),
-                Entry::InFlight(_) => true,
+                Entry::Done { part, .. } => part.is_alive(),
+                Entry::InFlight { .. } => true,
             });
         }
-        entries.insert(key.clone(), Entry::InFlight(rx));
-        Ok(Publisher { key: Some(key), tx, sharing: self.clone() })
+        entries.insert(key.clone(), Entry::InFlight { owner: me, rx });
+        Ok(Publisher { key: Some(key), owner: me, tx, sharing: self.clone() })
     }
 
     /// Waits for another session's fetch; `None`: fetch it yourself.
@@ -135,7 +138,9 @@ impl Publisher {
         if let Some(key) = self.key.take() {
             let mut entries = self.sharing.entries.lock().unwrap_or_else(|e| e.into_inner());
             match &part {
-                Some(weak) => entries.insert(key, Entry::Done(weak.clone())),
+                Some(part) => {
+                    entries.insert(key, Entry::Done { owner: self.owner, part: part.clone() })
+                }
                 None => entries.remove(&key),
             };
         }
@@ -161,20 +166,24 @@ mod tests {
     async fn a_second_claim_gets_the_first_fetch_while_it_is_held() {
         let sharing = Arc::new(PartSharing::default());
         let key = PartKey::new("s3://b/x.tar", None, &(0..4));
-        assert!(matches!(sharing.claim(&key), Claim::Missing));
-        let publisher = sharing.start(key.clone()).unwrap();
-        assert!(matches!(sharing.start(key.clone()), Err(Claim::Waiting(_))), "started: join it");
-        let Claim::Waiting(rx) = sharing.claim(&key) else { panic!("second waits") };
+        assert!(matches!(sharing.claim(&key, 2), Claim::Missing));
+        let publisher = sharing.start(key.clone(), 1).unwrap();
+        assert!(
+            matches!(sharing.start(key.clone(), 2), Err(Claim::Waiting(_))),
+            "started: join it"
+        );
+        assert!(matches!(sharing.claim(&key, 1), Claim::Missing), "never one's own");
+        let Claim::Waiting(rx) = sharing.claim(&key, 2) else { panic!("second waits") };
         let budget = MemoryBudget::new(100);
         let (bytes, weak) =
             shared_pooled_bytes(b"abcd".to_vec(), 4, budget.reserve(4).await, PartPool::new(0));
         publisher.publish(Some(weak));
         assert_eq!(sharing.join(rx).await.as_deref(), Some(&b"abcd"[..]));
-        let Claim::Ready(again) = sharing.claim(&key) else { panic!("held: ready") };
+        let Claim::Ready(again) = sharing.claim(&key, 2) else { panic!("held: ready") };
         assert_eq!(budget.used_bytes(), 4, "charged once");
         drop((bytes, again));
         assert_eq!(budget.used_bytes(), 0);
-        assert!(matches!(sharing.claim(&key), Claim::Missing), "nobody holds it: fetch");
+        assert!(matches!(sharing.claim(&key, 2), Claim::Missing), "nobody holds it: fetch");
         assert_eq!(sharing.shared_bytes.load(Ordering::Relaxed), 8);
     }
 
@@ -182,10 +191,10 @@ mod tests {
     async fn a_failed_or_abandoned_fetch_sends_joiners_to_fetch_themselves() {
         let sharing = Arc::new(PartSharing::default());
         let key = PartKey::new("s3://b/x.tar", None, &(0..4));
-        let publisher = sharing.start(key.clone()).unwrap();
-        let Claim::Waiting(rx) = sharing.claim(&key) else { panic!("in flight") };
+        let publisher = sharing.start(key.clone(), 1).unwrap();
+        let Claim::Waiting(rx) = sharing.claim(&key, 2) else { panic!("in flight") };
         drop(publisher);
         assert_eq!(sharing.join(rx).await, None);
-        assert!(matches!(sharing.claim(&key), Claim::Missing));
+        assert!(matches!(sharing.claim(&key, 2), Claim::Missing));
     }
 }

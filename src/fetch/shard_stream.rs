@@ -113,6 +113,9 @@ pub fn spawn_shard_stream(
     shards: Vec<(usize, Arc<ShardRef>)>,
 ) -> mpsc::Receiver<PartEvent> {
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+    // This stream's name in the engine's part sharing.
+    static STREAMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let me = STREAMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tokio::spawn(async move {
         let lookahead = engine.config.head_lookahead.max(1);
         // Spawned, so lookahead HEADs progress while the loop below waits
@@ -150,7 +153,7 @@ pub fn spawn_shard_stream(
                 // and the fetch waited on already holds its budget and permit.
                 let key = PartKey::new(&shard.url, e_tag.clone(), &range);
                 let offset = range.start;
-                if let Some(bytes) = shared_part(&engine, engine.sharing.claim(&key)).await {
+                if let Some(bytes) = shared_part(&engine, engine.sharing.claim(&key, me)).await {
                     if !send_ready(&tx, offset, bytes).await {
                         return;
                     }
@@ -158,7 +161,7 @@ pub fn spawn_shard_stream(
                 }
                 let mut reservation = engine.budget.reserve(range.end - range.start).await;
                 let mut permit = engine.limit.acquire().await;
-                let publisher = match engine.sharing.start(key) {
+                let publisher = match engine.sharing.start(key, me) {
                     Ok(publisher) => Some(publisher),
                     Err(theirs) => {
                         // Someone started it meanwhile: use theirs.
