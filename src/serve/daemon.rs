@@ -131,6 +131,8 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     let started = Instant::now();
     state.draining.send_replace(true);
     health.set_not_serving::<StokerServer<StokerService>>().await;
+    // "" is what kubelet's gRPC probe asks about by default.
+    health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
     while state.session_count() > 0 && started.elapsed() < cfg.drain_timeout {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
