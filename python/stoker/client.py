@@ -158,7 +158,8 @@ class Loader:
         self._held = 0
         self._pending: list = []
         self._waiting = False
-        self._lock = threading.Lock()
+        self._in_flight: set = set()
+        self._lock = threading.RLock()
 
     # Releases are sent in small groups (one RPC per batch costs the
     # consumer ~20% of its time): a group goes out when it has
@@ -188,13 +189,23 @@ class Loader:
             by_session.setdefault(session, []).append(lease)
         for session, group in by_session.items():
             try:
-                # Fire and forget: the daemon refuses stale leases, and a
-                # session that is gone has nothing to free.
-                self._client._stub.Release.future(
+                # Asynchronous; the daemon refuses stale leases, and a
+                # session that is gone has nothing to free. grpcio cancels
+                # a call whose future is garbage-collected before it is
+                # done, so the future is kept until then: a lost release
+                # would leave the daemon waiting for the slot for good.
+                future = self._client._stub.Release.future(
                     pb.ReleaseRequest(session=session, leases=group), timeout=10
                 )
+                with self._lock:
+                    self._in_flight.add(future)
+                future.add_done_callback(self._release_done)
             except Exception:  # noqa: BLE001 - interpreter shutdown, closed channel
                 pass
+
+    def _release_done(self, future) -> None:
+        with self._lock:
+            self._in_flight.discard(future)
 
     def _before_wait(self) -> None:
         with self._lock:
