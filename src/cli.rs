@@ -2,6 +2,7 @@
 //! Flags, progress and reports live here; the work is in the library.
 
 pub mod bench;
+pub mod fetch_args;
 pub mod generate;
 pub mod plot;
 pub mod report;

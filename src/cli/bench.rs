@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::fetch_args::{ConcurrencyArg, FetchArgs};
 use super::report::{
     BenchReport, Chosen, ConcurrencyReport, Percentiles, SweepReport, SweepRow, Verdict,
 };
@@ -26,17 +27,8 @@ pub struct BenchArgs {
     /// .tar/.tar.zst below), gs://, az://, https://, file:// or a local path. Omit it to
     /// benchmark a generated 1 GiB synthetic dataset in a temporary directory.
     pub url: Option<String>,
-    /// Range-GET requests in flight (process-wide): `auto` lets the autotuner
-    /// choose from what it measures; a number pins it.
-    #[arg(long, default_value = "auto", value_parser = parse_concurrency)]
-    pub concurrency: ConcurrencyArg,
-    /// Size of each range GET; pins it [default: 8MiB, the AWS CRT default, then
-    /// autotuned: doubled while the store's request rate is the limit].
-    #[arg(long, value_parser = parse_bytes)]
-    pub part_bytes: Option<u64>,
-    /// Memory for fetched bytes not yet batched [default: 1GiB].
-    #[arg(long, value_parser = parse_bytes)]
-    pub memory_budget: Option<u64>,
+    #[command(flatten)]
+    pub fetch: FetchArgs,
     /// Samples per batch.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
@@ -102,24 +94,6 @@ pub struct BenchArgs {
     pub plot: Option<std::path::PathBuf>,
 }
 
-/// `--concurrency`: `auto` or a number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConcurrencyArg {
-    Auto,
-    Fixed(usize),
-}
-
-pub fn parse_concurrency(text: &str) -> Result<ConcurrencyArg, String> {
-    if text.eq_ignore_ascii_case("auto") {
-        return Ok(ConcurrencyArg::Auto);
-    }
-    match text.parse::<usize>() {
-        Ok(0) => Err("--concurrency must be at least 1 (or auto)".into()),
-        Ok(n) => Ok(ConcurrencyArg::Fixed(n)),
-        Err(_) => Err(format!("'{text}' is neither 'auto' nor a number")),
-    }
-}
-
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let report = bench(&args).await?;
     if args.json {
@@ -135,7 +109,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// with the settings asked for (auto by default).
 pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let opts = StoreOptions { options: args.store_opts.clone() };
-    let fetch = fetch_config(args, args.concurrency);
+    let fetch = fetch_config(args, args.fetch.concurrency);
     fetch.validate()?;
     if let Some(path) = &args.plot
         && path.extension().and_then(|e| e.to_str()) != Some("svg")
@@ -186,27 +160,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
 }
 
 fn fetch_config(args: &BenchArgs, concurrency: ConcurrencyArg) -> FetchConfig {
-    fetch_config_for(concurrency, args.part_bytes, args.memory_budget)
-}
-
-/// The fetch settings for `--concurrency`, `--part-bytes` and `--memory-budget`.
-pub fn fetch_config_for(
-    concurrency: ConcurrencyArg,
-    part_bytes: Option<u64>,
-    memory_budget: Option<u64>,
-) -> FetchConfig {
-    let defaults = FetchConfig::default();
-    FetchConfig {
-        concurrency: match concurrency {
-            ConcurrencyArg::Fixed(n) => n,
-            ConcurrencyArg::Auto => defaults.concurrency,
-        },
-        auto_concurrency: concurrency == ConcurrencyArg::Auto,
-        part_bytes: part_bytes.unwrap_or(defaults.part_bytes),
-        auto_part_bytes: part_bytes.is_none() && concurrency == ConcurrencyArg::Auto,
-        memory_budget_bytes: memory_budget.unwrap_or(defaults.memory_budget_bytes),
-        ..defaults
-    }
+    FetchArgs { concurrency, ..args.fetch.clone() }.config()
 }
 
 fn pipeline_config(args: &BenchArgs) -> PipelineConfig {
@@ -395,7 +349,7 @@ async fn run_once(
     };
     let (settled, part) = settled_settings(&tuning, fetch.concurrency, fetch.part_bytes);
     let concurrency = Chosen { value: engine.limit.limit(), source: auto(fetch.auto_concurrency) };
-    let part_source = match (fetch.auto_part_bytes, args.part_bytes) {
+    let part_source = match (fetch.auto_part_bytes, args.fetch.part_bytes) {
         (true, _) => Provenance::Autotuned,
         (false, Some(_)) => Provenance::User,
         (false, None) => Provenance::Default,
@@ -403,7 +357,11 @@ async fn run_once(
     let part_bytes = Chosen { value: part, source: part_source };
     let budget = Chosen {
         value: fetch.memory_budget_bytes,
-        source: if args.memory_budget.is_some() { Provenance::User } else { Provenance::Default },
+        source: if args.fetch.memory_budget.is_some() {
+            Provenance::User
+        } else {
+            Provenance::Default
+        },
     };
     let samples_per_s = samples as f64 / seconds.max(1e-9);
     let bytes_per_s = bytes as f64 / seconds.max(1e-9);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::bench::{ConcurrencyArg, fetch_config_for, parse_concurrency};
+use super::fetch_args::FetchArgs;
 use super::size_arg::parse_bytes;
 use crate::serve::{ServeConfig, SessionDefaults};
 use crate::source::StoreOptions;
@@ -22,16 +22,8 @@ pub struct ServeArgs {
     /// address, e.g. 0.0.0.0:7070 for kubelet gRPC probes.
     #[arg(long, value_name = "ADDR")]
     pub tcp: Option<SocketAddr>,
-    /// Range-GET requests in flight per endpoint: `auto` or a number.
-    #[arg(long, default_value = "auto", value_parser = parse_concurrency)]
-    pub concurrency: ConcurrencyArg,
-    /// Size of each range GET; pins it [default: 8MiB, then autotuned].
-    #[arg(long, value_parser = parse_bytes)]
-    pub part_bytes: Option<u64>,
-    /// Memory for fetched bytes not yet batched, shared by every session
-    /// [default: 1GiB].
-    #[arg(long, value_parser = parse_bytes)]
-    pub memory_budget: Option<u64>,
+    #[command(flatten)]
+    pub fetch: FetchArgs,
     /// Ring of a session that asks for no size (a batch must fit one slot:
     /// ring / slots).
     #[arg(long, default_value = "256MiB", value_parser = parse_bytes)]
@@ -61,7 +53,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = ServeConfig {
         socket: args.socket,
         tcp: args.tcp,
-        fetch: fetch_config_for(args.concurrency, args.part_bytes, args.memory_budget),
+        fetch: args.fetch.config(),
         store: StoreOptions { options: args.store_opts },
         defaults: SessionDefaults {
             ring_bytes: args.ring_bytes,

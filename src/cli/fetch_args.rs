@@ -1,0 +1,60 @@
+//! The fetch engine's flags, shared by `bench` and `serve`.
+
+use clap::Args;
+
+use super::size_arg::parse_bytes;
+use crate::fetch::FetchConfig;
+
+/// `--concurrency`, `--part-bytes`, `--memory-budget`.
+#[derive(Debug, Clone, Args)]
+pub struct FetchArgs {
+    /// Range-GET requests in flight (per endpoint): `auto` lets the
+    /// autotuner choose from what it measures; a number pins it.
+    #[arg(long, default_value = "auto", value_parser = parse_concurrency)]
+    pub concurrency: ConcurrencyArg,
+    /// Size of each range GET; pins it [default: 8MiB, the AWS CRT default, then
+    /// autotuned: doubled while the store's request rate is the limit].
+    #[arg(long, value_parser = parse_bytes)]
+    pub part_bytes: Option<u64>,
+    /// Memory for fetched bytes not yet batched (the daemon: shared by every
+    /// session) [default: 1GiB].
+    #[arg(long, value_parser = parse_bytes)]
+    pub memory_budget: Option<u64>,
+}
+
+/// `--concurrency`: `auto` or a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConcurrencyArg {
+    Auto,
+    Fixed(usize),
+}
+
+pub fn parse_concurrency(text: &str) -> Result<ConcurrencyArg, String> {
+    if text.eq_ignore_ascii_case("auto") {
+        return Ok(ConcurrencyArg::Auto);
+    }
+    match text.parse::<usize>() {
+        Ok(0) => Err("--concurrency must be at least 1 (or auto)".into()),
+        Ok(n) => Ok(ConcurrencyArg::Fixed(n)),
+        Err(_) => Err(format!("'{text}' is neither 'auto' nor a number")),
+    }
+}
+
+impl FetchArgs {
+    /// The engine settings these flags ask for.
+    pub fn config(&self) -> FetchConfig {
+        let defaults = FetchConfig::default();
+        let auto = self.concurrency == ConcurrencyArg::Auto;
+        FetchConfig {
+            concurrency: match self.concurrency {
+                ConcurrencyArg::Fixed(n) => n,
+                ConcurrencyArg::Auto => defaults.concurrency,
+            },
+            auto_concurrency: auto,
+            part_bytes: self.part_bytes.unwrap_or(defaults.part_bytes),
+            auto_part_bytes: self.part_bytes.is_none() && auto,
+            memory_budget_bytes: self.memory_budget.unwrap_or(defaults.memory_budget_bytes),
+            ..defaults
+        }
+    }
+}
