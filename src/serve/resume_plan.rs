@@ -140,3 +140,80 @@ pub fn start(
     maker.resharded = Some((epoch, text.clone(), fingerprint(s, Some(&text))));
     Ok((Some(Start { epoch, skip_batches: 0, items: Some((mine, text)) }), maker))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::ShardRef;
+    use std::sync::Arc;
+
+    fn shards(n: usize) -> Vec<Arc<ShardRef>> {
+        (0..n)
+            .map(|i| {
+                let url = format!("s3://b/shard-{i}.tar");
+                Arc::new(ShardRef { path: url.as_str().into(), url, size: None, e_tag: None })
+            })
+            .collect()
+    }
+
+    fn settings(shards: &[Arc<ShardRef>], rank: u32, world_size: u32) -> OrderSettings<'_> {
+        OrderSettings {
+            shards,
+            seed: 7,
+            shuffle_shards: true,
+            shuffle_buffer: 10,
+            batch_size: 4,
+            drop_last: false,
+            fields: &[],
+            rank,
+            world_size,
+        }
+    }
+
+    fn token_of(s: &OrderSettings<'_>, epoch: u64, batches: u64, read: (u32, u32)) -> Vec<u8> {
+        let (_, maker) = start(&[], &[], s, 0..10).unwrap();
+        let progress = Progress { item: read.0, next_ordinal: read.1, leftovers: vec![(1, 2)] };
+        maker.token(epoch, batches, &progress)
+    }
+
+    #[test]
+    fn a_token_resumes_its_own_stream_and_nothing_else() {
+        let all = shards(8);
+        let mine = settings(&all, 1, 2);
+        let token = token_of(&mine, 3, 5, (1, 4));
+        let (start_at, _) = start(&token, &[], &mine, 0..10).unwrap();
+        let s = start_at.unwrap();
+        assert_eq!((s.epoch, s.skip_batches, s.items.is_none()), (3, 5, true));
+        let other_rank = settings(&all, 0, 2);
+        assert_eq!(start(&token, &[], &other_rank, 0..10).err(), Some(TokenError::OtherSettings));
+        assert!(matches!(
+            start(&token, &[], &mine, 4..6).err(),
+            Some(TokenError::EpochOutOfRange { found: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn resharding_checks_the_old_run_and_its_streams_resume_exactly() {
+        let all = shards(8);
+        let old: Vec<Vec<u8>> =
+            (0..2).map(|r| token_of(&settings(&all, r, 2), 1, 2, (1, 3))).collect();
+        let new = settings(&all, 0, 3);
+        let (s, maker) = start(&[], &old, &new, 0..5).unwrap();
+        let s = s.unwrap();
+        let (items, _) = s.items.clone().unwrap();
+        assert_eq!((s.epoch, s.skip_batches), (1, 0));
+        assert!(!items.is_empty());
+        // The resharded stream's own token carries its plan and replays it.
+        let token = maker.token(1, 2, &Progress::default());
+        let (again, _) = start(&token, &[], &new, 0..5).unwrap();
+        assert_eq!(again.unwrap().items.map(|(i, _)| i), Some(items));
+        // Incomplete or mixed runs are refused.
+        let err = start(&[], &old[..1], &new, 0..5).err();
+        assert!(matches!(err, Some(TokenError::IncompleteRun(_))), "{err:?}");
+        let later = token_of(&settings(&all, 1, 2), 2, 1, (0, 1));
+        let err = start(&[], &[old[0].clone(), later], &new, 0..5).err();
+        assert!(matches!(err, Some(TokenError::IncompleteRun(_))), "{err:?}");
+        let other_seed = OrderSettings { seed: 8, ..new };
+        assert_eq!(start(&[], &old, &other_seed, 0..5).err(), Some(TokenError::OtherSettings));
+    }
+}
