@@ -80,6 +80,7 @@ class Batch:
         # finalizer that releases the lease) lives as long as any view.
         slot = np.frombuffer(ring.mm, dtype=np.uint8, count=desc.len, offset=desc.offset)
         self._slot = slot
+        self._ring = ring
         self._release = weakref.finalize(
             slot, loader._release, session, desc.slot, desc.generation
         )

@@ -58,29 +58,32 @@ def batch_tensors(batch: Batch) -> dict:
 
 
 class _CudaCopier:
-    """Registers the ring with CUDA once (read-only), copies each batch on a
+    """Registers each ring with CUDA once (read-only), copies each batch on a
     side stream with non_blocking=True, releases the slot when the copy's
     event completes."""
+
+    # Copies in flight before the oldest is waited for (each holds a slot).
+    MAX_PENDING = 2
 
     def __init__(self, device: torch.device):
         self.device = device
         self.stream = torch.cuda.Stream(device=device)
-        self.registered: set = set()
+        # id(ring) -> (ring, pointer): the reference keeps the mapping alive
+        # while it is registered.
+        self.registered: dict = {}
         self.pending: list = []
 
     def _register(self, batch: Batch) -> None:
-        mm_array = batch._slot.base  # the whole ring's buffer (mmap)
-        key = id(mm_array)
-        if key in self.registered:
+        ring = batch._ring
+        if id(ring) in self.registered:
             return
-        ring = np.frombuffer(mm_array, dtype=np.uint8)
-        ptr = ring.ctypes.data
-        cudart = torch.cuda.cudart()
+        ptr = np.frombuffer(ring.mm, dtype=np.uint8).ctypes.data
         # cudaHostRegisterReadOnly = 0x08: the mapping is PROT_READ.
-        err = cudart.cudaHostRegister(ptr, ring.nbytes, 0x08)
+        err = torch.cuda.cudart().cudaHostRegister(ptr, ring.nbytes, 0x08)
         if int(err) != 0:
-            warnings.warn(f"cudaHostRegister failed ({err}); copies will be pageable", stacklevel=3)
-        self.registered.add(key)
+            warnings.warn(f"stoker: cudaHostRegister failed ({err}); copies will be pageable", stacklevel=3)
+            ptr = None
+        self.registered[id(ring)] = (ring, ptr)
 
     def copy(self, batch: Batch) -> dict:
         self._register(batch)
@@ -94,6 +97,9 @@ class _CudaCopier:
         torch.cuda.current_stream(self.device).wait_stream(self.stream)
         self.pending.append((event, batch, host))
         self.reap()
+        while len(self.pending) > self.MAX_PENDING:
+            self.pending[0][0].synchronize()
+            self.reap()
         return out
 
     def reap(self) -> None:
@@ -104,6 +110,16 @@ class _CudaCopier:
             else:
                 still.append((event, batch, host))
         self.pending = still
+
+    def close(self) -> None:
+        for event, batch, _ in self.pending:
+            event.synchronize()
+            batch.release()
+        self.pending = []
+        for _, ptr in self.registered.values():
+            if ptr is not None:
+                torch.cuda.cudart().cudaHostUnregister(ptr)
+        self.registered = {}
 
 
 class StokerDataset(IterableDataset):
@@ -190,12 +206,16 @@ class StokerDataset(IterableDataset):
         self._resume = None
         device = self._device()
         copier = _CudaCopier(device) if device is not None else None
-        for batch in loader:
-            out = copier.copy(batch) if copier else batch_tensors(batch)
-            self._state = batch.state
-            del batch
-            yield self.transform(out) if self.transform else out
-        self._state = None
+        try:
+            for batch in loader:
+                out = copier.copy(batch) if copier else batch_tensors(batch)
+                self._state = batch.state
+                del batch
+                yield self.transform(out) if self.transform else out
+            self._state = None
+        finally:
+            if copier is not None:
+                copier.close()
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "state": self._state, "stoker": True}
