@@ -107,7 +107,9 @@ async fn send_ready(tx: &mpsc::Sender<PartEvent>, offset: u64, bytes: Bytes) -> 
 }
 
 /// Starts fetching `shards` (plan index, shard) in order on the current
-/// tokio runtime. Dropping the receiver stops the scheduler.
+/// tokio runtime. Dropping the receiver stops the scheduler, also while it
+/// waits for budget, a permit or another session's fetch (a session that
+/// ended must not take budget ahead of live ones, or fetch for nobody).
 pub fn spawn_shard_stream(
     engine: Arc<FetchEngine>,
     shards: Vec<(usize, Arc<ShardRef>)>,
@@ -116,78 +118,142 @@ pub fn spawn_shard_stream(
     // This stream's name in the engine's part sharing.
     static STREAMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let me = STREAMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let gone = tx.clone();
     tokio::spawn(async move {
-        let lookahead = engine.config.head_lookahead.max(1);
-        // Spawned, so lookahead HEADs progress while the loop below waits
-        // for budget or permits; `buffered` keeps them in plan order.
-        let heads = futures::stream::iter(shards).map(|(index, shard)| {
-            let engine = engine.clone();
-            tokio::spawn(async move {
-                let head =
-                    head_shard(engine.store.as_ref(), &shard, &engine.config, &engine.stats).await;
-                (index, shard, head)
-            })
-        });
-        let mut heads = heads.buffered(lookahead);
-        while let Some(joined) = heads.next().await {
-            let Ok((index, shard, head)) = joined else {
-                let e = FetchError::Internal("a HEAD task panicked".into());
-                let _ = tx.send(PartEvent::Failed(e)).await;
-                return;
-            };
-            let (size, e_tag) = match head {
-                Ok(h) => h,
-                Err(e) => {
-                    let _ = tx.send(PartEvent::Failed(e)).await;
-                    return;
-                }
-            };
-            if tx.send(PartEvent::ShardStart { index, shard: shard.clone(), size }).await.is_err() {
-                return;
-            }
-            let e_tag: Option<Arc<str>> = e_tag.map(Into::into);
-            let part_bytes = engine.part_bytes();
-            for range in PartPlan::new(size, part_bytes).ranges() {
-                // Another session fetching (or holding) the same part? Join
-                // it; waiting here keeps reservations in consumption order,
-                // and the fetch waited on already holds its budget and permit.
-                let key = PartKey::new(&shard.url, e_tag.clone(), &range);
-                let offset = range.start;
-                if let Some(bytes) = shared_part(&engine, engine.sharing.claim(&key, me)).await {
-                    if !send_ready(&tx, offset, bytes).await {
-                        return;
-                    }
-                    continue;
-                }
-                let mut reservation = engine.budget.reserve(range.end - range.start).await;
-                let mut permit = engine.limit.acquire().await;
-                let publisher = match engine.sharing.start(key, me) {
-                    Ok(publisher) => Some(publisher),
-                    Err(theirs) => {
-                        // Someone started it meanwhile: use theirs.
-                        drop((permit, reservation));
-                        if let Some(bytes) = shared_part(&engine, theirs).await {
-                            if !send_ready(&tx, offset, bytes).await {
-                                return;
-                            }
-                            continue;
-                        }
-                        // Their fetch failed: ours, unshared.
-                        reservation = engine.budget.reserve(range.end - range.start).await;
-                        permit = engine.limit.acquire().await;
-                        None
-                    }
-                };
-                let fetch = PartFetch { range, reservation, permit, publisher };
-                let data = spawn_fetch(&engine, &shard, &e_tag, part_bytes, fetch);
-                if tx.send(PartEvent::Part { offset, data }).await.is_err() {
-                    return;
-                }
-            }
-            if tx.send(PartEvent::ShardEnd { index }).await.is_err() {
-                return;
-            }
+        // Dropping `schedule` mid-wait drops what it holds (reservation,
+        // permit, publisher): all of it goes back.
+        tokio::select! {
+            biased;
+            _ = gone.closed() => {}
+            _ = schedule(engine, shards, tx, me) => {}
         }
     });
     rx
+}
+
+/// The scheduler: HEADs ahead, then each shard's parts in order.
+async fn schedule(
+    engine: Arc<FetchEngine>,
+    shards: Vec<(usize, Arc<ShardRef>)>,
+    tx: mpsc::Sender<PartEvent>,
+    me: u64,
+) {
+    let lookahead = engine.config.head_lookahead.max(1);
+    // Spawned, so lookahead HEADs progress while the loop below waits
+    // for budget or permits; `buffered` keeps them in plan order.
+    let heads = futures::stream::iter(shards).map(|(index, shard)| {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let head =
+                head_shard(engine.store.as_ref(), &shard, &engine.config, &engine.stats).await;
+            (index, shard, head)
+        })
+    });
+    let mut heads = heads.buffered(lookahead);
+    while let Some(joined) = heads.next().await {
+        let Ok((index, shard, head)) = joined else {
+            let e = FetchError::Internal("a HEAD task panicked".into());
+            let _ = tx.send(PartEvent::Failed(e)).await;
+            return;
+        };
+        let (size, e_tag) = match head {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = tx.send(PartEvent::Failed(e)).await;
+                return;
+            }
+        };
+        if tx.send(PartEvent::ShardStart { index, shard: shard.clone(), size }).await.is_err() {
+            return;
+        }
+        let e_tag: Option<Arc<str>> = e_tag.map(Into::into);
+        let part_bytes = engine.part_bytes();
+        for range in PartPlan::new(size, part_bytes).ranges() {
+            // Another session fetching (or holding) the same part? Join
+            // it; waiting here keeps reservations in consumption order,
+            // and the fetch waited on already holds its budget and permit.
+            let key = PartKey::new(&shard.url, e_tag.clone(), &range);
+            let offset = range.start;
+            if let Some(bytes) = shared_part(&engine, engine.sharing.claim(&key, me)).await {
+                if !send_ready(&tx, offset, bytes).await {
+                    return;
+                }
+                continue;
+            }
+            let mut reservation = engine.budget.reserve(range.end - range.start).await;
+            let mut permit = engine.limit.acquire().await;
+            let publisher = match engine.sharing.start(key, me) {
+                Ok(publisher) => Some(publisher),
+                Err(theirs) => {
+                    // Someone started it meanwhile: use theirs.
+                    drop((permit, reservation));
+                    if let Some(bytes) = shared_part(&engine, theirs).await {
+                        if !send_ready(&tx, offset, bytes).await {
+                            return;
+                        }
+                        continue;
+                    }
+                    // Their fetch failed: ours, unshared.
+                    reservation = engine.budget.reserve(range.end - range.start).await;
+                    permit = engine.limit.acquire().await;
+                    None
+                }
+            };
+            let fetch = PartFetch { range, reservation, permit, publisher };
+            let data = spawn_fetch(&engine, &shard, &e_tag, part_bytes, fetch);
+            if tx.send(PartEvent::Part { offset, data }).await.is_err() {
+                return;
+            }
+        }
+        if tx.send(PartEvent::ShardEnd { index }).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::FetchConfig;
+    use object_store::ObjectStoreExt;
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_dropped_stream_stops_even_while_it_waits_for_budget() {
+        let store = Arc::new(InMemory::new());
+        let mut shards = Vec::new();
+        for i in 0..3 {
+            let path = Path::from(format!("s{i}.tar"));
+            store.put(&path, vec![7u8; 4096].into()).await.unwrap();
+            let url = format!("memory://t/s{i}.tar");
+            shards.push((i, Arc::new(ShardRef { url, path, size: None, e_tag: None })));
+        }
+        // Room for one part only: the scheduler waits for budget after it.
+        let config = FetchConfig {
+            part_bytes: 4096,
+            memory_budget_bytes: 4096,
+            auto_concurrency: false,
+            auto_part_bytes: false,
+            rate_limit: false,
+            ..FetchConfig::default()
+        };
+        let engine = FetchEngine::new(store, config);
+        let mut rx = spawn_shard_stream(engine.clone(), shards);
+        let mut held = None;
+        while held.is_none() {
+            if let Some(PartEvent::Part { data, .. }) = rx.recv().await {
+                held = Some(data.await.unwrap().unwrap());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let requests = engine.stats.requests.load(Ordering::Relaxed);
+        drop(rx);
+        drop(held);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(engine.budget.used_bytes(), 0, "nothing fetched for a stream that is gone");
+        assert_eq!(engine.stats.requests.load(Ordering::Relaxed), requests);
+    }
 }
