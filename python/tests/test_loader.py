@@ -223,3 +223,32 @@ def test_two_jobs_on_one_dataset_fetch_it_about_once(s3, dataset):
         assert extra_requests < 1.5 * one["requests"], (extra_requests, one["requests"])
     finally:
         d.stop()
+
+
+def test_many_sessions_at_once_share_the_daemon_and_all_finish(daemon, dataset):
+    import threading
+
+    client = daemon.client()
+    world = 6
+    results = [None] * world
+
+    def run(rank):
+        results[rank] = read_all(
+            client.loader(dataset.url, batch_size=4, rank=rank, world_size=world,
+                          shuffle_buffer=10, slots=2)
+        )
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(r is not None for r in results), "every session finished"
+    merged = {}
+    for part in results:
+        assert not set(part) & set(merged), "a sample in two ranks"
+        merged.update(part)
+    assert merged == dataset.samples
+    wait = __import__("conftest").wait_for
+    wait(lambda: client.stats()["sessions"] == 0, 10, "sessions to close")
+    wait(lambda: client.stats()["budget_used_bytes"] == 0, 10, "the budget to drain")
