@@ -239,6 +239,31 @@ fn plot_draws_the_autotuner_as_svg() {
         "{}",
         &text[..200.min(text.len())]
     );
-    let bad = stoker(&["bench", "--plot", "x.png", "--synth-shards", "1"]);
+    let bad = stoker(&["bench", "--plot", "x.pdf", "--synth-shards", "1"]);
     assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn plot_draws_the_autotuner_as_png() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let png = dir.path().join("tune.png");
+    ok(&[
+        "bench",
+        "--emulate",
+        "remote",
+        "--synth-shards",
+        "4",
+        "--synth-shard-bytes",
+        "8MiB",
+        "--epochs",
+        "2",
+        "--plot",
+        png.to_str().expect("path"),
+    ]);
+    let bytes = std::fs::read(&png).expect("plot written");
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG file");
+    // 1000 x 900 pixels (IHDR width and height, big-endian).
+    assert_eq!(&bytes[16..24], &[0, 0, 3, 232, 0, 0, 3, 132]);
+    // Not a blank canvas: the lines and text make it compress poorly.
+    assert!(bytes.len() > 20_000, "{} bytes", bytes.len());
 }

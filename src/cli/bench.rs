@@ -89,7 +89,7 @@ pub struct BenchArgs {
     /// first byte of each request and caps each at 50 MB/s (labelled emulated).
     #[arg(long, value_name = "PROFILE", value_parser = ["remote"])]
     pub emulate: Option<String>,
-    /// Draw goodput, concurrency and part size over time into FILE (.svg).
+    /// Draw goodput, concurrency and part size over time into FILE (.svg or .png).
     #[arg(long, value_name = "FILE")]
     pub plot: Option<std::path::PathBuf>,
 }
@@ -112,10 +112,10 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let fetch = fetch_config(args, args.fetch.concurrency);
     fetch.validate()?;
     if let Some(path) = &args.plot
-        && path.extension().and_then(|e| e.to_str()) != Some("svg")
+        && !matches!(path.extension().and_then(|e| e.to_str()), Some("svg" | "png"))
     {
         anyhow::bail!(crate::Error::Config(format!(
-            "--plot writes SVG: name the file *.svg, not {}",
+            "--plot writes SVG or PNG: name the file *.svg or *.png, not {}",
             path.display()
         )));
     }

@@ -1,6 +1,6 @@
-//! `stoker bench --plot FILE.svg`: the autotuner over time — goodput,
-//! concurrency (limit and in flight), part size — so a user can watch the
-//! controller converge.
+//! `stoker bench --plot FILE.svg|FILE.png`: the autotuner over time —
+//! goodput, concurrency (limit and in flight), part size — so a user can
+//! watch the controller converge. PNG is the SVG rasterized with resvg.
 
 use std::path::Path;
 
@@ -11,15 +11,51 @@ use crate::fetch::TunePoint;
 /// One line of a pane: its legend, colour and points.
 type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
 
-/// Draws `points` into an SVG file at `path`.
+/// Draws `points` into an SVG or PNG file at `path` (by its extension).
 pub fn plot_tuning(path: &Path, points: &[TunePoint], title: &str) -> anyhow::Result<()> {
     match path.extension().and_then(|e| e.to_str()) {
-        Some("svg") => {}
+        Some("svg") => draw_svg(path, points, title),
+        Some("png") => {
+            let svg = tempfile::Builder::new().suffix(".svg").tempfile()?;
+            draw_svg(svg.path(), points, title)?;
+            rasterize(svg.path(), path)
+        }
         _ => anyhow::bail!(crate::Error::Config(format!(
-            "--plot writes SVG: name the file *.svg, not {}",
+            "--plot writes SVG or PNG: name the file *.svg or *.png, not {}",
             path.display()
         ))),
     }
+}
+
+/// Renders the SVG at `svg` into a PNG at `png`.
+fn rasterize(svg: &Path, png: &Path) -> anyhow::Result<()> {
+    use resvg::{tiny_skia, usvg};
+    let mut options = usvg::Options::default();
+    let fonts = options.fontdb_mut();
+    fonts.load_system_fonts();
+    // plotters asks for "sans-serif"; fontdb maps it to Arial, which Linux
+    // machines rarely have: map it to a sans face that is installed.
+    let families: Vec<String> =
+        fonts.faces().flat_map(|f| f.families.iter().map(|(name, _)| name.clone())).collect();
+    let preferred = ["DejaVu Sans", "Liberation Sans", "Noto Sans", "Arial", "Helvetica"];
+    if let Some(family) = preferred
+        .iter()
+        .find(|p| families.iter().any(|f| f == *p))
+        .map(|p| p.to_string())
+        .or_else(|| families.first().cloned())
+    {
+        fonts.set_sans_serif_family(family);
+    }
+    let tree = usvg::Tree::from_data(&std::fs::read(svg)?, &options)?;
+    let size = tree.size().to_int_size();
+    let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height())
+        .ok_or_else(|| anyhow::anyhow!("a plot of {size:?} pixels cannot be drawn"))?;
+    pixmap.fill(tiny_skia::Color::WHITE);
+    resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    pixmap.save_png(png).map_err(|e| anyhow::anyhow!("writing {}: {e}", png.display()))
+}
+
+fn draw_svg(path: &Path, points: &[TunePoint], title: &str) -> anyhow::Result<()> {
     if points.is_empty() {
         anyhow::bail!(
             "nothing to plot: the run was pinned (--concurrency N) or too short for one window"
