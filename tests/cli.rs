@@ -215,10 +215,11 @@ async fn bench_against_the_local_s3_server() {
     assert!(report["requests"].as_u64().expect("requests") >= 4);
 }
 
-#[test]
-fn plot_draws_the_autotuner_as_svg() {
+/// `bench --emulate remote` on a small synthetic set, plotting into `file`
+/// (in a fresh directory); returns the directory, the plot's path and stdout.
+fn bench_with_plot(file: &str) -> (tempfile::TempDir, std::path::PathBuf, String) {
     let dir = tempfile::tempdir().expect("tmp");
-    let svg = dir.path().join("tune.svg");
+    let path = dir.path().join(file);
     let out = ok(&[
         "bench",
         "--emulate",
@@ -228,10 +229,16 @@ fn plot_draws_the_autotuner_as_svg() {
         "--synth-shard-bytes",
         "8MiB",
         "--epochs",
-        "3",
+        "2",
         "--plot",
-        svg.to_str().expect("path"),
+        path.to_str().expect("path"),
     ]);
+    (dir, path, out)
+}
+
+#[test]
+fn plot_draws_the_autotuner_as_svg() {
+    let (_dir, svg, out) = bench_with_plot("tune.svg");
     assert!(out.contains("EMULATED"), "emulation is labelled: {out}");
     let text = std::fs::read_to_string(&svg).expect("plot written");
     assert!(
@@ -245,21 +252,7 @@ fn plot_draws_the_autotuner_as_svg() {
 
 #[test]
 fn plot_draws_the_autotuner_as_png() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let png = dir.path().join("tune.png");
-    ok(&[
-        "bench",
-        "--emulate",
-        "remote",
-        "--synth-shards",
-        "4",
-        "--synth-shard-bytes",
-        "8MiB",
-        "--epochs",
-        "2",
-        "--plot",
-        png.to_str().expect("path"),
-    ]);
+    let (_dir, png, _) = bench_with_plot("tune.png");
     let bytes = std::fs::read(&png).expect("plot written");
     assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG file");
     // 1000 x 900 pixels (IHDR width and height, big-endian).

@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 import stoker
-from conftest import STOKER_BIN, Daemon, make_dataset, wait_for
+from conftest import STOKER_BIN, Daemon, free_port, make_dataset, wait_for
 
 HERE = Path(__file__).resolve().parent
 
@@ -95,7 +95,7 @@ def test_sigterm_drains_and_exits_within_ten_seconds(s3, dataset):
 
 
 def test_tcp_serves_health_but_not_sessions(s3, dataset):
-    port = __import__("conftest").free_port()
+    port = free_port()
     d = Daemon(s3.env, "--tcp", f"127.0.0.1:{port}")
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")

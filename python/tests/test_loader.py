@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import stoker
+from conftest import Daemon, wait_for
 from stoker._proto import stoker_pb2 as pb
 import socket
 
@@ -200,7 +201,6 @@ def test_a_resharded_stream_resumes_exactly_and_states_must_be_complete(daemon, 
 
 
 def test_two_jobs_on_one_dataset_fetch_it_about_once(s3, dataset):
-    from conftest import Daemon
 
     d = Daemon(s3.env)
     try:
@@ -219,7 +219,6 @@ def test_two_jobs_on_one_dataset_fetch_it_about_once(s3, dataset):
         assert got_a == got_b == {k: v["bin"] for k, v in alone.items()}
         extra_requests = both["requests"] - one["requests"]
         assert both["shared_bytes"] > 0
-        print("requests alone", one["requests"], "two jobs", extra_requests, "shared", both["shared_bytes"])
         assert extra_requests < 1.5 * one["requests"], (extra_requests, one["requests"])
     finally:
         d.stop()
@@ -249,6 +248,5 @@ def test_many_sessions_at_once_share_the_daemon_and_all_finish(daemon, dataset):
         assert not set(part) & set(merged), "a sample in two ranks"
         merged.update(part)
     assert merged == dataset.samples
-    wait = __import__("conftest").wait_for
-    wait(lambda: client.stats()["sessions"] == 0, 10, "sessions to close")
-    wait(lambda: client.stats()["budget_used_bytes"] == 0, 10, "the budget to drain")
+    wait_for(lambda: client.stats()["sessions"] == 0, 10, "sessions to close")
+    wait_for(lambda: client.stats()["budget_used_bytes"] == 0, 10, "the budget to drain")

@@ -70,19 +70,19 @@ pub fn start(
     };
     if !state.is_empty() {
         let token = ResumeToken::parse(state)?;
-        in_range(token.epoch)?;
         let mut start = Start { epoch: token.epoch, skip_batches: token.batches, items: None };
         match &token.items {
-            None => ResumeToken::decode(state, &maker.fingerprint).map(drop)?,
+            None => token.check(&maker.fingerprint)?,
             Some(text) => {
                 let fp = fingerprint(s, Some(text));
-                ResumeToken::decode(state, &fp)?;
+                token.check(&fp)?;
                 let items = decode_items(text)
                     .ok_or_else(|| TokenError::Malformed("unreadable plan".into()))?;
                 maker.resharded = Some((token.epoch, text.clone(), fp));
                 start.items = Some((items, text.clone()));
             }
         }
+        in_range(token.epoch)?;
         return Ok((Some(start), maker));
     }
     if states.is_empty() {

@@ -99,12 +99,15 @@ impl ResumeToken {
         Ok(token)
     }
 
+    /// Checks the token belongs to a stream with `fingerprint`.
+    pub fn check(&self, fingerprint: &str) -> Result<(), TokenError> {
+        if self.fingerprint == fingerprint { Ok(()) } else { Err(TokenError::OtherSettings) }
+    }
+
     /// Reads a token and checks it belongs to a stream with `fingerprint`.
     pub fn decode(bytes: &[u8], fingerprint: &str) -> Result<ResumeToken, TokenError> {
         let token = Self::parse(bytes)?;
-        if token.fingerprint != fingerprint {
-            return Err(TokenError::OtherSettings);
-        }
+        token.check(fingerprint)?;
         Ok(token)
     }
 }
