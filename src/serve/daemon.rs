@@ -73,8 +73,21 @@ fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
 pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     cfg.fetch.validate()?;
     let ring_path = ring_socket_path(&cfg.socket);
+    // TCP first: a failure there leaves no socket files behind.
+    let tcp = match cfg.tcp {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?,
+        ),
+        None => None,
+    };
     let listener = bind_unix(&cfg.socket)?;
-    let ring_listener = bind_unix(&ring_path)?;
+    let ring_listener = match bind_unix(&ring_path) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = std::fs::remove_file(&cfg.socket);
+            return Err(e);
+        }
+    };
     let state = Arc::new(DaemonState {
         engines: Engines::new(cfg.fetch.clone()),
         store: cfg.store.clone(),
@@ -101,9 +114,7 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         );
     servers.spawn(async move { unix.await.context("serving the Unix socket") });
     let mut listening = format!("unix:{} (ring: {})", cfg.socket.display(), ring_path.display());
-    if let Some(addr) = cfg.tcp {
-        let tcp =
-            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    if let Some(tcp) = tcp {
         listening.push_str(&format!(", tcp:{}", tcp.local_addr()?));
         let server = Server::builder()
             .add_service(health_service)
