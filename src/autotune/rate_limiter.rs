@@ -66,6 +66,9 @@ pub struct RateLimiter {
     last_throttle: f64,
     successes: VecDeque<f64>,
     issued: VecDeque<f64>,
+    /// When the first request went: rates over the first second are
+    /// counts over the time since, not over a whole second.
+    first_request: Option<f64>,
     /// Throttled replies seen.
     pub throttled: u64,
     /// The highest accepted rate seen at a throttle: cuts stop at a quarter
@@ -86,6 +89,7 @@ impl RateLimiter {
             last_throttle: f64::NEG_INFINITY,
             successes: VecDeque::new(),
             issued: VecDeque::new(),
+            first_request: None,
             throttled: 0,
             peak_accepted: 0.0,
         }
@@ -142,6 +146,7 @@ impl RateLimiter {
             Some(rate) => return Err(now + (1.0 - self.tokens) / rate.max(1e-9)),
         }
         self.issued.push_back(now);
+        self.first_request.get_or_insert(now);
         Ok(())
     }
 
@@ -151,23 +156,36 @@ impl RateLimiter {
         Self::window_rate(&mut self.successes, now);
     }
 
+    /// The store asked for no requests for `secs` (`Retry-After`): every
+    /// request waits, whatever the rate.
+    pub fn pause(&mut self, now: f64, secs: f64) {
+        self.paused_until = self.paused_until.max(now + secs.max(0.0));
+    }
+
     /// The store answered 503/429, optionally with `Retry-After`.
     pub fn on_throttle(&mut self, now: f64, retry_after_secs: Option<f64>) {
         self.advance(now);
         self.throttled += 1;
         self.last_throttle = now;
         if let Some(after) = retry_after_secs {
-            self.paused_until = self.paused_until.max(now + after);
+            self.pause(now, after);
         }
         if now - self.last_cut < self.cfg.cut_interval_secs {
             return;
         }
         self.last_cut = now;
-        let accepted = Self::window_rate(&mut self.successes, now);
-        let asked = Self::window_rate(&mut self.issued, now);
+        // A store that throttles 100 ms into the run accepted its requests
+        // over 100 ms, not over a second (at least 0.1 s: one lucky early
+        // request is not a rate).
+        let span = self.first_request.map_or(1.0, |t| (now - t).clamp(0.1, 1.0));
+        let accepted = Self::window_rate(&mut self.successes, now) / span;
+        let asked = Self::window_rate(&mut self.issued, now) / span;
         self.peak_accepted = self.peak_accepted.max(accepted);
         let floor = (0.25 * self.peak_accepted).max(self.cfg.min_rate);
-        let target = (self.cfg.cut_to * accepted).max(floor);
+        // Nothing accepted yet (throttled on the first requests): no rate
+        // to land under, so halve what was asked, as AIMD does.
+        let target = if accepted > 0.0 { self.cfg.cut_to * accepted } else { 0.5 * asked };
+        let target = target.max(floor);
         // Never raise the limit on a throttle.
         let current = self.rate.unwrap_or(asked.max(target));
         self.rate = Some(target.min(current).max(floor));
@@ -194,6 +212,31 @@ mod tests {
         // Cuts are spaced: a burst of 503s is one signal.
         l.on_throttle(1.1, None);
         assert!((l.rate().unwrap() - rate).abs() < 5.0);
+    }
+
+    #[test]
+    fn an_early_throttle_measures_the_rate_over_the_time_run() {
+        let mut l = RateLimiter::new(RateLimiterConfig::default());
+        // 20 requests in the first 200 ms: 100/s, not 20/s.
+        for i in 0..20 {
+            let t = i as f64 / 100.0;
+            assert!(l.try_acquire(t).is_ok());
+            l.on_success(t);
+        }
+        l.on_throttle(0.2, None);
+        let rate = l.rate().unwrap();
+        assert!((85.0..=95.0).contains(&rate), "{rate}");
+    }
+
+    #[test]
+    fn a_throttle_before_any_success_halves_the_rate_asked() {
+        let mut l = RateLimiter::new(RateLimiterConfig::default());
+        for i in 0..10 {
+            assert!(l.try_acquire(i as f64 / 100.0).is_ok());
+        }
+        l.on_throttle(0.1, None);
+        let rate = l.rate().unwrap();
+        assert!((45.0..=55.0).contains(&rate), "{rate}");
     }
 
     #[test]

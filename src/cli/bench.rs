@@ -260,7 +260,7 @@ async fn run_once(
     show_progress: bool,
     duration: Option<f64>,
 ) -> anyhow::Result<BenchReport> {
-    let endpoint = format!("{:?}://{}", dataset.url.scheme, dataset.url.authority);
+    let endpoint = dataset.url.endpoint();
     let engine = FetchEngine::for_endpoint(dataset.store.clone(), fetch.clone(), &endpoint);
     let cpu_start = cpu_seconds();
     let started = Instant::now();

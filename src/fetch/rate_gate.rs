@@ -63,6 +63,11 @@ impl RateGate {
         self.with(|l, now| l.on_throttle(now, retry_after_secs));
     }
 
+    /// No requests for `pause` (the store's `Retry-After`).
+    pub fn pause(&self, pause: Duration) {
+        self.with(|l, now| l.pause(now, pause.as_secs_f64()));
+    }
+
     /// The current limit in requests per second (`None`: unlimited).
     pub fn rate(&self) -> Option<f64> {
         self.with(|l, _| l.rate())

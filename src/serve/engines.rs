@@ -38,7 +38,7 @@ impl Engines {
 
     /// The engine for `dataset`'s endpoint (scheme and bucket/host).
     pub fn for_dataset(&self, dataset: &Dataset) -> Arc<FetchEngine> {
-        let endpoint = format!("{:?}://{}", dataset.url.scheme, dataset.url.authority);
+        let endpoint = dataset.url.endpoint();
         let mut map = self.by_endpoint.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(endpoint.clone())
             .or_insert_with(|| {

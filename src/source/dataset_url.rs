@@ -114,6 +114,12 @@ impl DatasetUrl {
         }
     }
 
+    /// The store this URL names (scheme and bucket or host): the key of the
+    /// process-wide request-rate gate and of the daemon's fetch engines.
+    pub fn endpoint(&self) -> String {
+        format!("{}://{}", self.scheme.prefix(), self.authority)
+    }
+
     /// The whole URL back.
     pub fn to_url(&self) -> String {
         self.object_url(&self.key)

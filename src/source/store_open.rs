@@ -16,7 +16,9 @@ use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
 
+use super::retry_after::RetryAfterConnector;
 use super::{DatasetUrl, Scheme, SourceError};
+use crate::fetch::RateGate;
 
 /// Extra store configuration, applied after the environment.
 #[derive(Debug, Clone, Default)]
@@ -42,6 +44,8 @@ pub fn open_store(
     // Our fetch engine retries with its own backoff and counts every retry;
     // a second, hidden retry loop underneath would hide throttling from it.
     let retry = RetryConfig { max_retries: 0, ..RetryConfig::default() };
+    // Retry-After, which object_store's errors drop, pauses the endpoint.
+    let connector = || RetryAfterConnector::new(RateGate::for_endpoint(&url.endpoint()));
     // Client options go through config keys, not `with_client_options`,
     // which would replace what the environment and --store-opt configured.
     // 10 s to connect: a store that does not answer by then is down.
@@ -60,21 +64,27 @@ pub fn open_store(
             if endpoint.is_some_and(|e| e.starts_with("http://")) {
                 b = b.with_allow_http(true);
             }
-            Arc::new(b.with_retry(retry).build().map_err(build_err)?)
+            Arc::new(
+                b.with_retry(retry).with_http_connector(connector()).build().map_err(build_err)?,
+            )
         }
         Scheme::Gcs => {
             let mut b = GoogleCloudStorageBuilder::from_env().with_bucket_name(&url.authority);
             for (k, v) in options() {
                 b = b.with_config(k.parse().map_err(|e| opt_err(k, format!("{e}")))?, v);
             }
-            Arc::new(b.with_retry(retry).build().map_err(build_err)?)
+            Arc::new(
+                b.with_retry(retry).with_http_connector(connector()).build().map_err(build_err)?,
+            )
         }
         Scheme::Azure => {
             let mut b = MicrosoftAzureBuilder::from_env().with_container_name(&url.authority);
             for (k, v) in options() {
                 b = b.with_config(k.parse().map_err(|e| opt_err(k, format!("{e}")))?, v);
             }
-            Arc::new(b.with_retry(retry).build().map_err(build_err)?)
+            Arc::new(
+                b.with_retry(retry).with_http_connector(connector()).build().map_err(build_err)?,
+            )
         }
         Scheme::Http | Scheme::Https => {
             let base = format!(
@@ -86,7 +96,9 @@ pub fn open_store(
                 .with_connect_timeout(std::time::Duration::from_secs(10))
                 .with_allow_http(url.scheme == Scheme::Http);
             let b = HttpBuilder::new().with_url(base).with_client_options(client);
-            Arc::new(b.with_retry(retry).build().map_err(build_err)?)
+            Arc::new(
+                b.with_retry(retry).with_http_connector(connector()).build().map_err(build_err)?,
+            )
         }
         Scheme::File => Arc::new(LocalFileSystem::new()),
         Scheme::Memory => {

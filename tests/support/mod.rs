@@ -137,7 +137,16 @@ pub async fn run_dataset(
     fetch: FetchConfig,
     cfg: PipelineConfig,
 ) -> stoker::Result<Vec<Batch>> {
-    let engine = FetchEngine::new(dataset.store.clone(), fetch);
+    run_engine(dataset, FetchEngine::new(dataset.store.clone(), fetch), cfg).await
+}
+
+/// As [`run_dataset`], on a given engine (e.g. one on the endpoint's
+/// process-wide rate gate, as `bench` and `serve` build them).
+pub async fn run_engine(
+    dataset: &Dataset,
+    engine: std::sync::Arc<FetchEngine>,
+    cfg: PipelineConfig,
+) -> stoker::Result<Vec<Batch>> {
     let mut pipeline = Pipeline::start(dataset, engine, cfg)?;
     let mut out = Vec::new();
     let waited = tokio::time::timeout(std::time::Duration::from_secs(120), async {

@@ -3,7 +3,8 @@
 //!
 //! Per request: the request head is held for `ttfb` before it is forwarded
 //! (so the reply's first byte comes that much later); if requests arrive
-//! faster than `rate_cap` per second, the proxy answers 503 SlowDown itself.
+//! faster than `rate_cap` per second, the proxy answers 503 SlowDown itself
+//! (with `Retry-After` when asked to: S3 sends none, B2 and Azure do).
 //! Per connection: replies flow no faster than `bytes_per_s`.
 //! Assumes what the object_store client does: one request at a time per
 //! connection, bodies only with a Content-Length.
@@ -23,12 +24,16 @@ pub struct ProxyConfig {
     pub ttfb: Duration,
     pub bytes_per_s: f64,
     pub rate_cap: Option<f64>,
+    /// Seconds for the 503's `Retry-After` header (none: no header).
+    pub retry_after: Option<u32>,
 }
 
 /// A running proxy; stops when dropped.
 pub struct Proxy {
     pub addr: SocketAddr,
     pub throttled: Arc<AtomicU64>,
+    /// When each request head arrived, and whether it was refused.
+    pub arrivals: Arc<Mutex<Vec<(Instant, bool)>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -36,6 +41,13 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// What the proxy saw.
+#[derive(Clone)]
+struct Log {
+    throttled: Arc<AtomicU64>,
+    arrivals: Arc<Mutex<Vec<(Instant, bool)>>>,
 }
 
 /// Token bucket of the rate cap: 100 ms of burst.
@@ -50,17 +62,18 @@ impl Proxy {
         let addr = listener.local_addr().expect("proxy addr");
         let throttled = Arc::new(AtomicU64::new(0));
         let bucket = Arc::new(Mutex::new(Bucket { tokens: 1.0, last: Instant::now() }));
-        let counter = throttled.clone();
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let log = Log { throttled: throttled.clone(), arrivals: arrivals.clone() };
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else { continue };
-                let (bucket, counter) = (bucket.clone(), counter.clone());
+                let (bucket, log) = (bucket.clone(), log.clone());
                 tokio::spawn(async move {
-                    let _ = serve(client, upstream, cfg, bucket, counter).await;
+                    let _ = serve(client, upstream, cfg, bucket, log).await;
                 });
             }
         });
-        Proxy { addr, throttled, task }
+        Proxy { addr, throttled, arrivals, task }
     }
 }
 
@@ -86,7 +99,7 @@ async fn serve(
     upstream: SocketAddr,
     cfg: ProxyConfig,
     bucket: Arc<Mutex<Bucket>>,
-    throttled: Arc<AtomicU64>,
+    log: Log,
 ) -> std::io::Result<()> {
     let server = TcpStream::connect(upstream).await?;
     let (mut client_rx, client_tx) = client.into_split();
@@ -145,10 +158,14 @@ async fn serve(
             pending.extend_from_slice(&buf[..n]);
         }
         let request: Vec<u8> = pending.drain(..head_end + body_len).collect();
-        if !admit(&bucket, cfg.rate_cap) {
-            throttled.fetch_add(1, Ordering::Relaxed);
+        let admitted = admit(&bucket, cfg.rate_cap);
+        log.arrivals.lock().expect("arrivals").push((Instant::now(), !admitted));
+        if !admitted {
+            log.throttled.fetch_add(1, Ordering::Relaxed);
+            let retry_after =
+                cfg.retry_after.map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
             let reply = format!(
-                "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nRetry-After: 1\r\n\r\n{SLOW_DOWN}",
+                "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n{retry_after}\r\n{SLOW_DOWN}",
                 SLOW_DOWN.len()
             );
             client_tx.lock().await.write_all(reply.as_bytes()).await?;
