@@ -76,7 +76,7 @@ fn grid_auto_matches_best_static() {
                 let steady = tr.goodput_between(20.0, 40.0) / best;
                 let conns = tr.late_concurrency;
                 table.push_str(&format!(
-                    "| {per_conn} | {ttfb_ms} | {link} | {best_c}, {:.0} | {smallest} | {cold:.2} | {steady:.2} | {conns:.1} |\n",
+                    "| {per_conn} | {ttfb_ms} | {link} | {best_c}, {:.0} | {smallest} | {cold:.3} | {steady:.3} | {conns:.1} |\n",
                     best / MB
                 ));
                 let cell = format!("{per_conn} MB/s, {ttfb_ms} ms, {link} Gbps");
@@ -85,14 +85,15 @@ fn grid_auto_matches_best_static() {
                 strict[1] += usize::from(steady >= 0.95);
                 strict[2] += usize::from(conns <= 1.25 * smallest as f64);
                 cells += 1;
-                // Regression bounds: what the controller reaches today.
-                if cold < 0.7 {
+                // The 10 s target is met in every cell; the others
+                // are guarded at what the controller reaches today.
+                if cold < 0.9 {
                     failures.push(format!("{cell}: {cold:.2} of best static after 10 s"));
                 }
-                if steady < 0.9 {
+                if steady < 0.93 {
                     failures.push(format!("{cell}: {steady:.2} of best static in steady state"));
                 }
-                if conns > (2.5 * smallest as f64).max(smallest as f64 + 3.0) {
+                if conns > (1.4 * smallest as f64).max(smallest as f64 + 1.5) {
                     failures.push(format!("{cell}: {conns:.1} connections vs {smallest} static"));
                 }
             }

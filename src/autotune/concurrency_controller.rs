@@ -9,16 +9,25 @@
 //! * Startup is BBR's: double while goodput grows by a quarter per round
 //!   (1.5 request latencies: long enough that the new requests show, short
 //!   enough to ramp fast; 1 and 2 both did worse on the grid); after three
-//!   rounds without that, the pipe is full.
-//! * Steady follows Little's law. The lowest mean latency seen is the
-//!   uncontended latency `L0`; a goodput `G` of parts of `P` bytes needs
-//!   `G·L0/P` requests in flight, and the controller holds 10% more. When the
-//!   path is not full, goodput grows with concurrency and the target rises
-//!   with it (10% a period); when it is full, more requests only queue, so the
-//!   target stays at the knee. Changes smaller than a 15% band are ignored
-//!   (hysteresis), and each change is followed by a period to settle.
+//!   rounds without that (or three at the concurrency cap), the pipe is
+//!   full. Rounds are judged on bytes counted, and the plateau's goodput is
+//!   the mean of its rounds, not the best: Little's estimate and the best of
+//!   a few noisy rounds both read high while requests in flight double.
+//! * Steady follows Little's law. The mean latency of the rounds that grew
+//!   is the uncontended latency `L0`; a goodput `G` of parts of `P` bytes
+//!   needs `n = G·L0/P` requests in flight, and the controller holds 10%
+//!   more, or `0.6·√n` more where that is larger (at a few requests, gaps
+//!   between a request's first byte and the next idle a larger share). When
+//!   the path is not full, goodput grows with concurrency and the target
+//!   rises with it; when it is full, more requests only queue, so the target
+//!   stays at the knee. Changes smaller than a 15% band are ignored
+//!   (hysteresis); each change is followed by a period to settle (two
+//!   latencies after a shrink, while the requests in flight drain), and a
+//!   shrink that costs goodput is undone and raises the headroom.
 //! * Every eighth period an upward probe (+25%) looks for capacity that
-//!   appeared later; it is kept only if goodput rises by 5%.
+//!   appeared later; it is kept only if goodput rises by 5%. A probe that
+//!   fails doubles the wait for the next (up to 32 periods): probes cost
+//!   connections.
 //! * Periods last several request latencies and at least one completion per
 //!   slot, so a measurement can be trusted. Goodput is estimated by Little's
 //!   law too (requests in flight × bytes per request / latency), averaged
@@ -62,7 +71,8 @@ pub struct ControllerConfig {
     /// which the target is ignored (15%).
     pub headroom: f64,
     pub hysteresis: f64,
-    /// Upward probes: every 8 periods, +25%, kept on a 5% gain.
+    /// Upward probes: every 8 periods, +25%, kept on a 5% gain; each probe
+    /// that fails doubles the wait, up to 4× (a probe costs connections).
     pub probe_every: u32,
     pub probe_step: f64,
     pub accept_gain: f64,
@@ -95,9 +105,22 @@ impl Default for ControllerConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
-    Startup { best_bps: f64, best_concurrency: usize, stalled: u32 },
-    Steady { settle: bool, periods: u32 },
-    Probe { base: usize, base_bps: f64, settle: bool },
+    /// `plateau_bps`: the sum of goodput over the rounds since growth stopped.
+    Startup {
+        best_bps: f64,
+        best_concurrency: usize,
+        stalled: u32,
+        plateau_bps: f64,
+    },
+    Steady {
+        settle: bool,
+        periods: u32,
+    },
+    Probe {
+        base: usize,
+        base_bps: f64,
+        settle: bool,
+    },
 }
 
 /// The controller.
@@ -135,6 +158,8 @@ pub struct ConcurrencyController {
     /// and time-to-first-byte gaps need more than the fluid ideal), and
     /// decays back 1% a period so that it is re-learnt, not kept forever.
     headroom: f64,
+    /// Steady periods between upward probes (see `probe_every`).
+    probe_interval: u32,
 }
 
 impl ConcurrencyController {
@@ -142,7 +167,12 @@ impl ConcurrencyController {
         let part_bytes = cfg.fixed_part_bytes.unwrap_or(cfg.initial_part_bytes);
         let concurrency = cfg.fixed_concurrency.unwrap_or(cfg.initial_concurrency);
         let mut c = ConcurrencyController {
-            state: State::Startup { best_bps: 0.0, best_concurrency: concurrency, stalled: 0 },
+            state: State::Startup {
+                best_bps: 0.0,
+                best_concurrency: concurrency,
+                stalled: 0,
+                plateau_bps: 0.0,
+            },
             concurrency,
             part_bytes,
             goodput_bps: 0.0,
@@ -161,6 +191,7 @@ impl ConcurrencyController {
             last_shrink: None,
             min_latency_secs: f64::INFINITY,
             headroom: cfg.headroom,
+            probe_interval: cfg.probe_every,
             cfg,
         };
         c.concurrency = c.clamp(c.concurrency);
@@ -183,6 +214,17 @@ impl ConcurrencyController {
     /// Smoothed goodput in steady state (bytes per second).
     pub fn goodput_bps(&self) -> f64 {
         self.goodput_bps
+    }
+
+    /// The uncontended request latency Little's law works from (infinite
+    /// until start-up has measured it).
+    pub fn uncontended_latency_secs(&self) -> f64 {
+        self.min_latency_secs
+    }
+
+    /// Requests held per request Little's law asks for.
+    pub fn headroom(&self) -> f64 {
+        self.headroom
     }
 
     pub fn phase(&self) -> Phase {
@@ -221,6 +263,10 @@ impl ConcurrencyController {
     fn period_secs(&self) -> f64 {
         let latencies = match self.state {
             State::Startup { .. } => 1.5,
+            // After a shrink, the requests still in flight drain before new
+            // ones start (a dip of about a request latency): judging it
+            // would undo every large shrink.
+            State::Steady { settle: true, .. } if self.last_shrink.is_some() => 2.0,
             State::Steady { settle: true, .. } | State::Probe { settle: true, .. } => 1.0,
             _ => self.cfg.steady_latencies,
         };
@@ -271,6 +317,7 @@ impl ConcurrencyController {
             return self.decision();
         }
         let bps = self.period_goodput();
+        let counted = self.acc_bytes as f64 / self.acc_secs;
         let (period_latency_sum, period_completions) = (self.acc_latency_sum, self.acc_completions);
         let (period_rate_limited, period_secs) = (self.acc_rate_limited, self.acc_secs);
         let period_fill =
@@ -283,7 +330,10 @@ impl ConcurrencyController {
         // arrive in bursts that fill the queue for a moment.
         let demand_met = period_fill.is_some_and(|f| f > 0.9) && period_wait < 0.05 * period_secs;
         self.state = match self.state {
-            State::Startup { best_bps, best_concurrency, stalled } => {
+            State::Startup { best_bps, best_concurrency, stalled, plateau_bps } => {
+                // Counted bytes: Little's estimate overstates goodput while
+                // requests in flight double every round.
+                let bps = counted;
                 let growing = bps >= best_bps * self.cfg.startup_growth && !demand_met;
                 if growing {
                     // Rounds that still grew ran uncontended, except perhaps
@@ -303,21 +353,30 @@ impl ConcurrencyController {
                 if growing {
                     let next = self.clamp(self.concurrency * 2);
                     if next == self.concurrency {
-                        self.goodput_bps = bps;
-                        State::Steady { settle: false, periods: 0 }
+                        // At the cap: a plateau by force; judged like one.
+                        State::Startup {
+                            best_bps: bps,
+                            best_concurrency: self.concurrency,
+                            stalled: 1,
+                            plateau_bps: bps,
+                        }
                     } else {
                         self.concurrency = next;
                         State::Startup {
                             best_bps: bps,
                             best_concurrency: self.concurrency / 2,
                             stalled: 0,
+                            plateau_bps: 0.0,
                         }
                     }
                 } else if stalled + 1 >= self.cfg.startup_patience || demand_met {
                     // The pipe is full: hold what Little's law says the best
                     // goodput needs, within [best/2, best] (the ramp
                     // overshoots by up to 2×).
-                    let best = best_bps.max(bps);
+                    // The plateau's mean goodput, not its best round: the
+                    // best of a few noisy rounds overstates it, and a shrink
+                    // judged against that looks like a loss.
+                    let best = (plateau_bps + bps) / f64::from(stalled + 1);
                     let needed = self.little_target(best);
                     let lo = (best_concurrency / 2).max(1);
                     self.goodput_bps = best;
@@ -327,7 +386,12 @@ impl ConcurrencyController {
                         // Judged like any shrink: undone if it costs goodput
                         // (when latency grows with load, Little's law at the
                         // uncontended latency undercounts).
-                        self.last_shrink = Some((best_concurrency.max(self.concurrency), best));
+                        // The plateau's goodput reads up to 5% high (bytes
+                        // count when a request completes, and the ramp's
+                        // requests complete together), so this shrink is
+                        // undone only if it loses 10%.
+                        let before = best * (1.0 - self.cfg.accept_gain);
+                        self.last_shrink = Some((best_concurrency.max(self.concurrency), before));
                     }
                     State::Steady { settle: true, periods: 0 }
                 } else {
@@ -335,14 +399,19 @@ impl ConcurrencyController {
                         best_bps: best_bps.max(bps),
                         best_concurrency,
                         stalled: stalled + 1,
+                        plateau_bps: plateau_bps + bps,
                     }
                 }
             }
             State::Steady { settle: true, periods } => State::Steady { settle: false, periods },
             State::Steady { settle: false, .. }
-                if self
-                    .last_shrink
-                    .is_some_and(|(_, before)| bps < before * (1.0 - self.cfg.accept_gain)) =>
+                if self.last_shrink.is_some_and(|(_, before)| {
+                    // Both estimates must agree: Little's overstates goodput
+                    // right after a ramp (requests in flight doubled, the
+                    // latencies seen are older), counted bytes come in waves.
+                    let lost = before * (1.0 - self.cfg.accept_gain);
+                    bps < lost && counted < lost
+                }) =>
             {
                 // The last shrink cost goodput: Little's law undercounted
                 // (the latency estimate is low, or jitter needs slack). Undo
@@ -388,15 +457,22 @@ impl ConcurrencyController {
                     let best = self.goodput_bps;
                     let from = self.concurrency;
                     self.set_concurrency(from * 2);
-                    State::Startup { best_bps: best, best_concurrency: from, stalled: 0 }
+                    State::Startup {
+                        best_bps: best,
+                        best_concurrency: from,
+                        stalled: 0,
+                        plateau_bps: 0.0,
+                    }
                 } else if self.set_concurrency(next) {
                     if next < from_c {
                         self.last_shrink = Some((from_c, self.goodput_bps));
                     }
+                    // The path changed: probe at the usual pace again.
+                    self.probe_interval = self.cfg.probe_every;
                     self.unsaturated_periods =
                         if unsaturated { self.unsaturated_periods + 1 } else { 0 };
                     State::Steady { settle: true, periods: 0 }
-                } else if periods + 1 >= self.cfg.probe_every && !demand_met {
+                } else if periods + 1 >= self.probe_interval && !demand_met {
                     let base = self.concurrency;
                     let step = ((c * self.cfg.probe_step).round() as usize).max(1);
                     if self.set_concurrency(base + step) {
@@ -422,8 +498,10 @@ impl ConcurrencyController {
                     if ideal >= 2.0 {
                         self.headroom = self.headroom.max(self.concurrency as f64 / ideal).min(2.0);
                     }
+                    self.probe_interval = self.cfg.probe_every;
                 } else {
                     self.set_concurrency(base);
+                    self.probe_interval = (self.probe_interval * 2).min(4 * self.cfg.probe_every);
                 }
                 State::Steady { settle: true, periods: 0 }
             }
@@ -473,8 +551,14 @@ impl ConcurrencyController {
         if !self.min_latency_secs.is_finite() || self.part_bytes == 0 {
             return self.concurrency;
         }
-        (self.headroom * bps * self.min_latency_secs / self.part_bytes as f64).ceil().max(1.0)
-            as usize
+        // Headroom: a share of the need, but at least 0.6·√need requests:
+        // at a few requests, time-to-first-byte gaps and jitter idle a
+        // larger share of the link (arrivals vary like a Poisson count).
+        // A tenth of a request of slack before rounding up: at one or two
+        // requests, rounding is a larger step than the headroom.
+        let ideal = bps * self.min_latency_secs / self.part_bytes as f64;
+        let needed = (self.headroom * ideal).max(ideal + 0.6 * ideal.sqrt());
+        (needed - 0.1).ceil().max(1.0) as usize
     }
 
     /// At most once a period: requests spent a fifth of their slot time
@@ -533,8 +617,9 @@ mod tests {
             seen.push(d.concurrency);
         }
         assert_eq!(&seen[..6], &[1, 2, 4, 8, 16, 32], "{seen:?}");
-        let last = *seen.last().unwrap();
-        assert!((16..=20).contains(&last), "Little's law: 16 needed, 10% headroom: {seen:?}");
+        // The value held most (upward probes come and go).
+        let held = (1..=64).max_by_key(|c| seen[6..].iter().filter(|s| *s == c).count()).unwrap();
+        assert!((16..=20).contains(&held), "Little's law: 16 needed, with headroom: {seen:?}");
         assert_ne!(c.phase(), Phase::Startup);
     }
 
