@@ -229,6 +229,7 @@ pub async fn head_shard(
     shard: &ShardRef,
     cfg: &FetchConfig,
     stats: &FetchStats,
+    gate: Option<&RateGate>,
 ) -> Result<(u64, Option<String>), FetchError> {
     if let Some(size) = shard.size {
         return Ok((size, shard.e_tag.clone()));
@@ -238,9 +239,17 @@ pub async fn head_shard(
     let mut attempts = 0;
     loop {
         attempts += 1;
+        if let Some(gate) = gate {
+            gate.acquire(stats).await;
+        }
         FetchStats::add(&stats.requests, 1);
         let e = match tokio::time::timeout(cfg.request_timeout, store.head(&shard.path)).await {
-            Ok(Ok(meta)) => return Ok((meta.size, meta.e_tag)),
+            Ok(Ok(meta)) => {
+                if let Some(gate) = gate {
+                    gate.on_success();
+                }
+                return Ok((meta.size, meta.e_tag));
+            }
             Ok(Err(e)) => e,
             Err(_) => {
                 object_store::Error::Generic { store: "stoker", source: "HEAD timed out".into() }
@@ -252,6 +261,9 @@ pub async fn head_shard(
             return Err(FetchError::from_store(shard, None, attempts, e));
         }
         FetchStats::add(&stats.throttled, u64::from(class.throttled));
+        if let (true, Some(gate)) = (class.throttled, gate) {
+            gate.on_throttle(None);
+        }
         FetchStats::add(&stats.retries, 1);
         tokio::time::sleep(backoff.next_delay(&mut rng)).await;
     }

@@ -144,8 +144,14 @@ async fn schedule(
     let heads = futures::stream::iter(shards).map(|(index, shard)| {
         let engine = engine.clone();
         tokio::spawn(async move {
-            let head =
-                head_shard(engine.store.as_ref(), &shard, &engine.config, &engine.stats).await;
+            let head = head_shard(
+                engine.store.as_ref(),
+                &shard,
+                &engine.config,
+                &engine.stats,
+                engine.gate.as_deref(),
+            )
+            .await;
             (index, shard, head)
         })
     });
