@@ -170,6 +170,43 @@ fn duration_stops_mid_run_without_an_epoch_verdict() {
     assert_eq!(report["unique_samples"], Value::Null);
 }
 
+/// `--sweep --rounds 3`: every setting runs in every round, and the ratio
+/// reported is the median of the rounds' ratios.
+#[test]
+fn sweep_rounds_report_the_median_ratio() {
+    let out = ok(&[
+        "bench",
+        "--json",
+        "--sweep",
+        "--rounds",
+        "3",
+        "--duration",
+        "0.3",
+        "--synth-shards",
+        "2",
+        "--synth-shard-bytes",
+        "2MiB",
+        "--memory-budget",
+        "64MiB",
+    ]);
+    let report = last_json(&out);
+    let sweep = &report["sweep"];
+    let rounds: Vec<f64> = sweep["round_ratios"]
+        .as_array()
+        .expect("round_ratios")
+        .iter()
+        .map(|r| r.as_f64().expect("ratio"))
+        .collect();
+    assert_eq!(rounds.len(), 3, "{sweep}");
+    assert!(rounds.iter().all(|r| *r > 0.0), "{sweep}");
+    let mut sorted = rounds.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(sweep["auto_over_best_static"].as_f64(), Some(sorted[1]), "{sweep}");
+    // 64 MiB budget, half of it for 8 MiB parts: static 1, 2, 4, then auto.
+    assert_eq!(sweep["rows"].as_array().expect("rows").len(), 4, "{sweep}");
+    assert!(ok(&["bench", "--help"]).contains("--rounds"));
+}
+
 #[test]
 fn bad_input_exits_with_a_one_line_error() {
     // Exit code 2: the user's input is wrong; 1: it is fine but failed.

@@ -85,6 +85,10 @@ pub struct BenchArgs {
     /// allows) and auto on the same data, and compare them.
     #[arg(long)]
     pub sweep: bool,
+    /// With --sweep: repeat the whole sweep N times (auto first in every
+    /// other round) and report medians, so one noisy run does not decide.
+    #[arg(long, default_value_t = 1, requires = "sweep", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rounds: u32,
     /// Make the store behave like a remote one: `remote` adds 20 ms to the
     /// first byte of each request and caps each at 50 MB/s (labelled emulated).
     #[arg(long, value_name = "PROFILE", value_parser = ["remote"])]
@@ -180,8 +184,10 @@ fn pipeline_config(args: &BenchArgs) -> PipelineConfig {
     }
 }
 
-/// Static concurrencies 1, 2, 4, … up to what the memory budget allows, then
-/// auto, each on the same data; prints the comparison, returns auto's report.
+/// Static concurrencies 1, 2, 4, … up to what the memory budget allows, and
+/// auto, each on the same data, `--rounds` times (auto last, then first,
+/// against drift); prints the comparison with medians over the rounds and
+/// returns the last auto run's report.
 async fn sweep(args: &BenchArgs, dataset: &Dataset, emulated: bool) -> anyhow::Result<BenchReport> {
     // Each setting runs long enough for the autotuner to settle: 10 s (or
     // --duration), looping over the data.
@@ -189,41 +195,63 @@ async fn sweep(args: &BenchArgs, dataset: &Dataset, emulated: bool) -> anyhow::R
     let cfg = PipelineConfig { epochs: 1_000_000, ..pipeline_config(args) };
     let base = fetch_config(args, ConcurrencyArg::Fixed(1));
     let max = ((base.memory_budget_bytes / 2) / base.part_bytes.max(1)).clamp(1, 1024) as usize;
-    let mut rows = Vec::new();
-    let mut c = 1;
-    while c <= max {
-        let r = run_once(
-            args,
-            dataset,
-            fetch_config(args, ConcurrencyArg::Fixed(c)),
-            cfg.clone(),
-            emulated,
-            false,
-            duration,
-        )
-        .await?;
-        eprintln!("sweep: concurrency {c:>4}: {}/s", human_bytes(r.bytes_per_s));
-        rows.push((c.to_string(), r));
-        c *= 2;
+    let statics: Vec<usize> =
+        std::iter::successors(Some(1), |c| Some(c * 2)).take_while(|c| *c <= max).collect();
+    // Per setting (statics, then auto), one report per round.
+    let mut runs: Vec<Vec<BenchReport>> = vec![Vec::new(); statics.len() + 1];
+    let mut round_ratios = Vec::new();
+    for round in 0..args.rounds {
+        let mut order: Vec<usize> = (0..=statics.len()).collect();
+        if round % 2 == 1 {
+            order.rotate_right(1);
+        }
+        for i in order {
+            let (label, concurrency) = match statics.get(i) {
+                Some(c) => (format!("concurrency {c:>4}"), ConcurrencyArg::Fixed(*c)),
+                None => ("auto            ".to_string(), ConcurrencyArg::Auto),
+            };
+            let r = run_once(
+                args,
+                dataset,
+                fetch_config(args, concurrency),
+                cfg.clone(),
+                emulated,
+                false,
+                duration,
+            )
+            .await?;
+            eprintln!("sweep round {}: {label}: {}/s", round + 1, human_bytes(r.bytes_per_s));
+            runs[i].push(r);
+        }
+        let best = runs[..statics.len()]
+            .iter()
+            .filter_map(|r| r.last())
+            .map(|r| r.bytes_per_s)
+            .fold(0.0, f64::max);
+        let auto = runs[statics.len()].last().map_or(0.0, |r| r.bytes_per_s);
+        round_ratios.push(auto / best.max(1e-9));
     }
-    let auto = run_once(
-        args,
-        dataset,
-        fetch_config(args, ConcurrencyArg::Auto),
-        cfg,
-        emulated,
-        false,
-        duration,
-    )
-    .await?;
-    let best = rows.iter().map(|(_, r)| r.bytes_per_s).fold(0.0, f64::max);
+    let median_of = |rs: &[BenchReport]| median(rs.iter().map(|r| r.bytes_per_s).collect());
+    let auto_runs = runs.pop().unwrap_or_default();
+    let Some(auto) = auto_runs.last().cloned() else {
+        anyhow::bail!("the sweep ran no auto round");
+    };
+    let auto_median = BenchReport { bytes_per_s: median_of(&auto_runs), ..auto.clone() };
+    let rows: Vec<(String, BenchReport)> = statics
+        .iter()
+        .zip(&runs)
+        .filter_map(|(c, rs)| {
+            rs.last()
+                .map(|r| (c.to_string(), BenchReport { bytes_per_s: median_of(rs), ..r.clone() }))
+        })
+        .collect();
     let mut table = comfy_table::Table::new();
     table.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
     table.set_header(["concurrency", "goodput", "requests/s", "503s", "CPU s"]);
     let mut sweep = Vec::new();
     for (label, r) in rows
         .iter()
-        .chain(std::iter::once(&(format!("auto ({:.0})", auto.concurrency.settled), auto.clone())))
+        .chain(std::iter::once(&(format!("auto ({:.0})", auto.concurrency.settled), auto_median)))
     {
         table.add_row([
             label.clone(),
@@ -240,14 +268,30 @@ async fn sweep(args: &BenchArgs, dataset: &Dataset, emulated: bool) -> anyhow::R
             cpu_seconds: r.cpu_seconds,
         });
     }
-    let ratio = auto.bytes_per_s / best.max(1e-9);
+    let ratio = median(round_ratios.clone());
+    let rounds = if round_ratios.len() > 1 {
+        let each: Vec<String> = round_ratios.iter().map(|r| format!("{r:.2}")).collect();
+        format!(" (median of {} rounds: {})", each.len(), each.join(", "))
+    } else {
+        String::new()
+    };
     eprintln!(
         "{table}
-auto / best static = {ratio:.2}"
+auto / best static = {ratio:.2}{rounds}"
     );
     let mut report = auto;
-    report.sweep = Some(SweepReport { rows: sweep, auto_over_best_static: ratio });
+    report.sweep = Some(SweepReport { rows: sweep, auto_over_best_static: ratio, round_ratios });
     Ok(report)
+}
+
+/// The median (the mean of the middle two for an even count); 0 when empty.
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    match xs.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => xs[n / 2],
+        n => 0.5 * (xs[n / 2 - 1] + xs[n / 2]),
+    }
 }
 
 /// One run of the pipeline with `fetch` settings.

@@ -98,8 +98,12 @@ pub struct SweepRow {
 /// `--sweep`: static concurrencies and auto on the same data.
 #[derive(Debug, Clone, Serialize)]
 pub struct SweepReport {
+    /// Goodput per setting: the median over the rounds.
     pub rows: Vec<SweepRow>,
+    /// The median over rounds of each round's auto / best static.
     pub auto_over_best_static: f64,
+    /// Each round's auto / best static, in order.
+    pub round_ratios: Vec<f64>,
 }
 
 /// Everything `bench --json` prints.
