@@ -132,15 +132,19 @@ async fn sweep_through_a_slow_proxy_reports_auto_against_static() {
         },
     )
     .await;
-    // 4 s per setting keeps CI short; STOKER_SWEEP_SECS=10 re-measures the
-    // figure in docs/AUTOTUNE.md.
+    // 4 s per setting keeps CI short; STOKER_SWEEP_SECS=10 (and
+    // STOKER_SWEEP_ROUNDS) re-measure the figures in docs/AUTOTUNE.md.
     let secs = std::env::var("STOKER_SWEEP_SECS").unwrap_or_else(|_| "4".into());
+    // STOKER_SWEEP_ROUNDS=3: the median of three rounds, for the docs.
+    let rounds = std::env::var("STOKER_SWEEP_ROUNDS").unwrap_or_else(|_| "1".into());
     let mut args: Vec<String> = [
         "bench",
         "s3://data/sweep/",
         "--sweep",
         "--duration",
         &secs,
+        "--rounds",
+        &rounds,
         "--memory-budget",
         "256MiB",
         "--json",

@@ -15,7 +15,7 @@
 //!   a few noisy rounds both read high while requests in flight double.
 //! * Steady follows Little's law. The mean latency of the rounds that grew
 //!   is the uncontended latency `L0`; a goodput `G` of parts of `P` bytes
-//!   needs `n = G·L0/P` requests in flight, and the controller holds 10%
+//!   needs `n = G·L0/P` requests in flight, and the controller holds 5%
 //!   more, or `0.6·√n` more where that is larger (at a few requests, gaps
 //!   between a request's first byte and the next idle a larger share). When
 //!   the path is not full, goodput grows with concurrency and the target
@@ -24,7 +24,7 @@
 //!   (hysteresis); each change is followed by a period to settle (two
 //!   latencies after a shrink, while the requests in flight drain), and a
 //!   shrink that costs goodput is undone and raises the headroom.
-//! * Every eighth period an upward probe (+25%) looks for capacity that
+//! * Every eighth period an upward probe (+15%) looks for capacity that
 //!   appeared later; it is kept only if goodput rises by 5%. A probe that
 //!   fails doubles the wait for the next (up to 32 periods): probes cost
 //!   connections.
@@ -67,11 +67,11 @@ pub struct ControllerConfig {
     /// Startup: growth that counts as growth (BBR's 25%), and patience (3).
     pub startup_growth: f64,
     pub startup_patience: u32,
-    /// Requests held above Little's law's need (10%), and the band within
+    /// Requests held above Little's law's need (5%), and the band within
     /// which the target is ignored (15%).
     pub headroom: f64,
     pub hysteresis: f64,
-    /// Upward probes: every 8 periods, +25%, kept on a 5% gain; each probe
+    /// Upward probes: every 8 periods, +15%, kept on a 5% gain; each probe
     /// that fails doubles the wait, up to 4× (a probe costs connections).
     pub probe_every: u32,
     pub probe_step: f64,
@@ -94,10 +94,10 @@ impl Default for ControllerConfig {
             min_window_secs: 0.05,
             startup_growth: 1.25,
             startup_patience: 3,
-            headroom: 1.1,
+            headroom: 1.05,
             hysteresis: 0.15,
             probe_every: 8,
-            probe_step: 0.25,
+            probe_step: 0.15,
             accept_gain: 0.05,
         }
     }
