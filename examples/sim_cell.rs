@@ -1,12 +1,13 @@
-//! One cell of the autotuner's simulated grid, traced: how the controller
-//! moves and what goodput it gets, second by second.
+//! One cell of the autotuner's simulated grid, traced: what each static
+//! concurrency gets, then how the controller moves and what goodput it gets,
+//! second by second (40 s, as the grid's steady state).
 //!
 //! ```sh
 //! cargo run --release --example sim_cell -- 50 30 10   # MB/s per connection, TTFB ms, link Gbps
 //! ```
 
 use stoker::autotune::ControllerConfig;
-use stoker::autotune::sim_store::{SimConfig, StoreModel, simulate};
+use stoker::autotune::sim_store::{SimConfig, StoreModel, simulate, static_client};
 
 fn main() {
     let args: Vec<f64> = std::env::args().skip(1).filter_map(|s| s.parse().ok()).collect();
@@ -26,14 +27,23 @@ fn main() {
         rate_cap,
     };
     let client = ControllerConfig { max_inflight_bytes: 8 << 30, ..ControllerConfig::default() };
-    let tr = simulate(&SimConfig {
-        model,
-        changes: vec![],
-        duration_secs: 30.0,
-        clients: vec![client],
-        limiter: rate_cap.map(|_| stoker::autotune::RateLimiterConfig::default()),
-        seed: 7,
-    });
+    let run = |client: ControllerConfig, secs: f64| {
+        simulate(&SimConfig {
+            model,
+            changes: vec![],
+            duration_secs: secs,
+            clients: vec![client],
+            limiter: rate_cap.map(|_| stoker::autotune::RateLimiterConfig::default()),
+            seed: 7,
+        })
+    };
+    println!("static concurrency: MB/s over 4–10 s");
+    for c in std::iter::successors(Some(1), |c| Some(c * 2)).take_while(|c| *c <= 1024) {
+        let tr = run(static_client(c, &client), 10.0);
+        print!("{c}: {:.0}  ", tr.goodput_between(4.0, 10.0) / 1e6);
+    }
+    println!();
+    let tr = run(client, 40.0);
     println!("changes (time s, concurrency, part, phase):");
     let mut last = None;
     for (t, c, part, phase) in &tr.settings {
@@ -43,8 +53,8 @@ fn main() {
         }
     }
     println!("\ngoodput MB/s per second:");
-    for i in 0..30 {
+    for i in 0..40 {
         print!("{:.0} ", tr.goodput_between(f64::from(i), f64::from(i) + 1.0) / 1e6);
     }
-    println!();
+    println!("\nmean concurrency limit over 20–40 s: {:.1}", tr.late_concurrency);
 }

@@ -26,7 +26,6 @@ pub use brace::{expand_braces, has_braces};
 pub use dataset_url::{DatasetUrl, Scheme};
 pub use emulated_store::{EmulatedStore, RemoteProfile};
 pub use intercepted_store::{GetInterceptor, InterceptedStore};
-pub use retry_after::{MAX_RETRY_AFTER, RetryAfterConnector, parse_retry_after};
 pub use shard_list::{ShardRef, is_shard_name, resolve_shards};
 pub use store_error::{StoreFailure, chain, classify};
 pub use store_open::{StoreOptions, open_store};

@@ -43,11 +43,7 @@ async fn throttling_proxy_cuts_the_rate_and_loses_nothing() {
     let batches = run_pipeline("s3://data/rc/", &opts, fetch, PipelineConfig::default())
         .await
         .expect("throttling is transient");
-    let mut keys = check_against_synth(&batches, &cfg);
-    keys.sort();
-    let mut want = all_keys(&cfg);
-    want.sort();
-    assert_eq!(keys, want, "every sample once");
+    assert_every_sample_once(&batches, &cfg, "through the throttling proxy");
     assert!(proxy.throttled.load(std::sync::atomic::Ordering::Relaxed) > 0, "the cap was hit");
 }
 
@@ -82,11 +78,7 @@ async fn requests_soon_after_503s(bucket: &str, retry_after: Option<u32>) -> (us
     let batches = run_engine(&dataset, engine, PipelineConfig::default())
         .await
         .expect("throttling is transient");
-    let mut keys = check_against_synth(&batches, &cfg);
-    keys.sort();
-    let mut want = all_keys(&cfg);
-    want.sort();
-    assert_eq!(keys, want, "every sample once");
+    assert_every_sample_once(&batches, &cfg, "through the throttling proxy");
     let arrivals = proxy.arrivals.lock().expect("arrivals").clone();
     let refusals: Vec<_> = arrivals.iter().filter(|a| a.1).map(|a| a.0).collect();
     let soon = arrivals

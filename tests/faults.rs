@@ -107,11 +107,7 @@ async fn throttling_and_broken_bodies_are_retried_exactly_once() {
     while let Some(b) = pipeline.next().await {
         batches.push(b.expect("faults are transient"));
     }
-    let mut keys = check_against_synth(&batches, &cfg);
-    keys.sort();
-    let mut want = all_keys(&cfg);
-    want.sort();
-    assert_eq!(keys, want, "every sample once, despite the faults");
+    assert_every_sample_once(&batches, &cfg, "despite the faults");
     let stats = engine.stats.snapshot();
     assert!(stats.throttled > 0 && stats.retries >= stats.throttled, "{stats:?}");
     assert!(stats.retries > stats.throttled, "broken bodies were retried too: {stats:?}");

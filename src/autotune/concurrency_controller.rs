@@ -216,17 +216,6 @@ impl ConcurrencyController {
         self.goodput_bps
     }
 
-    /// The uncontended request latency Little's law works from (infinite
-    /// until start-up has measured it).
-    pub fn uncontended_latency_secs(&self) -> f64 {
-        self.min_latency_secs
-    }
-
-    /// Requests held per request Little's law asks for.
-    pub fn headroom(&self) -> f64 {
-        self.headroom
-    }
-
     pub fn phase(&self) -> Phase {
         if self.cfg.fixed_concurrency.is_some() {
             return Phase::Fixed;

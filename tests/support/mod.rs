@@ -182,6 +182,16 @@ pub fn check_against_synth(batches: &[Batch], cfg: &SynthConfig) -> Vec<String> 
     keys
 }
 
+/// Every sample of the synthetic dataset delivered exactly once, byte for
+/// byte, in any order.
+pub fn assert_every_sample_once(batches: &[Batch], cfg: &SynthConfig, context: &str) {
+    let mut keys = check_against_synth(batches, cfg);
+    keys.sort();
+    let mut want = all_keys(cfg);
+    want.sort();
+    assert_eq!(keys, want, "every sample once {context}");
+}
+
 /// `s000012-000034` → (12, 34).
 pub fn parse_key(key: &str) -> (usize, usize) {
     let (s, i) = key.trim_start_matches('s').split_once('-').expect("synth key");
