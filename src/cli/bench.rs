@@ -221,6 +221,14 @@ async fn sweep(args: &BenchArgs, dataset: &Dataset, emulated: bool) -> anyhow::R
             )
             .await?;
             eprintln!("sweep round {}: {label}: {}/s", round + 1, human_bytes(r.bytes_per_s));
+            if r.batches == 0 {
+                tracing::warn!(
+                    "sweep round {}: {} delivered no batch in {:.1} s; raise --duration",
+                    round + 1,
+                    label.trim(),
+                    r.seconds
+                );
+            }
             runs[i].push(r);
         }
         let best = runs[..statics.len()]
