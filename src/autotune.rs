@@ -13,6 +13,7 @@
 //! ```
 
 mod concurrency_controller;
+mod gap_cover;
 mod observation;
 mod rate_limiter;
 pub mod sim_store;

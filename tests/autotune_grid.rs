@@ -36,11 +36,16 @@ fn statics(model: StoreModel) -> Vec<(usize, f64)> {
     let mut c = 1;
     while c <= max {
         let tr = run(model, vec![static_client(c, &auto())], 10.0, false);
-        out.push((c, tr.goodput_between(4.0, 10.0)));
-        // Past twice the link, more connections change nothing in this model.
+        let goodput = tr.goodput_between(4.0, 10.0);
+        let gained = out.last().is_none_or(|(_, prev): &(usize, f64)| goodput > 1.01 * prev);
+        out.push((c, goodput));
+        // Past twice the link and once doubling gains under 1%, more
+        // connections change nothing in this model. (Not the link alone:
+        // one 400 MB/s connection "fills" 1 Gbps on paper, but its
+        // time-to-first-byte gaps leave 13% idle that a second one fills.)
         let part = auto().initial_part_bytes as f64;
         let per_request = part / (model.ttfb_secs + part / model.per_conn_bps);
-        if per_request * c as f64 > 2.0 * model.link_bps {
+        if per_request * c as f64 > 2.0 * model.link_bps && !gained {
             break;
         }
         c *= 2;
@@ -86,14 +91,15 @@ fn grid_auto_matches_best_static() {
                 strict[2] += usize::from(conns <= 1.25 * smallest as f64);
                 cells += 1;
                 // The 10 s target is met in every cell; the others
-                // are guarded at what the controller reaches today.
+                // are guarded at what the controller reaches today (at a few
+                // requests, one more is the step from 0.9 to 0.97 of best).
                 if cold < 0.9 {
                     failures.push(format!("{cell}: {cold:.2} of best static after 10 s"));
                 }
                 if steady < 0.93 {
                     failures.push(format!("{cell}: {steady:.2} of best static in steady state"));
                 }
-                if conns > (1.4 * smallest as f64).max(smallest as f64 + 1.5) {
+                if conns > (1.4 * smallest as f64).max(smallest as f64 + 2.0) {
                     failures.push(format!("{cell}: {conns:.1} connections vs {smallest} static"));
                 }
             }

@@ -10,28 +10,34 @@
 //!   (1.5 request latencies: long enough that the new requests show, short
 //!   enough to ramp fast; 1 and 2 both did worse on the grid); after three
 //!   rounds without that (or three at the concurrency cap), the pipe is
-//!   full. Rounds are judged on bytes counted, and the plateau's goodput is
-//!   the mean of its rounds, not the best: Little's estimate and the best of
-//!   a few noisy rounds both read high while requests in flight double.
+//!   full. Growth is judged on bytes counted (Little's estimate reads high
+//!   while requests in flight double); the plateau's goodput is the mean of
+//!   its rounds after the first (whose new requests still wait for first
+//!   bytes), each the mean of both estimates (counted bytes alone come in
+//!   waves that a short round catches or misses).
 //! * Steady follows Little's law. The mean latency of the rounds that grew
 //!   is the uncontended latency `L0`; a goodput `G` of parts of `P` bytes
 //!   needs `n = G·L0/P` requests in flight, and the controller holds 5%
-//!   more, or `0.6·√n` more where that is larger (at a few requests, gaps
-//!   between a request's first byte and the next idle a larger share). When
-//!   the path is not full, goodput grows with concurrency and the target
-//!   rises with it; when it is full, more requests only queue, so the target
-//!   stays at the knee. Changes smaller than a 15% band are ignored
-//!   (hysteresis); each change is followed by a period to settle (two
-//!   latencies after a shrink, while the requests in flight drain), and a
-//!   shrink that costs goodput is undone and raises the headroom.
+//!   more, or what keeps the path busy 97% of the time despite the
+//!   requests' waits for their first bytes where that is more (at a few
+//!   requests, all of them waiting at once idles the path; see
+//!   `gap_cover`). When the path is not full, goodput grows with
+//!   concurrency and the target rises with it; when it is full, more
+//!   requests only queue, so the target stays at the knee. Changes smaller
+//!   than a 15% band are ignored (hysteresis); each change is followed by a
+//!   period to settle (two latencies after a shrink, while the requests in
+//!   flight drain), and a shrink that costs goodput in two periods in a row
+//!   is undone and raises the headroom (one period can fall in the trough
+//!   of a wave).
 //! * Every eighth period an upward probe (+15%) looks for capacity that
 //!   appeared later; it is kept only if goodput rises by 5%. A probe that
 //!   fails doubles the wait for the next (up to 32 periods): probes cost
 //!   connections.
 //! * Periods last several request latencies and at least one completion per
-//!   slot, so a measurement can be trusted. Goodput is estimated by Little's
-//!   law too (requests in flight × bytes per request / latency), averaged
-//!   with the bytes counted, which arrive in waves.
+//!   slot, and a judged steady period at least 20 completions (one more or
+//!   less is then the 5% judged on), so a measurement can be trusted.
+//!   Goodput is estimated by Little's law too (requests in flight × bytes
+//!   per request / latency), averaged with the bytes counted.
 //! * Caps: bytes in flight (concurrency × part size) within the memory
 //!   budget; a consumer whose ready queue is full needs no more fetching, so
 //!   concurrency only goes down then.
@@ -40,6 +46,7 @@
 //!   part size doubles (within its cap and the memory budget).
 //! * Timeouts cut concurrency by 30%: too many connections for the path.
 
+use super::gap_cover::requests_to_cover;
 use super::observation::{Decision, Phase, WindowObservation};
 
 /// Controller settings.
@@ -71,11 +78,17 @@ pub struct ControllerConfig {
     /// which the target is ignored (15%).
     pub headroom: f64,
     pub hysteresis: f64,
+    /// Share of the path the requests in flight keep busy despite their
+    /// time-to-first-byte gaps (97%; see `gap_cover`).
+    pub fill: f64,
     /// Upward probes: every 8 periods, +15%, kept on a 5% gain; each probe
     /// that fails doubles the wait, up to 4× (a probe costs connections).
     pub probe_every: u32,
     pub probe_step: f64,
     pub accept_gain: f64,
+    /// Completions a steady period needs before it is judged (20: one
+    /// completion is then 5% of the count, the gain judged on).
+    pub judged_completions: u64,
 }
 
 impl Default for ControllerConfig {
@@ -96,21 +109,25 @@ impl Default for ControllerConfig {
             startup_patience: 3,
             headroom: 1.05,
             hysteresis: 0.15,
+            fill: 0.97,
             probe_every: 8,
             probe_step: 0.15,
             accept_gain: 0.05,
+            judged_completions: 20,
         }
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
-    /// `plateau_bps`: the sum of goodput over the rounds since growth stopped.
+    /// `plateau`: goodput summed over the rounds since growth stopped,
+    /// and their count (the first after a doubling is left out: its new
+    /// requests are still waiting for their first bytes).
     Startup {
         best_bps: f64,
         best_concurrency: usize,
         stalled: u32,
-        plateau_bps: f64,
+        plateau: (f64, u32),
     },
     Steady {
         settle: bool,
@@ -141,18 +158,22 @@ pub struct ConcurrencyController {
     acc_completions: u64,
     acc_inflight_area: f64,
     acc_latency_sum: f64,
+    acc_ttfb_sum: f64,
     acc_rate_limited: f64,
     /// Ready-queue fill (sum, windows) and consumer wait over the period.
     acc_fill: (f64, u32),
     acc_wait: f64,
     /// The concurrency before the last shrink and the goodput it had.
-    last_shrink: Option<(usize, f64)>,
-    /// Latency sums and completions of the startup rounds that grew.
-    growth_rounds: Vec<(f64, u64)>,
+    last_shrink: Option<(usize, f64, u32)>,
+    /// Time-to-first-byte and latency sums, and completions, of the
+    /// startup rounds that grew.
+    growth_rounds: Vec<(f64, f64, u64)>,
     /// Steady periods in a row in which goodput grew with requests.
     unsaturated_periods: u32,
-    /// The uncontended request latency (see `on_window`).
+    /// The uncontended request latency (see `on_window`), and the share of
+    /// it spent waiting for the first byte.
     min_latency_secs: f64,
+    ttfb_share: f64,
     /// Requests held per request Little's law asks for: starts at the
     /// configured headroom, raised by upward probes that paid off (jitter
     /// and time-to-first-byte gaps need more than the fluid ideal), and
@@ -171,7 +192,7 @@ impl ConcurrencyController {
                 best_bps: 0.0,
                 best_concurrency: concurrency,
                 stalled: 0,
-                plateau_bps: 0.0,
+                plateau: (0.0, 0),
             },
             concurrency,
             part_bytes,
@@ -183,6 +204,7 @@ impl ConcurrencyController {
             acc_completions: 0,
             acc_inflight_area: 0.0,
             acc_latency_sum: 0.0,
+            acc_ttfb_sum: 0.0,
             acc_rate_limited: 0.0,
             acc_fill: (0.0, 0),
             acc_wait: 0.0,
@@ -190,6 +212,7 @@ impl ConcurrencyController {
             growth_rounds: Vec::new(),
             last_shrink: None,
             min_latency_secs: f64::INFINITY,
+            ttfb_share: 0.0,
             headroom: cfg.headroom,
             probe_interval: cfg.probe_every,
             cfg,
@@ -286,6 +309,7 @@ impl ConcurrencyController {
         self.acc_completions += obs.completions;
         self.acc_inflight_area += obs.inflight_mean * obs.window_secs;
         self.acc_latency_sum += obs.ttfb_secs_sum + obs.transfer_secs_sum;
+        self.acc_ttfb_sum += obs.ttfb_secs_sum;
         self.acc_rate_limited += obs.rate_limited_secs;
         if let Some(fill) = obs.ready_fill {
             self.acc_fill.0 += fill;
@@ -298,7 +322,15 @@ impl ConcurrencyController {
             self.state,
             State::Steady { settle: true, .. } | State::Probe { settle: true, .. }
         );
-        let slots = if settling { 1 } else { self.concurrency as u64 };
+        // A judged steady period counts enough completions that one more or
+        // less is within the 5% a probe or a shrink is judged on: at one
+        // request in flight, three latencies hold three completions, and
+        // counted goodput swings by a third.
+        let slots = match self.state {
+            _ if settling => 1,
+            State::Startup { .. } => self.concurrency as u64,
+            _ => (self.concurrency as u64).max(self.cfg.judged_completions),
+        };
         if self.latency_secs == 0.0
             || self.acc_secs < self.period_secs()
             || self.acc_completions < slots
@@ -307,7 +339,7 @@ impl ConcurrencyController {
         }
         let bps = self.period_goodput();
         let counted = self.acc_bytes as f64 / self.acc_secs;
-        let (period_latency_sum, period_completions) = (self.acc_latency_sum, self.acc_completions);
+        let period_latency = (self.acc_ttfb_sum, self.acc_latency_sum, self.acc_completions);
         let (period_rate_limited, period_secs) = (self.acc_rate_limited, self.acc_secs);
         let period_fill =
             (self.acc_fill.1 > 0).then(|| self.acc_fill.0 / f64::from(self.acc_fill.1));
@@ -319,9 +351,10 @@ impl ConcurrencyController {
         // arrive in bursts that fill the queue for a moment.
         let demand_met = period_fill.is_some_and(|f| f > 0.9) && period_wait < 0.05 * period_secs;
         self.state = match self.state {
-            State::Startup { best_bps, best_concurrency, stalled, plateau_bps } => {
+            State::Startup { best_bps, best_concurrency, stalled, plateau } => {
                 // Counted bytes: Little's estimate overstates goodput while
                 // requests in flight double every round.
+                let blended = bps;
                 let bps = counted;
                 let growing = bps >= best_bps * self.cfg.startup_growth && !demand_met;
                 if growing {
@@ -330,13 +363,15 @@ impl ConcurrencyController {
                     // uncontended latency is the completion-weighted mean of
                     // the others: every completion counts, not the luckiest
                     // round.
-                    self.growth_rounds.push((period_latency_sum, period_completions));
+                    self.growth_rounds.push(period_latency);
                     let n = self.growth_rounds.len();
                     let trusted = &self.growth_rounds[..n.saturating_sub(2).max(1)];
-                    let (sum, count) =
-                        trusted.iter().fold((0.0, 0u64), |a, r| (a.0 + r.0, a.1 + r.1));
-                    if count > 0 {
+                    let (ttfb, sum, count) = trusted
+                        .iter()
+                        .fold((0.0, 0.0, 0u64), |a, r| (a.0 + r.0, a.1 + r.1, a.2 + r.2));
+                    if count > 0 && sum > 0.0 {
                         self.min_latency_secs = sum / count as f64;
+                        self.ttfb_share = ttfb / sum;
                     }
                 }
                 if growing {
@@ -347,7 +382,7 @@ impl ConcurrencyController {
                             best_bps: bps,
                             best_concurrency: self.concurrency,
                             stalled: 1,
-                            plateau_bps: bps,
+                            plateau: (bps, 1),
                         }
                     } else {
                         self.concurrency = next;
@@ -355,32 +390,30 @@ impl ConcurrencyController {
                             best_bps: bps,
                             best_concurrency: self.concurrency / 2,
                             stalled: 0,
-                            plateau_bps: 0.0,
+                            plateau: (0.0, 0),
                         }
                     }
                 } else if stalled + 1 >= self.cfg.startup_patience || demand_met {
-                    // The pipe is full: hold what Little's law says the best
-                    // goodput needs, within [best/2, best] (the ramp
-                    // overshoots by up to 2×).
-                    // The plateau's mean goodput, not its best round: the
-                    // best of a few noisy rounds overstates it, and a shrink
-                    // judged against that looks like a loss.
-                    let best = (plateau_bps + bps) / f64::from(stalled + 1);
+                    // The pipe is full: hold what Little's law says the
+                    // plateau's goodput needs, at least half the last
+                    // concurrency that grew (the ramp overshoots by up to
+                    // 2×) and at most the plateau's (growth under 25% is
+                    // still growth: at a few requests, the last ones fill
+                    // time-to-first-byte gaps). The plateau's mean goodput,
+                    // not its best round: the best of a few noisy rounds
+                    // overstates it, and a shrink judged against that looks
+                    // like a loss.
+                    let best = (plateau.0 + blended) / f64::from(plateau.1 + 1);
                     let needed = self.little_target(best);
                     let lo = (best_concurrency / 2).max(1);
                     self.goodput_bps = best;
                     let from = self.concurrency;
-                    self.set_concurrency(needed.clamp(lo, best_concurrency.max(lo)));
+                    self.set_concurrency(needed.clamp(lo, from.max(lo)));
                     if self.concurrency < from && !demand_met {
                         // Judged like any shrink: undone if it costs goodput
                         // (when latency grows with load, Little's law at the
                         // uncontended latency undercounts).
-                        // The plateau's goodput reads up to 5% high (bytes
-                        // count when a request completes, and the ramp's
-                        // requests complete together), so this shrink is
-                        // undone only if it loses 10%.
-                        let before = best * (1.0 - self.cfg.accept_gain);
-                        self.last_shrink = Some((best_concurrency.max(self.concurrency), before));
+                        self.last_shrink = Some((best_concurrency.max(self.concurrency), best, 0));
                     }
                     State::Steady { settle: true, periods: 0 }
                 } else {
@@ -388,13 +421,17 @@ impl ConcurrencyController {
                         best_bps: best_bps.max(bps),
                         best_concurrency,
                         stalled: stalled + 1,
-                        plateau_bps: plateau_bps + bps,
+                        plateau: if stalled == 0 {
+                            plateau
+                        } else {
+                            (plateau.0 + blended, plateau.1 + 1)
+                        },
                     }
                 }
             }
             State::Steady { settle: true, periods } => State::Steady { settle: false, periods },
-            State::Steady { settle: false, .. }
-                if self.last_shrink.is_some_and(|(_, before)| {
+            State::Steady { settle: false, periods }
+                if self.last_shrink.is_some_and(|(_, before, _)| {
                     // Both estimates must agree: Little's overstates goodput
                     // right after a ramp (requests in flight doubled, the
                     // latencies seen are older), counted bytes come in waves.
@@ -402,14 +439,25 @@ impl ConcurrencyController {
                     bps < lost && counted < lost
                 }) =>
             {
-                // The last shrink cost goodput: Little's law undercounted
-                // (the latency estimate is low, or jitter needs slack). Undo
-                // it and hold more headroom from now on.
-                let (from, before) = self.last_shrink.take().unwrap_or((self.concurrency, bps));
-                self.set_concurrency(from);
-                self.goodput_bps = before;
-                self.headroom = (self.headroom * 1.25).min(2.0);
-                State::Steady { settle: true, periods: 0 }
+                let (from, before, losses) =
+                    self.last_shrink.take().unwrap_or((self.concurrency, bps, 1));
+                if losses == 0 {
+                    // One period can fall in a trough: requests started
+                    // together (by the ramp, or by the burst that refills a
+                    // drained shrink) finish together, and the link idles
+                    // while their successors wait for first bytes. A loss
+                    // counts when the next period confirms it.
+                    self.last_shrink = Some((from, before, 1));
+                    State::Steady { settle: false, periods }
+                } else {
+                    // The shrink cost goodput twice: Little's law
+                    // undercounted (the latency estimate is low, or jitter
+                    // needs slack). Undo it and hold more headroom from now on.
+                    self.set_concurrency(from);
+                    self.goodput_bps = before;
+                    self.headroom = (self.headroom * 1.25).min(2.0);
+                    State::Steady { settle: true, periods: 0 }
+                }
             }
             State::Steady { settle: false, periods } => {
                 self.last_shrink = None;
@@ -450,11 +498,11 @@ impl ConcurrencyController {
                         best_bps: best,
                         best_concurrency: from,
                         stalled: 0,
-                        plateau_bps: 0.0,
+                        plateau: (0.0, 0),
                     }
                 } else if self.set_concurrency(next) {
                     if next < from_c {
-                        self.last_shrink = Some((from_c, self.goodput_bps));
+                        self.last_shrink = Some((from_c, self.goodput_bps, 0));
                     }
                     // The path changed: probe at the usual pace again.
                     self.probe_interval = self.cfg.probe_every;
@@ -529,6 +577,7 @@ impl ConcurrencyController {
         self.acc_completions = 0;
         self.acc_inflight_area = 0.0;
         self.acc_latency_sum = 0.0;
+        self.acc_ttfb_sum = 0.0;
         self.acc_rate_limited = 0.0;
         self.acc_fill = (0.0, 0);
         self.acc_wait = 0.0;
@@ -540,13 +589,15 @@ impl ConcurrencyController {
         if !self.min_latency_secs.is_finite() || self.part_bytes == 0 {
             return self.concurrency;
         }
-        // Headroom: a share of the need, but at least 0.6·√need requests:
-        // at a few requests, time-to-first-byte gaps and jitter idle a
-        // larger share of the link (arrivals vary like a Poisson count).
+        // Headroom: a share of the need, or what covers the requests'
+        // time-to-first-byte gaps where that is more (at a few requests,
+        // all of them waiting at once idles the path; see `gap_cover`).
         // A tenth of a request of slack before rounding up: at one or two
         // requests, rounding is a larger step than the headroom.
         let ideal = bps * self.min_latency_secs / self.part_bytes as f64;
-        let needed = (self.headroom * ideal).max(ideal + 0.6 * ideal.sqrt());
+        let moving = ideal * (1.0 - self.ttfb_share);
+        let gaps = requests_to_cover(moving, self.ttfb_share, self.cfg.fill) as f64;
+        let needed = (self.headroom * ideal).max(gaps);
         (needed - 0.1).ceil().max(1.0) as usize
     }
 
@@ -568,6 +619,8 @@ impl ConcurrencyController {
                 // Twice the bytes take at most twice as long uncontended;
                 // steady periods correct the estimate downwards.
                 self.min_latency_secs *= 2.0;
+                // Twice the transfer, the same wait for the first byte.
+                self.ttfb_share /= 2.0 - self.ttfb_share;
             }
         }
     }
