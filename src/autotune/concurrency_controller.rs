@@ -177,7 +177,9 @@ pub struct ConcurrencyController {
     /// Requests held per request Little's law asks for: starts at the
     /// configured headroom, raised by upward probes that paid off (jitter
     /// and time-to-first-byte gaps need more than the fluid ideal), and
-    /// decays back 1% a period so that it is re-learnt, not kept forever.
+    /// decays back 3% a period so that it is re-learnt, not kept forever
+    /// (an undo raised by a wave, not a real need, costs connections until
+    /// it has decayed; at 1% that took 30 s).
     headroom: f64,
     /// Steady periods between upward probes (see `probe_every`).
     probe_interval: u32,
@@ -463,7 +465,7 @@ impl ConcurrencyController {
                 self.last_shrink = None;
                 self.goodput_bps =
                     if self.goodput_bps == 0.0 { bps } else { 0.5 * self.goodput_bps + 0.5 * bps };
-                self.headroom = (self.headroom * 0.99).max(self.cfg.headroom);
+                self.headroom = (self.headroom * 0.97).max(self.cfg.headroom);
                 let target = self.little_target(self.goodput_bps);
                 let from_c = self.concurrency;
                 let c = self.concurrency as f64;
