@@ -163,7 +163,8 @@ pub struct ConcurrencyController {
     /// Ready-queue fill (sum, windows) and consumer wait over the period.
     acc_fill: (f64, u32),
     acc_wait: f64,
-    /// The concurrency before the last shrink and the goodput it had.
+    /// The concurrency before the last shrink, the goodput it had, and how
+    /// many judged periods since have lost goodput (two undo it).
     last_shrink: Option<(usize, f64, u32)>,
     /// Time-to-first-byte and latency sums, and completions, of the
     /// startup rounds that grew.
@@ -354,8 +355,9 @@ impl ConcurrencyController {
         let demand_met = period_fill.is_some_and(|f| f > 0.9) && period_wait < 0.05 * period_secs;
         self.state = match self.state {
             State::Startup { best_bps, best_concurrency, stalled, plateau } => {
-                // Counted bytes: Little's estimate overstates goodput while
-                // requests in flight double every round.
+                // Growth is judged on counted bytes: Little's estimate
+                // overstates goodput while requests in flight double every
+                // round. The plateau, where they do not, uses both.
                 let blended = bps;
                 let bps = counted;
                 let growing = bps >= best_bps * self.cfg.startup_growth && !demand_met;
@@ -384,6 +386,8 @@ impl ConcurrencyController {
                             best_bps: bps,
                             best_concurrency: self.concurrency,
                             stalled: 1,
+                            // This round still grew: its requests had
+                            // doubled, so counted bytes, as for growth.
                             plateau: (bps, 1),
                         }
                     } else {
