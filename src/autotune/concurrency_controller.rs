@@ -671,6 +671,41 @@ mod tests {
         assert_ne!(c.phase(), Phase::Startup);
     }
 
+    /// Leaves start-up at 64 requests (full at 32), shrinks to Little's
+    /// need and sees `losses` losing periods after the settling one.
+    /// Returns the concurrency held from the exit on, window by window.
+    fn shrink_then_lose(losses: usize) -> Vec<usize> {
+        let mut c = ConcurrencyController::new(ControllerConfig::default());
+        let mut after_exit = Vec::new();
+        for _ in 0..30 {
+            let n = c.concurrency();
+            let full = (n.min(32) as f64) * 1e8;
+            // Window 0 is the exit's, window 1 settles; the next `losses`
+            // lose 20%.
+            let k = after_exit.len();
+            let bps = if (2..2 + losses).contains(&k) { 0.8 * full } else { full };
+            let d = c.on_window(&window(n, bps));
+            if c.phase() != Phase::Startup || !after_exit.is_empty() {
+                after_exit.push(d.concurrency);
+            }
+        }
+        after_exit
+    }
+
+    #[test]
+    fn a_shrink_is_undone_after_two_losing_periods_not_one() {
+        // One losing period may be the trough of a wave: the shrink stands
+        // (until the first upward probe, 8 periods on).
+        let one = shrink_then_lose(1);
+        assert!(one[0] < 64, "{one:?}");
+        assert!(one[..7].iter().all(|c| *c == one[0]), "{one:?}");
+        // Two in a row: Little's law undercounted. Undone (to the last
+        // concurrency that grew, 32, here no more than the shrink's 34) and
+        // the headroom raised, so the target rises above the shrink's.
+        let two = shrink_then_lose(2);
+        assert!(two[..7].iter().any(|c| *c > two[0]), "{two:?}");
+    }
+
     #[test]
     fn pinned_values_stay_pinned() {
         let cfg = ControllerConfig {
