@@ -622,11 +622,12 @@ impl ConcurrencyController {
             if grown > self.part_bytes {
                 self.part_bytes = grown;
                 self.concurrency = self.clamp(self.concurrency);
-                // Twice the bytes take at most twice as long uncontended;
-                // steady periods correct the estimate downwards.
-                self.min_latency_secs *= 2.0;
-                // Twice the transfer, the same wait for the first byte.
-                self.ttfb_share /= 2.0 - self.ttfb_share;
+                // Twice the transfer, the same wait for the first byte:
+                // latency L·(f + 2(1 − f)) = L·(2 − f), of which the wait
+                // is f / (2 − f).
+                let f = self.ttfb_share;
+                self.min_latency_secs *= 2.0 - f;
+                self.ttfb_share = f / (2.0 - f);
             }
         }
     }

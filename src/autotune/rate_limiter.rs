@@ -162,14 +162,13 @@ impl RateLimiter {
         self.paused_until = self.paused_until.max(now + secs.max(0.0));
     }
 
-    /// The store answered 503/429, optionally with `Retry-After`.
-    pub fn on_throttle(&mut self, now: f64, retry_after_secs: Option<f64>) {
+    /// The store answered 503/429 (its `Retry-After`, if any, comes
+    /// through [`RateLimiter::pause`]: object_store drops the header, so it
+    /// is read where the HTTP reply is, not where the error arrives).
+    pub fn on_throttle(&mut self, now: f64) {
         self.advance(now);
         self.throttled += 1;
         self.last_throttle = now;
-        if let Some(after) = retry_after_secs {
-            self.pause(now, after);
-        }
         if now - self.last_cut < self.cfg.cut_interval_secs {
             return;
         }
@@ -197,20 +196,28 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
+    /// `n` requests at 100 a second from time 0, each let through;
+    /// `accepted`: the store answered each one.
+    fn send(l: &mut RateLimiter, n: usize, accepted: bool) {
+        for i in 0..n {
+            let t = i as f64 / 100.0;
+            assert!(l.try_acquire(t).is_ok());
+            if accepted {
+                l.on_success(t);
+            }
+        }
+    }
+
     #[test]
     fn unlimited_until_throttled_then_cut_to_accepted_rate() {
         let mut l = RateLimiter::new(RateLimiterConfig::default());
         // 100 requests in a second, all accepted.
-        for i in 0..100 {
-            let t = i as f64 / 100.0;
-            assert!(l.try_acquire(t).is_ok());
-            l.on_success(t);
-        }
-        l.on_throttle(1.0, None);
+        send(&mut l, 100, true);
+        l.on_throttle(1.0);
         let rate = l.rate().unwrap();
         assert!((85.0..=95.0).contains(&rate), "{rate}");
         // Cuts are spaced: a burst of 503s is one signal.
-        l.on_throttle(1.1, None);
+        l.on_throttle(1.1);
         assert!((l.rate().unwrap() - rate).abs() < 5.0);
     }
 
@@ -218,12 +225,8 @@ mod tests {
     fn an_early_throttle_measures_the_rate_over_the_time_run() {
         let mut l = RateLimiter::new(RateLimiterConfig::default());
         // 20 requests in the first 200 ms: 100/s, not 20/s.
-        for i in 0..20 {
-            let t = i as f64 / 100.0;
-            assert!(l.try_acquire(t).is_ok());
-            l.on_success(t);
-        }
-        l.on_throttle(0.2, None);
+        send(&mut l, 20, true);
+        l.on_throttle(0.2);
         let rate = l.rate().unwrap();
         assert!((85.0..=95.0).contains(&rate), "{rate}");
     }
@@ -231,10 +234,8 @@ mod tests {
     #[test]
     fn a_throttle_before_any_success_halves_the_rate_asked() {
         let mut l = RateLimiter::new(RateLimiterConfig::default());
-        for i in 0..10 {
-            assert!(l.try_acquire(i as f64 / 100.0).is_ok());
-        }
-        l.on_throttle(0.1, None);
+        send(&mut l, 10, false);
+        l.on_throttle(0.1);
         let rate = l.rate().unwrap();
         assert!((45.0..=55.0).contains(&rate), "{rate}");
     }
@@ -242,7 +243,8 @@ mod tests {
     #[test]
     fn retry_after_pauses_everything() {
         let mut l = RateLimiter::new(RateLimiterConfig::default());
-        l.on_throttle(0.0, Some(2.0));
+        l.on_throttle(0.0);
+        l.pause(0.0, 2.0);
         assert_eq!(l.try_acquire(1.0), Err(2.0));
         assert!(l.try_acquire(2.5).is_ok());
     }
@@ -253,7 +255,7 @@ mod tests {
         for i in 0..50 {
             l.on_success(i as f64 / 50.0);
         }
-        l.on_throttle(1.0, None);
+        l.on_throttle(1.0);
         let cut = l.rate().unwrap();
         let _ = l.try_acquire(3.0);
         let additive = l.rate().unwrap();

@@ -347,7 +347,7 @@ pub fn simulate(cfg: &SimConfig) -> SimTrace {
                 c.inflight -= 1;
                 c.window.throttled += 1;
                 if let Some(l) = &mut limiter {
-                    l.on_throttle(t, None);
+                    l.on_throttle(t);
                 }
                 free_ids.push(id);
                 if !c.queued {

@@ -132,7 +132,7 @@ pub async fn fetch_part_into(
                 if class.throttled {
                     FetchStats::add(&stats.throttled, 1);
                     if let Some(gate) = gate {
-                        gate.on_throttle(None);
+                        gate.on_throttle();
                     }
                 }
                 chain(&e)
@@ -262,7 +262,7 @@ pub async fn head_shard(
         }
         FetchStats::add(&stats.throttled, u64::from(class.throttled));
         if let (true, Some(gate)) = (class.throttled, gate) {
-            gate.on_throttle(None);
+            gate.on_throttle();
         }
         FetchStats::add(&stats.retries, 1);
         tokio::time::sleep(backoff.next_delay(&mut rng)).await;

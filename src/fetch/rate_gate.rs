@@ -59,8 +59,8 @@ impl RateGate {
         self.with(|l, now| l.on_success(now));
     }
 
-    pub fn on_throttle(&self, retry_after_secs: Option<f64>) {
-        self.with(|l, now| l.on_throttle(now, retry_after_secs));
+    pub fn on_throttle(&self) {
+        self.with(|l, now| l.on_throttle(now));
     }
 
     /// No requests for `pause` (the store's `Retry-After`).
