@@ -64,6 +64,10 @@ class _CudaCopier:
 
     # Copies in flight before the oldest is waited for (each holds a slot).
     MAX_PENDING = 2
+    # Page-lock the ring (cudaHostRegister). False only to measure what
+    # pinning buys (python/benchmarks/bench_gpu.py): pageable copies are
+    # staged by the driver and do not overlap.
+    REGISTER = True
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -76,6 +80,9 @@ class _CudaCopier:
     def _register(self, batch: Batch) -> None:
         ring = batch._ring
         if id(ring) in self.registered:
+            return
+        if not self.REGISTER:
+            self.registered[id(ring)] = (ring, None)
             return
         ptr = np.frombuffer(ring.mm, dtype=np.uint8).ctypes.data
         # cudaHostRegisterReadOnly = 0x08: the mapping is PROT_READ.
@@ -94,7 +101,14 @@ class _CudaCopier:
                 out[name] = t.to(self.device, non_blocking=True)
             event = torch.cuda.Event()
             event.record(self.stream)
-        torch.cuda.current_stream(self.device).wait_stream(self.stream)
+        consumer = torch.cuda.current_stream(self.device)
+        consumer.wait_stream(self.stream)
+        for name, t in out.items():
+            if name != "__key__":
+                # Allocated on the side stream, used on the consumer's: without
+                # this, freeing it lets the next copy reuse the memory before
+                # the consumer's queued kernels have read it.
+                t.record_stream(consumer)
         self.pending.append((event, batch, host))
         self.reap()
         while len(self.pending) > self.MAX_PENDING:

@@ -1,5 +1,7 @@
 """Fixtures: a real S3-protocol server (moto, as its own process), a synthetic
-dataset written to it by `stoker gen`, and the real daemon binary."""
+dataset written to it by `stoker gen`, and the real daemon binary. The
+`local_*` fixtures need neither moto nor boto3 (the GPU machine has neither):
+the same daemon reading a directory of shards."""
 
 from __future__ import annotations
 
@@ -15,7 +17,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import boto3
 import pytest
 
 import stoker
@@ -48,6 +49,8 @@ class S3:
     proc: subprocess.Popen
 
     def client(self):
+        import boto3  # only the S3 fixtures need it
+
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint,
@@ -192,5 +195,24 @@ class Daemon:
 @pytest.fixture
 def daemon(s3):
     d = Daemon(s3.env)
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope="session")
+def local_dataset(tmp_path_factory) -> Dataset:
+    """As `dataset`, in a local directory (no S3 server); `samples` stays empty."""
+    url = str(tmp_path_factory.mktemp("local") / "small") + "/"
+    subprocess.run(
+        [STOKER_BIN, "gen", url, "--shards", "8", "--shard-bytes", "320KiB", "--sample-bytes", "8KiB"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return Dataset(url)
+
+
+@pytest.fixture
+def local_daemon():
+    d = Daemon({})
     yield d
     d.stop()
