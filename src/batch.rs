@@ -4,5 +4,5 @@
 pub mod collator;
 pub mod layout;
 
-pub use collator::{ByteSink, KEY_COLUMN, SliceSink, batch_bytes, collate, collate_into};
+pub use collator::{KEY_COLUMN, batch_bytes, collate, collate_into};
 pub use layout::{ALIGN, Batch, Column};

@@ -1,9 +1,15 @@
 //! Collation: samples become one batch buffer in the layout of
-//! [`super::layout`]. Sizes are summed first, so the buffer is allocated
-//! once and written front to back: the one copy on the way from the part
-//! buffers to the batch.
+//! [`super::layout`]. Sizes are summed first, so the buffer is sized once;
+//! a serial pass writes the offsets, the keys and small values front to
+//! back and notes where each large value goes; the large values (the bulk
+//! of a batch) are then copied in parallel on rayon's pool. That copy is
+//! the one copy from the part buffers to the batch, and on one thread it
+//! bounded a session at one core's memory bandwidth (~5 GB/s on an H100
+//! host, `docs/BENCHMARKS.md`).
 
 use std::collections::BTreeSet;
+
+use rayon::prelude::*;
 
 use super::layout::{ALIGN, Batch, Column};
 use crate::shard::Sample;
@@ -11,53 +17,92 @@ use crate::shard::Sample;
 /// The column name of the sample keys.
 pub const KEY_COLUMN: &str = "__key__";
 
-/// Where collation writes: a growing `Vec`, or a fixed slice (a ring slot).
-pub trait ByteSink {
-    /// Bytes written so far.
-    fn pos(&self) -> usize;
-    /// Appends `bytes`; a fixed sink has been sized by [`batch_bytes`].
-    fn put(&mut self, bytes: &[u8]);
-    /// Appends zeros up to a multiple of `align`.
+/// Values at least this long are copied after the serial pass.
+const BULK_PIECE: usize = 4 << 10;
+/// A batch smaller than this is copied on the calling thread: handing work
+/// to the pool costs more than it saves.
+const PARALLEL_MIN: usize = 2 << 20;
+/// The bytes of one parallel copy task.
+const TASK_BYTES: usize = 1 << 20;
+
+/// Where a batch goes: a `Vec` grown front to back (its own buffer; no
+/// zeroing, so no parallel copy), or a slice sized by [`batch_bytes`] (a
+/// ring slot).
+enum Dest<'a> {
+    Grow(&'a mut Vec<u8>),
+    Fixed(&'a mut [u8]),
+}
+
+/// Writes front to back; with `defer`, large pieces are noted (where,
+/// what) and copied by [`Writer::finish`].
+struct Writer<'a, 's> {
+    dest: Dest<'a>,
+    at: usize,
+    defer: bool,
+    bulk: Vec<(usize, &'s [u8])>,
+}
+
+impl<'a, 's> Writer<'a, 's> {
+    fn put(&mut self, bytes: &[u8]) {
+        match &mut self.dest {
+            Dest::Grow(v) => v.extend_from_slice(bytes),
+            // Callers size the slice with `batch_bytes`; a short slice is
+            // a bug, caught here rather than by writing out of bounds.
+            Dest::Fixed(buf) => buf[self.at..self.at + bytes.len()].copy_from_slice(bytes),
+        }
+        self.at += bytes.len();
+    }
+
+    fn put_value(&mut self, bytes: &'s [u8]) {
+        if !self.defer || bytes.len() < BULK_PIECE {
+            return self.put(bytes);
+        }
+        self.bulk.push((self.at, bytes));
+        self.at += bytes.len();
+    }
+
     fn pad_to(&mut self, align: u64) {
-        let rem = self.pos() as u64 % align;
+        let rem = self.at as u64 % align;
         if rem != 0 {
             const ZEROS: [u8; ALIGN as usize] = [0; ALIGN as usize];
             self.put(&ZEROS[..(align - rem) as usize]);
         }
     }
-}
 
-impl ByteSink for Vec<u8> {
-    fn pos(&self) -> usize {
-        self.len()
-    }
-    fn put(&mut self, bytes: &[u8]) {
-        self.extend_from_slice(bytes);
-    }
-}
-
-/// A fixed buffer written front to back.
-#[derive(Debug)]
-pub struct SliceSink<'a> {
-    buf: &'a mut [u8],
-    at: usize,
-}
-
-impl<'a> SliceSink<'a> {
-    pub fn new(buf: &'a mut [u8]) -> SliceSink<'a> {
-        SliceSink { buf, at: 0 }
-    }
-}
-
-impl ByteSink for SliceSink<'_> {
-    fn pos(&self) -> usize {
-        self.at
-    }
-    fn put(&mut self, bytes: &[u8]) {
-        // Callers size the slice with `batch_bytes` first; a short slice is
-        // a bug, caught here rather than by writing out of bounds.
-        self.buf[self.at..self.at + bytes.len()].copy_from_slice(bytes);
-        self.at += bytes.len();
+    /// Copies the noted pieces; returns the bytes written.
+    fn finish(self) -> usize {
+        let Writer { dest: Dest::Fixed(buf), at, bulk, .. } = self else {
+            return self.at;
+        };
+        // Disjoint destinations, in order: carve them out of the buffer,
+        // cutting large pieces, and group them into tasks of ~TASK_BYTES.
+        let mut tasks: Vec<Vec<(&mut [u8], &[u8])>> = Vec::new();
+        let (mut rest, mut rest_at, mut task_bytes) = (&mut buf[..], 0usize, TASK_BYTES);
+        for (to, src) in bulk {
+            let (_, tail) = std::mem::take(&mut rest).split_at_mut(to - rest_at);
+            let (mut dst, tail) = tail.split_at_mut(src.len());
+            (rest, rest_at) = (tail, to + src.len());
+            let mut src = src;
+            while !src.is_empty() {
+                if task_bytes >= TASK_BYTES {
+                    tasks.push(Vec::new());
+                    task_bytes = 0;
+                }
+                let n = src.len().min(TASK_BYTES - task_bytes);
+                let (d, d_rest) = std::mem::take(&mut dst).split_at_mut(n);
+                let (s, s_rest) = src.split_at(n);
+                if let Some(task) = tasks.last_mut() {
+                    task.push((d, s));
+                }
+                (dst, src, task_bytes) = (d_rest, s_rest, task_bytes + n);
+            }
+        }
+        tasks.into_par_iter().for_each(|task| {
+            for (dst, src) in task {
+                dst.copy_from_slice(src);
+            }
+        });
+        at
     }
 }
 
@@ -85,53 +130,59 @@ pub fn batch_bytes(samples: &[Sample]) -> u64 {
 /// Collates `samples` into one batch in its own buffer.
 pub fn collate(samples: &[Sample], epoch: u64, index: u64) -> Batch {
     let mut buf = Vec::with_capacity(batch_bytes(samples) as usize);
-    let (keys, columns) = collate_into(samples, &mut buf);
+    let w = Writer { dest: Dest::Grow(&mut buf), at: 0, defer: false, bulk: Vec::new() };
+    let (keys, columns, _) = collate_with(samples, w);
     Batch { buf, num_samples: samples.len(), keys, columns, epoch, index }
 }
 
-/// Collates `samples` into `sink`; returns the key column and the field
-/// columns (offsets relative to where the sink started).
-pub fn collate_into(samples: &[Sample], sink: &mut impl ByteSink) -> (Column, Vec<Column>) {
-    let keys = write_column(sink, KEY_COLUMN, samples.iter().map(|s| s.key.len() as u64), |sink| {
+/// Collates `samples` into `buf` (at least [`batch_bytes`] long; a ring
+/// slot); returns the key column, the field columns and the bytes written.
+pub fn collate_into(samples: &[Sample], buf: &mut [u8]) -> (Column, Vec<Column>, usize) {
+    let defer = batch_bytes(samples) >= PARALLEL_MIN as u64;
+    collate_with(samples, Writer { dest: Dest::Fixed(buf), at: 0, defer, bulk: Vec::new() })
+}
+
+fn collate_with<'s>(samples: &'s [Sample], mut w: Writer<'_, 's>) -> (Column, Vec<Column>, usize) {
+    let keys = write_column(&mut w, KEY_COLUMN, samples.iter().map(|s| s.key.len() as u64), |w| {
         for s in samples {
-            sink.put(s.key.as_bytes());
+            w.put(s.key.as_bytes());
         }
     });
     let names = field_names(samples);
     let mut columns = Vec::with_capacity(names.len());
     for name in names {
         let lens = samples.iter().map(|s| s.field(name).map_or(0, |b| b.len()));
-        let col = write_column(sink, name, lens, |sink| {
+        let col = write_column(&mut w, name, lens, |w| {
             for blob in samples.iter().filter_map(|s| s.field(name)) {
                 for piece in blob.pieces() {
-                    sink.put(piece);
+                    w.put_value(piece);
                 }
             }
         });
         columns.push(col);
     }
-    (keys, columns)
+    (keys, columns, w.finish())
 }
 
 /// Writes one column: offsets from `lens`, then the values `write` appends.
-fn write_column<S: ByteSink>(
-    sink: &mut S,
+fn write_column<'a, 's>(
+    w: &mut Writer<'a, 's>,
     name: &str,
     lens: impl Iterator<Item = u64>,
-    write: impl FnOnce(&mut S),
+    write: impl FnOnce(&mut Writer<'a, 's>),
 ) -> Column {
-    sink.pad_to(ALIGN);
-    let offsets_at = sink.pos() as u64;
+    w.pad_to(ALIGN);
+    let offsets_at = w.at as u64;
     let mut acc = 0u64;
-    sink.put(&acc.to_le_bytes());
+    w.put(&acc.to_le_bytes());
     for len in lens {
         acc += len;
-        sink.put(&acc.to_le_bytes());
+        w.put(&acc.to_le_bytes());
     }
-    sink.pad_to(ALIGN);
-    let values_at = sink.pos() as u64;
-    write(sink);
-    let values_len = sink.pos() as u64 - values_at;
+    w.pad_to(ALIGN);
+    let values_at = w.at as u64;
+    write(w);
+    let values_len = w.at as u64 - values_at;
     debug_assert_eq!(values_len, acc);
     Column { name: name.to_string(), offsets_at, values_at, values_len }
 }
@@ -179,5 +230,43 @@ mod tests {
             assert_eq!(c.values_at % ALIGN, 0);
             assert_eq!(b.offset(c, 0), 0);
         }
+    }
+
+    #[test]
+    fn megabytes_of_values_copied_in_parallel_tasks_read_back_exactly() {
+        // Enough bulk for the parallel path, a piece longer than a task (it
+        // is cut), and small pieces between the large ones (copied inline).
+        let bytes = |n: usize, seed: u8| -> Vec<u8> {
+            (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+        };
+        let sizes: [&[usize]; 4] =
+            [&[3 << 20], &[5000, 100, 700_000], &[0], &[4095, 4096, 1 << 20]];
+        let pieces: Vec<Vec<Vec<u8>>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s.iter().enumerate().map(|(j, &n)| bytes(n, (7 * i + j) as u8)).collect())
+            .collect();
+        let samples: Vec<Sample> = pieces
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let p: Vec<&[u8]> = p.iter().map(|v| v.as_slice()).collect();
+                sample(&format!("k{i}"), &[("bin", &p), ("cls", &[b"1"])])
+            })
+            .collect();
+        // The serial path (its own buffer) is the reference; a slot (the
+        // ring) gets the parallel copy, over stale bytes.
+        let b = collate(&samples, 0, 0);
+        assert!(b.payload_bytes() as usize > 2 * PARALLEL_MIN);
+        let bin = b.column("bin").unwrap();
+        for (i, p) in pieces.iter().enumerate() {
+            assert_eq!(b.value(bin, i), p.concat().as_slice(), "sample {i}");
+        }
+        assert_eq!(b.keys().collect::<Vec<_>>(), ["k0", "k1", "k2", "k3"]);
+        let mut slot = vec![0xa5; batch_bytes(&samples) as usize];
+        let (keys, columns, len) = collate_into(&samples, &mut slot);
+        assert_eq!((keys, columns), (b.keys.clone(), b.columns.clone()));
+        assert_eq!(len, b.buf.len());
+        assert!(slot[..len] == b.buf[..], "the slot differs from the serial collation");
     }
 }

@@ -156,7 +156,7 @@ impl Drop for Filling<'_> {
 #[cfg(all(test, not(feature = "model")))]
 mod tests {
     use super::*;
-    use crate::batch::{SliceSink, batch_bytes, collate, collate_into};
+    use crate::batch::{batch_bytes, collate, collate_into};
     use crate::ring::{ReadOnlyMapping, recv_fd, send_fd};
     use crate::shard::parse_shard_bytes;
     use crate::synth::SynthConfig;
@@ -178,10 +178,7 @@ mod tests {
         let ring = SessionRing::new("stoker-test", 4, batch_bytes(samples) as usize).unwrap();
 
         let mut filling = ring.begin_fill().unwrap();
-        let (keys, columns) = {
-            let mut sink = SliceSink::new(filling.bytes_mut());
-            collate_into(samples, &mut sink)
-        };
+        let (keys, columns, _) = collate_into(samples, filling.bytes_mut());
         let lease = filling.publish(ring.slot_bytes()).unwrap();
 
         // The client: descriptor over the socket, read-only mapping.

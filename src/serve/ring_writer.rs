@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::batch::{Column, SliceSink, batch_bytes, collate_into};
+use crate::batch::{Column, batch_bytes, collate_into};
 use crate::order::reshard::Progress;
 use crate::pipeline::BatchWriter;
 use crate::ring::{Lease, SessionRing};
@@ -55,10 +55,7 @@ impl BatchWriter for RingWriter {
         let Some(mut filling) = self.ring.wait_fill() else {
             return Ok(None);
         };
-        let (keys, columns) = {
-            let mut sink = SliceSink::new(filling.bytes_mut());
-            collate_into(samples, &mut sink)
-        };
+        let (keys, columns, _) = collate_into(samples, filling.bytes_mut());
         let payload_bytes = columns.iter().map(|c| c.values_len).sum();
         let lease = filling
             .publish(need as usize)
