@@ -2,12 +2,13 @@
 //! [`super::layout`]. Sizes are summed first, so the buffer is sized once;
 //! a serial pass writes the offsets, the keys and small values front to
 //! back and notes where each large value goes; the large values (the bulk
-//! of a batch) are then copied in parallel on rayon's pool. That copy is
+//! of a batch) are then copied in parallel on a small rayon pool. That copy is
 //! the one copy from the part buffers to the batch, and on one thread it
 //! bounded a session at one core's memory bandwidth (~5 GB/s on an H100
 //! host, `docs/BENCHMARKS.md`).
 
 use std::collections::BTreeSet;
+use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
@@ -24,6 +25,23 @@ const BULK_PIECE: usize = 4 << 10;
 const PARALLEL_MIN: usize = 2 << 20;
 /// The bytes of one parallel copy task.
 const TASK_BYTES: usize = 1 << 20;
+
+/// The copy threads, shared by every session: half the cores, 2 to 8.
+/// Memory bandwidth saturates with a few threads, and the trainer beside
+/// the daemon needs the rest. `None` (the pool could not start): copies
+/// stay on the calling thread.
+fn copy_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads((cores / 2).clamp(2, 8))
+            .thread_name(|i| format!("stoker-copy-{i}"))
+            .build()
+            .ok()
+    })
+    .as_ref()
+}
 
 /// Where a batch goes: a `Vec` grown front to back (its own buffer; no
 /// zeroing, so no parallel copy), or a slice sized by [`batch_bytes`] (a
@@ -97,11 +115,15 @@ impl<'a, 's> Writer<'a, 's> {
                 (dst, src, task_bytes) = (d_rest, s_rest, task_bytes + n);
             }
         }
-        tasks.into_par_iter().for_each(|task| {
+        let copy = |task: Vec<(&mut [u8], &[u8])>| {
             for (dst, src) in task {
                 dst.copy_from_slice(src);
             }
-        });
+        };
+        match copy_pool() {
+            Some(pool) => pool.install(|| tasks.into_par_iter().for_each(copy)),
+            None => tasks.into_iter().for_each(copy),
+        }
         at
     }
 }
