@@ -26,7 +26,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use tokio::sync::mpsc;
 
-use crate::batch::{Batch, collate};
+use crate::batch::{Batch, SpareBuffers, collate, collate_in};
 use crate::fetch::{FetchEngine, PartEvent, spawn_shard_stream};
 use crate::order::reshard::{PlanItem, Progress, SampleFilter};
 use crate::order::{OrderConfig, ShuffleBuffer, plan_shards, stream_rng};
@@ -140,9 +140,13 @@ pub trait BatchWriter: Send + 'static {
     ) -> Result<Option<Self::Out>>;
 }
 
-/// Collates each batch into its own `Vec` (benchmarks, tests, in-process use).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct VecWriter;
+/// Collates each batch into its own `Vec` (benchmarks, tests, in-process
+/// use): a buffer the consumer recycled ([`Pipeline::recycle`]), else a new
+/// one.
+#[derive(Debug, Default, Clone)]
+pub struct VecWriter {
+    spare: Arc<SpareBuffers>,
+}
 
 impl BatchWriter for VecWriter {
     type Out = Batch;
@@ -153,7 +157,10 @@ impl BatchWriter for VecWriter {
         index: u64,
         _progress: Option<Progress>,
     ) -> Result<Option<Batch>> {
-        Ok(Some(collate(samples, epoch, index)))
+        Ok(Some(match self.spare.take() {
+            Some(buf) => collate_in(buf, samples, epoch, index),
+            None => collate(samples, epoch, index),
+        }))
     }
 }
 
@@ -163,6 +170,8 @@ pub struct Pipeline<B = Batch> {
     batches: mpsc::Receiver<Result<B>>,
     demand: Arc<crate::fetch::DemandGauge>,
     pub stats: Arc<PipelineStats>,
+    /// Where [`Pipeline::recycle`] puts buffers (the `Vec` writer's).
+    spare: Option<Arc<SpareBuffers>>,
 }
 
 /// Samples queued between parsing and batching.
@@ -176,7 +185,19 @@ impl Pipeline<Batch> {
         engine: Arc<FetchEngine>,
         cfg: PipelineConfig,
     ) -> Result<Pipeline<Batch>> {
-        Pipeline::start_with(dataset, engine, cfg, VecWriter)
+        let writer = VecWriter::default();
+        let spare = writer.spare.clone();
+        let mut pipeline = Pipeline::start_with(dataset, engine, cfg, writer)?;
+        pipeline.spare = Some(spare);
+        Ok(pipeline)
+    }
+
+    /// Hands a consumed batch's buffer back for a later batch: no
+    /// allocation, and a parallel copy into it (`batch::spare_buffers`).
+    pub fn recycle(&self, batch: Batch) {
+        if let Some(spare) = &self.spare {
+            spare.put(batch.buf);
+        }
     }
 }
 
@@ -241,7 +262,7 @@ impl<B: Send + 'static> Pipeline<B> {
             "stoker-batch",
             Box::new(move || batch_loop(sample_rx, batch_tx, cfg, budget, writer, &batch_stats)),
         )?;
-        Ok(Pipeline { batches, demand, stats })
+        Ok(Pipeline { batches, demand, stats, spare: None })
     }
 
     /// The next batch; `None` when every epoch is done or after an error.

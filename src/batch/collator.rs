@@ -157,6 +157,19 @@ pub fn collate(samples: &[Sample], epoch: u64, index: u64) -> Batch {
     Batch { buf, num_samples: samples.len(), keys, columns, epoch, index }
 }
 
+/// Collates `samples` into `buf`, a recycled batch buffer (any length, any
+/// contents): grown (zeroing only the growth) when short, then written like
+/// a ring slot, in parallel.
+pub fn collate_in(mut buf: Vec<u8>, samples: &[Sample], epoch: u64, index: u64) -> Batch {
+    let need = batch_bytes(samples) as usize;
+    if buf.len() < need {
+        buf.resize(need, 0);
+    }
+    let (keys, columns, len) = collate_into(samples, &mut buf);
+    buf.truncate(len);
+    Batch { buf, num_samples: samples.len(), keys, columns, epoch, index }
+}
+
 /// Collates `samples` into `buf` (at least [`batch_bytes`] long; a ring
 /// slot); returns the key column, the field columns and the bytes written.
 pub fn collate_into(samples: &[Sample], buf: &mut [u8]) -> (Column, Vec<Column>, usize) {
@@ -290,5 +303,11 @@ mod tests {
         assert_eq!((keys, columns), (b.keys.clone(), b.columns.clone()));
         assert_eq!(len, b.buf.len());
         assert!(slot[..len] == b.buf[..], "the slot differs from the serial collation");
+        // Recycled buffers, shorter and longer than the batch, stale bytes.
+        for stale in [vec![0x5a; 1000], vec![0x5a; 2 * slot.len()]] {
+            let r = collate_in(stale, &samples, 0, 0);
+            assert!(r.buf == b.buf, "a recycled buffer differs from the serial collation");
+            assert_eq!(r.columns, b.columns);
+        }
     }
 }

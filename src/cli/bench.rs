@@ -367,6 +367,7 @@ async fn run_once(
         bytes += batch.payload_bytes();
         samples += batch.num_samples as u64;
         batches += 1;
+        pipeline.recycle(batch);
         progress.set_position(bytes);
     }
     let seconds = started.elapsed().as_secs_f64();
