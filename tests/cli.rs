@@ -207,7 +207,15 @@ fn sweep_rounds_report_the_median_ratio() {
     sorted.sort_by(f64::total_cmp);
     assert_eq!(sweep["auto_over_best_static"].as_f64(), Some(sorted[1]), "{sweep}");
     // 64 MiB budget, half of it for 8 MiB parts: static 1, 2, 4, then auto.
-    assert_eq!(sweep["rows"].as_array().expect("rows").len(), 4, "{sweep}");
+    let rows = sweep["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 4, "{sweep}");
+    // Each row is one round, its median: auto's is the report itself, so
+    // its requests/s come from the same run as its goodput.
+    let auto = &rows[3];
+    assert_eq!(auto["bytes_per_s"], report["bytes_per_s"], "{sweep}");
+    let rps =
+        report["requests"].as_f64().expect("requests") / report["seconds"].as_f64().expect("s");
+    assert!((auto["requests_per_s"].as_f64().expect("rps") - rps).abs() < 1e-6 * rps.max(1.0));
     assert!(ok(&["bench", "--help"]).contains("--rounds"));
 }
 

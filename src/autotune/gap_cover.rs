@@ -33,18 +33,21 @@ pub fn requests_to_cover(m: f64, ttfb_share: f64, fill: f64) -> usize {
         .unwrap_or(first.saturating_mul(4))
 }
 
-/// `E[min(K, m)] / m` for `n` requests whose transfer / wait ratio is `r`;
-/// the weights walked in log space (at hundreds of requests they overflow).
+/// `E[min(K, m)] / m` for `n` requests whose transfer / wait ratio is `r`.
+/// The weights are walked in log space (at hundreds of requests they
+/// overflow), summed relative to the largest so far (rescaling when a
+/// larger one comes), in one pass without allocating.
 fn busy_share(n: usize, r: f64, m: f64) -> f64 {
     let ln_r = r.ln();
-    let mut ln_w = vec![0.0f64; n + 1];
+    // k = 0: weight 1 (log 0), nothing transferring.
+    let (mut ln_w, mut top, mut total, mut busy) = (0.0f64, 0.0f64, 1.0f64, 0.0f64);
     for k in 1..=n {
-        ln_w[k] = ln_w[k - 1] + ((n - k + 1) as f64).ln() + ln_r - (k as f64).min(m).ln();
-    }
-    let top = ln_w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let (mut total, mut busy) = (0.0, 0.0);
-    for (k, lw) in ln_w.iter().enumerate() {
-        let w = (lw - top).exp();
+        ln_w += ((n - k + 1) as f64).ln() + ln_r - (k as f64).min(m).ln();
+        if ln_w > top {
+            let scale = (top - ln_w).exp();
+            (total, busy, top) = (total * scale, busy * scale, ln_w);
+        }
+        let w = (ln_w - top).exp();
         total += w;
         busy += w * (k as f64).min(m);
     }

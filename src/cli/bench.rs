@@ -186,8 +186,8 @@ fn pipeline_config(args: &BenchArgs) -> PipelineConfig {
 
 /// Static concurrencies 1, 2, 4, … up to what the memory budget allows, and
 /// auto, each on the same data, `--rounds` times (auto last, then first,
-/// against drift); prints the comparison with medians over the rounds and
-/// returns the last auto run's report.
+/// against drift); prints each setting's median round and the median of
+/// the rounds' auto / best-static ratios, and returns auto's median round.
 async fn sweep(args: &BenchArgs, dataset: &Dataset, emulated: bool) -> anyhow::Result<BenchReport> {
     // Each setting runs long enough for the autotuner to settle: 10 s (or
     // --duration), looping over the data.
@@ -239,19 +239,16 @@ async fn sweep(args: &BenchArgs, dataset: &Dataset, emulated: bool) -> anyhow::R
         let auto = runs[statics.len()].last().map_or(0.0, |r| r.bytes_per_s);
         round_ratios.push(auto / best.max(1e-9));
     }
-    let median_of = |rs: &[BenchReport]| median(rs.iter().map(|r| r.bytes_per_s).collect());
+    // Each row is one setting's median round (by goodput), so its
+    // requests/s, 503s and CPU come from the same run as its goodput.
     let auto_runs = runs.pop().unwrap_or_default();
-    let Some(auto) = auto_runs.last().cloned() else {
+    let Some(auto) = median_round(&auto_runs).cloned() else {
         anyhow::bail!("the sweep ran no auto round");
     };
-    let auto_median = BenchReport { bytes_per_s: median_of(&auto_runs), ..auto.clone() };
     let rows: Vec<(String, BenchReport)> = statics
         .iter()
         .zip(&runs)
-        .filter_map(|(c, rs)| {
-            rs.last()
-                .map(|r| (c.to_string(), BenchReport { bytes_per_s: median_of(rs), ..r.clone() }))
-        })
+        .filter_map(|(c, rs)| median_round(rs).map(|r| (c.to_string(), r.clone())))
         .collect();
     let mut table = comfy_table::Table::new();
     table.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
@@ -259,7 +256,7 @@ async fn sweep(args: &BenchArgs, dataset: &Dataset, emulated: bool) -> anyhow::R
     let mut sweep = Vec::new();
     for (label, r) in rows
         .iter()
-        .chain(std::iter::once(&(format!("auto ({:.0})", auto.concurrency.settled), auto_median)))
+        .chain(std::iter::once(&(format!("auto ({:.0})", auto.concurrency.settled), auto.clone())))
     {
         table.add_row([
             label.clone(),
@@ -290,6 +287,13 @@ auto / best static = {ratio:.2}{rounds}"
     let mut report = auto;
     report.sweep = Some(SweepReport { rows: sweep, auto_over_best_static: ratio, round_ratios });
     Ok(report)
+}
+
+/// The run with the median goodput (the lower middle for an even count).
+fn median_round(rs: &[BenchReport]) -> Option<&BenchReport> {
+    let mut sorted: Vec<&BenchReport> = rs.iter().collect();
+    sorted.sort_by(|a, b| a.bytes_per_s.total_cmp(&b.bytes_per_s));
+    sorted.get(sorted.len().saturating_sub(1) / 2).copied()
 }
 
 /// The median (the mean of the middle two for an even count); 0 when empty.
