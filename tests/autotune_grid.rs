@@ -25,8 +25,14 @@ fn run(model: StoreModel, clients: Vec<ControllerConfig>, secs: f64, limiter: bo
         duration_secs: secs,
         clients,
         limiter: limiter.then(RateLimiterConfig::default),
-        seed: 7,
+        seed: seed(),
     })
+}
+
+/// The simulation's seed: 7, or `STOKER_SIM_SEED` to see which cells another
+/// draw of the jitter moves (docs/AUTOTUNE.md quotes seeds 7, 11 and 23).
+fn seed() -> u64 {
+    std::env::var("STOKER_SIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(7)
 }
 
 /// Steady goodput of each static concurrency 1, 2, 4, … up to the budget.
@@ -56,8 +62,8 @@ fn statics(model: StoreModel) -> Vec<(usize, f64)> {
 #[test]
 fn grid_auto_matches_best_static() {
     let mut table = String::from(
-        "| per-conn MB/s | TTFB ms | link Gbps | best static (c, MB/s) | smallest c ≥ 0.9 best | auto @10 s / best | auto steady / best | auto conns |\n\
-         | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        "| per-conn MB/s | TTFB ms | link Gbps | best static (c, MB/s) | smallest c ≥ 0.9 best | auto @10 s / best | auto steady / best | auto conns | auto part MiB |\n\
+         | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     let mut failures = Vec::new();
     let (mut strict, mut cells) = ([0usize; 3], 0usize);
@@ -80,8 +86,9 @@ fn grid_auto_matches_best_static() {
                 let cold = tr.goodput_between(8.0, 10.0) / best;
                 let steady = tr.goodput_between(20.0, 40.0) / best;
                 let conns = tr.late_concurrency;
+                let part = tr.settings.last().map_or(0, |s| s.2) >> 20;
                 table.push_str(&format!(
-                    "| {per_conn} | {ttfb_ms} | {link} | {best_c}, {:.0} | {smallest} | {cold:.3} | {steady:.3} | {conns:.1} |\n",
+                    "| {per_conn} | {ttfb_ms} | {link} | {best_c}, {:.0} | {smallest} | {cold:.3} | {steady:.3} | {conns:.1} | {part} |\n",
                     best / MB
                 ));
                 let cell = format!("{per_conn} MB/s, {ttfb_ms} ms, {link} Gbps");
@@ -90,13 +97,14 @@ fn grid_auto_matches_best_static() {
                 strict[1] += usize::from(steady >= 0.95);
                 strict[2] += usize::from(conns <= 1.25 * smallest as f64);
                 cells += 1;
-                // The issue's 10 s target is met in every cell; the others
-                // are guarded at what the controller reaches today (at a few
-                // requests, one more is the step from 0.9 to 0.97 of best).
+                // The issue's 10 s and steady targets are met in every cell
+                // (seed 7); connections are guarded at what the controller
+                // reaches today (at a few requests, one more is the step
+                // from 0.9 to 0.97 of best).
                 if cold < 0.9 {
                     failures.push(format!("{cell}: {cold:.2} of best static after 10 s"));
                 }
-                if steady < 0.93 {
+                if steady < 0.95 {
                     failures.push(format!("{cell}: {steady:.2} of best static in steady state"));
                 }
                 if conns > (1.4 * smallest as f64).max(smallest as f64 + 2.0) {

@@ -43,7 +43,13 @@
 //!   concurrency only goes down then.
 //! * Part size: when requests wait on the request-rate limiter (the store
 //!   throttles the request rate), bytes per request must grow instead, so the
-//!   part size doubles (within its cap and the memory budget).
+//!   part size doubles (within its cap and the memory budget). And when a
+//!   probe is due on a path where a few requests spend much of their lives
+//!   waiting for first bytes, so that covering those gaps takes a whole
+//!   request more than Little's law, parts double until it does not: fewer
+//!   requests (and fewer GETs) keep the path as busy. At the probe's slot,
+//!   not at once: a change of parts costs a settling period that a cold
+//!   start should not pay.
 //! * Timeouts cut concurrency by 30%: too many connections for the path.
 
 use super::gap_cover::requests_to_cover;
@@ -470,14 +476,20 @@ impl ConcurrencyController {
                 self.goodput_bps =
                     if self.goodput_bps == 0.0 { bps } else { 0.5 * self.goodput_bps + 0.5 * bps };
                 self.headroom = (self.headroom * 0.97).max(self.cfg.headroom);
-                let target = self.little_target(self.goodput_bps);
-                let from_c = self.concurrency;
                 let c = self.concurrency as f64;
-                let band = 1.0 + self.cfg.hysteresis;
                 // Requests waited on the rate limiter: the store's request
                 // rate is the bottleneck, not the path, so goodput says
                 // nothing about how many requests the path needs.
                 let rate_bound = period_rate_limited > 0.1 * period_secs * c;
+                // When a probe is due: larger parts, where they let fewer
+                // requests keep the path busy, in one step (each change
+                // costs a settling period).
+                if periods + 1 >= self.probe_interval && !rate_bound && !demand_met {
+                    while self.gap_bound(self.goodput_bps) && self.double_part_bytes() {}
+                }
+                let target = self.little_target(self.goodput_bps);
+                let from_c = self.concurrency;
+                let band = 1.0 + self.cfg.hysteresis;
                 // Goodput grows in step with requests: not full yet.
                 let unsaturated = target as f64 >= c * 1.08 && !rate_bound && !demand_met;
                 let next = if demand_met {
@@ -607,6 +619,48 @@ impl ConcurrencyController {
         (needed - 0.1).ceil().max(1.0) as usize
     }
 
+    /// Whether covering the requests' time-to-first-byte gaps, not Little's
+    /// law, sets how many `bps` needs, by a whole request or more: a few
+    /// large requests on a path with long waits (one 400 MB/s request on
+    /// 1 Gbps, 30 ms to first byte: Little's law asks for 1.5, the gaps
+    /// for 3). Larger parts shrink the waits' share, so fewer requests (and
+    /// fewer GETs) keep the path as busy.
+    fn gap_bound(&self, bps: f64) -> bool {
+        if !self.min_latency_secs.is_finite() || self.part_bytes == 0 {
+            return false;
+        }
+        let ideal = bps * self.min_latency_secs / self.part_bytes as f64;
+        let moving = ideal * (1.0 - self.ttfb_share);
+        let gaps = requests_to_cover(moving, self.ttfb_share, self.cfg.fill) as f64;
+        gaps >= (self.headroom * ideal - 0.1).ceil() + 1.0
+    }
+
+    /// Doubles the part size (within its cap and the memory budget), and
+    /// rescales the uncontended latency to match: twice the transfer, the
+    /// same wait for the first byte, so latency L·(f + 2(1 − f)) = L·(2 − f),
+    /// of which the wait is f / (2 − f). Whether it grew.
+    fn double_part_bytes(&mut self) -> bool {
+        if self.cfg.fixed_part_bytes.is_some() {
+            return false;
+        }
+        let grown = (self.part_bytes * 2)
+            .min(self.cfg.max_part_bytes)
+            .min(self.cfg.max_inflight_bytes.max(1));
+        if grown <= self.part_bytes {
+            return false;
+        }
+        let scale = grown as f64 / self.part_bytes as f64;
+        self.part_bytes = grown;
+        self.concurrency = self.clamp(self.concurrency);
+        let f = self.ttfb_share;
+        let latency = f + scale * (1.0 - f);
+        if self.min_latency_secs.is_finite() {
+            self.min_latency_secs *= latency;
+        }
+        self.ttfb_share = f / latency;
+        true
+    }
+
     /// At most once a period: requests spent a fifth of their slot time
     /// waiting on the rate limiter, so the request rate binds and each
     /// request must carry more.
@@ -616,19 +670,7 @@ impl ConcurrencyController {
         }
         let slot_secs = period_secs * self.concurrency.max(1) as f64;
         if rate_limited_secs > 0.2 * slot_secs {
-            let grown = (self.part_bytes * 2)
-                .min(self.cfg.max_part_bytes)
-                .min(self.cfg.max_inflight_bytes.max(1));
-            if grown > self.part_bytes {
-                self.part_bytes = grown;
-                self.concurrency = self.clamp(self.concurrency);
-                // Twice the transfer, the same wait for the first byte:
-                // latency L·(f + 2(1 − f)) = L·(2 − f), of which the wait
-                // is f / (2 − f).
-                let f = self.ttfb_share;
-                self.min_latency_secs *= 2.0 - f;
-                self.ttfb_share = f / (2.0 - f);
-            }
+            self.double_part_bytes();
         }
     }
 }
@@ -739,6 +781,46 @@ mod tests {
         let before = c.part_bytes();
         c.on_window(&WindowObservation { rate_limited_secs: 4.0, ..window(1, 1e8) });
         assert_eq!(c.part_bytes(), before * 2);
+    }
+
+    /// One second of a fluid path: each request waits `ttfb` then moves at
+    /// `per_conn` bytes/s, all of them together at most `link`.
+    fn path_window(c: usize, part: u64, ttfb: f64, per_conn: f64, link: f64) -> WindowObservation {
+        let part = part as f64;
+        let bps = (c as f64 * part / (ttfb + part / per_conn)).min(link);
+        let completions = (bps / part).max(1.0);
+        let latency = c as f64 * part / bps;
+        WindowObservation {
+            window_secs: 1.0,
+            bytes: (completions * part) as u64,
+            completions: completions.round() as u64,
+            ttfb_secs_sum: ttfb * completions,
+            transfer_secs_sum: (latency - ttfb) * completions,
+            inflight_mean: c as f64,
+            ..WindowObservation::default()
+        }
+    }
+
+    #[test]
+    fn long_waits_at_a_few_requests_grow_the_part_size() {
+        // One 400 MB/s request fills 1 Gbps but waits 30 ms for its first
+        // byte per 67 ms on the wire: covering the waits takes 3 requests of
+        // 8 MiB, Little's law 2. Larger parts need fewer.
+        let mut c = ConcurrencyController::new(ControllerConfig::default());
+        let mut parts = vec![];
+        for _ in 0..300 {
+            c.on_window(&path_window(c.concurrency(), c.part_bytes(), 0.03, 4e8, 1.25e8));
+            parts.push(c.part_bytes());
+        }
+        assert!(c.part_bytes() > PART, "{parts:?}");
+        assert!(c.concurrency() <= 2, "{} requests of {} B", c.concurrency(), c.part_bytes());
+        // Many requests with short waits: Little's law rules, parts stay.
+        let mut c = ConcurrencyController::new(ControllerConfig::default());
+        for _ in 0..300 {
+            c.on_window(&path_window(c.concurrency(), c.part_bytes(), 0.01, 5e7, 1.25e9));
+        }
+        assert_eq!(c.part_bytes(), PART);
+        assert!((25..=40).contains(&c.concurrency()), "{}", c.concurrency());
     }
 
     #[test]
