@@ -97,17 +97,16 @@ fn grid_auto_matches_best_static() {
                 strict[1] += usize::from(steady >= 0.95);
                 strict[2] += usize::from(conns <= 1.25 * smallest as f64);
                 cells += 1;
-                // The 10 s and steady targets are met in every cell
-                // (seed 7); connections are guarded at what the controller
-                // reaches today (at a few requests, one more is the step
-                // from 0.9 to 0.97 of best).
+                // The targets, asserted in every cell (seed 7; the
+                // simulation is seeded, so these are exact regression
+                // bounds; other seeds miss a few cells, docs/AUTOTUNE.md).
                 if cold < 0.9 {
                     failures.push(format!("{cell}: {cold:.2} of best static after 10 s"));
                 }
                 if steady < 0.95 {
                     failures.push(format!("{cell}: {steady:.2} of best static in steady state"));
                 }
-                if conns > (1.4 * smallest as f64).max(smallest as f64 + 2.0) {
+                if conns > 1.25 * smallest as f64 {
                     failures.push(format!("{cell}: {conns:.1} connections vs {smallest} static"));
                 }
             }

@@ -30,9 +30,10 @@
 //!   is undone and raises the headroom (one period can fall in the trough
 //!   of a wave).
 //! * Every eighth period an upward probe (+15%) looks for capacity that
-//!   appeared later; it is kept only if goodput rises by 5%. A probe that
-//!   fails doubles the wait for the next (up to 32 periods): probes cost
-//!   connections.
+//!   appeared later; it is kept only if goodput rises by 5%, and then steps
+//!   halfway back (the knee lies between base and probe), judged like any
+//!   shrink. A probe that fails doubles the wait for the next (up to 32
+//!   periods): probes cost connections.
 //! * Periods last several request latencies and at least one completion per
 //!   slot, and a judged steady period at least 20 completions (one more or
 //!   less is then the 5% judged on), so a measurement can be trusted.
@@ -550,6 +551,17 @@ impl ConcurrencyController {
                     let ideal = bps * self.min_latency_secs / self.part_bytes as f64;
                     // Only from a few requests up: at one or two, rounding
                     // alone looks like a large headroom.
+                    // The knee lies somewhere between the base and the
+                    // probe: try halfway back, judged like any shrink
+                    // (undone if it costs goodput). A kept probe otherwise
+                    // holds the whole step, and the headroom learnt from it
+                    // keeps it inside the hysteresis band.
+                    let probed = self.concurrency;
+                    let trim = probed.saturating_sub(base) / 2;
+                    if trim >= 2 {
+                        self.set_concurrency(probed - trim);
+                        self.last_shrink = Some((probed, bps, 0));
+                    }
                     if ideal >= 2.0 {
                         self.headroom = self.headroom.max(self.concurrency as f64 / ideal).min(2.0);
                     }
@@ -821,6 +833,29 @@ mod tests {
         }
         assert_eq!(c.part_bytes(), PART);
         assert!((25..=40).contains(&c.concurrency()), "{}", c.concurrency());
+    }
+
+    #[test]
+    fn a_kept_probe_steps_halfway_back() {
+        // Full at 32 requests; once settled, the knee moves to 36: a probe
+        // from 34 or so gains over 5% and is kept, and the knee lies
+        // between its base and its top.
+        let mut c = ConcurrencyController::new(ControllerConfig::default());
+        let mut seen = vec![];
+        for i in 0..200 {
+            let knee = if i < 40 { 32 } else { 36 };
+            let n = c.concurrency();
+            c.on_window(&window(n, (n.min(knee) as f64) * 1e8));
+            seen.push((c.concurrency(), c.phase()));
+        }
+        let settled = seen.iter().find(|s| s.1 == Phase::Steady).map_or(0, |s| s.0);
+        // The probe that is kept: the next steady period holds more.
+        let kept = seen
+            .windows(2)
+            .find(|w| w[0].1 == Phase::ProbeUp && w[1].1 == Phase::Steady && w[1].0 != settled);
+        let Some(&[(top, _), (after, _)]) = kept else { panic!("no probe kept: {seen:?}") };
+        assert!(top > 36 && (36..top).contains(&after), "{settled} → {top} → {after}: {seen:?}");
+        assert_eq!(seen.last().map(|s| s.0), Some(after), "{seen:?}");
     }
 
     #[test]
