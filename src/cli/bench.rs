@@ -276,7 +276,13 @@ async fn sweep(args: &BenchArgs, dataset: &Dataset, emulated: bool) -> anyhow::R
     let ratio = median(round_ratios.clone());
     let rounds = if round_ratios.len() > 1 {
         let each: Vec<String> = round_ratios.iter().map(|r| format!("{r:.2}")).collect();
-        format!(" (median of {} rounds: {})", each.len(), each.join(", "))
+        // Each round's ratio pairs settings measured minutes apart, not
+        // the rows' medians, which may come from different rounds.
+        format!(
+            " (median of {} rounds' ratios: {}; the rows are each setting's median round)",
+            each.len(),
+            each.join(", ")
+        )
     } else {
         String::new()
     };
