@@ -4,6 +4,7 @@
 //!
 //! ```sh
 //! cargo run --release --example sim_cell -- 50 30 10   # MB/s per connection, TTFB ms, link Gbps
+//! STOKER_SIM_SEED=11 cargo run --release --example sim_cell -- 50 100 10   # another draw
 //! ```
 
 use stoker::autotune::ControllerConfig;
@@ -34,7 +35,7 @@ fn main() {
             duration_secs: secs,
             clients: vec![client],
             limiter: rate_cap.map(|_| stoker::autotune::RateLimiterConfig::default()),
-            seed: 7,
+            seed: std::env::var("STOKER_SIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(7),
         })
     };
     println!("static concurrency: MB/s over 4–10 s");
