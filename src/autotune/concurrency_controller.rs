@@ -549,8 +549,6 @@ impl ConcurrencyController {
                     // requests: learn the headroom that delivered it.
                     self.goodput_bps = bps;
                     let ideal = bps * self.min_latency_secs / self.part_bytes as f64;
-                    // Only from a few requests up: at one or two, rounding
-                    // alone looks like a large headroom.
                     // The knee lies somewhere between the base and the
                     // probe: try halfway back, judged like any shrink
                     // (undone if it costs goodput). A kept probe otherwise
@@ -562,6 +560,8 @@ impl ConcurrencyController {
                         self.set_concurrency(probed - trim);
                         self.last_shrink = Some((probed, bps, 0));
                     }
+                    // Only from a few requests up: at one or two, rounding
+                    // alone looks like a large headroom.
                     if ideal >= 2.0 {
                         self.headroom = self.headroom.max(self.concurrency as f64 / ideal).min(2.0);
                     }
