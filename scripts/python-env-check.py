@@ -22,7 +22,12 @@ def main() -> int:
         if (name, extras) in seen:
             continue
         seen.add((name, extras))
-        for line in distribution(name).requires or []:
+        try:
+            requires = distribution(name).requires or []
+        except PackageNotFoundError:
+            problems.append(f"{name}: not installed")
+            continue
+        for line in requires:
             req = Requirement(line)
             wanted = req.marker is None or any(
                 req.marker.evaluate({"extra": e}) for e in extras | {""}

@@ -26,8 +26,8 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use tokio::sync::mpsc;
 
-use crate::batch::{Batch, SpareBuffers, collate, collate_in};
-use crate::fetch::{FetchEngine, PartEvent, spawn_shard_stream};
+use crate::batch::{Batch, batch_bytes, collate, collate_in};
+use crate::fetch::{FetchEngine, PartEvent, PartPool, spawn_shard_stream};
 use crate::order::reshard::{PlanItem, Progress, SampleFilter};
 use crate::order::{OrderConfig, ShuffleBuffer, plan_shards, stream_rng};
 use crate::shard::{Sample, ShardParser};
@@ -141,11 +141,22 @@ pub trait BatchWriter: Send + 'static {
 }
 
 /// Collates each batch into its own `Vec` (benchmarks, tests, in-process
-/// use): a buffer the consumer recycled ([`Pipeline::recycle`]), else a new
-/// one.
-#[derive(Debug, Default, Clone)]
+/// use): a buffer the consumer recycled ([`Pipeline::recycle`]; initialised
+/// already, so written in parallel), else a new one written front to back
+/// (a parallel write would need it zeroed first: a whole extra pass).
+#[derive(Debug, Clone)]
 pub struct VecWriter {
-    spare: Arc<SpareBuffers>,
+    recycled: Arc<PartPool>,
+}
+
+/// Recycled batch buffers kept at most: the batches in flight between the
+/// batch thread and a consumer that recycles (the ready queue and a few).
+const RECYCLED_BYTES: u64 = 256 << 20;
+
+impl Default for VecWriter {
+    fn default() -> Self {
+        VecWriter { recycled: PartPool::new(RECYCLED_BYTES) }
+    }
 }
 
 impl BatchWriter for VecWriter {
@@ -157,7 +168,7 @@ impl BatchWriter for VecWriter {
         index: u64,
         _progress: Option<Progress>,
     ) -> Result<Option<Batch>> {
-        Ok(Some(match self.spare.take() {
+        Ok(Some(match self.recycled.try_take(batch_bytes(samples) as usize) {
             Some(buf) => collate_in(buf, samples, epoch, index),
             None => collate(samples, epoch, index),
         }))
@@ -171,7 +182,7 @@ pub struct Pipeline<B = Batch> {
     demand: Arc<crate::fetch::DemandGauge>,
     pub stats: Arc<PipelineStats>,
     /// Where [`Pipeline::recycle`] puts buffers (the `Vec` writer's).
-    spare: Option<Arc<SpareBuffers>>,
+    recycled: Option<Arc<PartPool>>,
 }
 
 /// Samples queued between parsing and batching.
@@ -186,17 +197,27 @@ impl Pipeline<Batch> {
         cfg: PipelineConfig,
     ) -> Result<Pipeline<Batch>> {
         let writer = VecWriter::default();
-        let spare = writer.spare.clone();
+        let recycled = writer.recycled.clone();
         let mut pipeline = Pipeline::start_with(dataset, engine, cfg, writer)?;
-        pipeline.spare = Some(spare);
+        pipeline.recycled = Some(recycled);
         Ok(pipeline)
     }
 
+    /// Batches written into a recycled buffer so far.
+    pub fn recycled_reuses(&self) -> u64 {
+        self.recycled.as_ref().map_or(0, |r| r.reused.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// Hands a consumed batch's buffer back for a later batch: no
-    /// allocation, and a parallel copy into it (`batch::spare_buffers`).
+    /// allocation, and a parallel copy into it.
     pub fn recycle(&self, batch: Batch) {
-        if let Some(spare) = &self.spare {
-            spare.put(batch.buf);
+        if let Some(recycled) = &self.recycled {
+            // All of it, so a later, larger batch fits: the tail past this
+            // batch is zeroed once (a buffer from `collate_in` was cut to
+            // its batch), then stays initialised.
+            let mut buf = batch.buf;
+            buf.resize(buf.capacity(), 0);
+            recycled.give(buf);
         }
     }
 }
@@ -262,7 +283,7 @@ impl<B: Send + 'static> Pipeline<B> {
             "stoker-batch",
             Box::new(move || batch_loop(sample_rx, batch_tx, cfg, budget, writer, &batch_stats)),
         )?;
-        Ok(Pipeline { batches, demand, stats, spare: None })
+        Ok(Pipeline { batches, demand, stats, recycled: None })
     }
 
     /// The next batch; `None` when every epoch is done or after an error.

@@ -616,19 +616,15 @@ impl ConcurrencyController {
     /// Requests in flight that `bps` needs at the uncontended latency, with
     /// headroom (Little's law: L = λ·W).
     fn little_target(&self, bps: f64) -> usize {
-        if !self.min_latency_secs.is_finite() || self.part_bytes == 0 {
+        let Some((little, gaps)) = self.needs(bps) else {
             return self.concurrency;
-        }
+        };
         // Headroom: a share of the need, or what covers the requests'
         // time-to-first-byte gaps where that is more (at a few requests,
         // all of them waiting at once idles the path; see `gap_cover`).
         // A tenth of a request of slack before rounding up: at one or two
         // requests, rounding is a larger step than the headroom.
-        let ideal = bps * self.min_latency_secs / self.part_bytes as f64;
-        let moving = ideal * (1.0 - self.ttfb_share);
-        let gaps = requests_to_cover(moving, self.ttfb_share, self.cfg.fill) as f64;
-        let needed = (self.headroom * ideal).max(gaps);
-        (needed - 0.1).ceil().max(1.0) as usize
+        (little.max(gaps) - 0.1).ceil().max(1.0) as usize
     }
 
     /// Whether covering the requests' time-to-first-byte gaps, not Little's
@@ -638,13 +634,20 @@ impl ConcurrencyController {
     /// for 3). Larger parts shrink the waits' share, so fewer requests (and
     /// fewer GETs) keep the path as busy.
     fn gap_bound(&self, bps: f64) -> bool {
+        self.needs(bps).is_some_and(|(little, gaps)| gaps >= (little - 0.1).ceil() + 1.0)
+    }
+
+    /// The requests `bps` needs: by Little's law with headroom, and to cover
+    /// the time-to-first-byte gaps (`gap_cover`); `None` before the
+    /// uncontended latency is known.
+    fn needs(&self, bps: f64) -> Option<(f64, f64)> {
         if !self.min_latency_secs.is_finite() || self.part_bytes == 0 {
-            return false;
+            return None;
         }
         let ideal = bps * self.min_latency_secs / self.part_bytes as f64;
         let moving = ideal * (1.0 - self.ttfb_share);
         let gaps = requests_to_cover(moving, self.ttfb_share, self.cfg.fill) as f64;
-        gaps >= (self.headroom * ideal - 0.1).ceil() + 1.0
+        Some((self.headroom * ideal, gaps))
     }
 
     /// Doubles the part size (within its cap and the memory budget), and

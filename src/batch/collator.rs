@@ -20,8 +20,8 @@ pub const KEY_COLUMN: &str = "__key__";
 
 /// Values at least this long are copied after the serial pass.
 const BULK_PIECE: usize = 4 << 10;
-/// A batch smaller than this is copied on the calling thread: handing work
-/// to the pool costs more than it saves.
+/// Less bulk than this is copied on the calling thread: handing work to the
+/// pool costs more than it saves.
 const PARALLEL_MIN: usize = 2 << 20;
 /// The bytes of one parallel copy task.
 const TASK_BYTES: usize = 1 << 20;
@@ -51,12 +51,11 @@ enum Dest<'a> {
     Fixed(&'a mut [u8]),
 }
 
-/// Writes front to back; with `defer`, large pieces are noted (where,
-/// what) and copied by [`Writer::finish`].
+/// Writes front to back; into a fixed slice, large pieces are noted
+/// (where, what) and copied by [`Writer::finish`].
 struct Writer<'a, 's> {
     dest: Dest<'a>,
     at: usize,
-    defer: bool,
     bulk: Vec<(usize, &'s [u8])>,
 }
 
@@ -72,7 +71,7 @@ impl<'a, 's> Writer<'a, 's> {
     }
 
     fn put_value(&mut self, bytes: &'s [u8]) {
-        if !self.defer || bytes.len() < BULK_PIECE {
+        if matches!(self.dest, Dest::Grow(_)) || bytes.len() < BULK_PIECE {
             return self.put(bytes);
         }
         self.bulk.push((self.at, bytes));
@@ -92,6 +91,7 @@ impl<'a, 's> Writer<'a, 's> {
         let Writer { dest: Dest::Fixed(buf), at, bulk, .. } = self else {
             return self.at;
         };
+        let parallel = bulk.iter().map(|(_, src)| src.len()).sum::<usize>() >= PARALLEL_MIN;
         // Disjoint destinations, in order: carve them out of the buffer,
         // cutting large pieces, and group them into tasks of ~TASK_BYTES.
         let mut tasks: Vec<Vec<(&mut [u8], &[u8])>> = Vec::new();
@@ -121,8 +121,8 @@ impl<'a, 's> Writer<'a, 's> {
             }
         };
         match copy_pool() {
-            Some(pool) => pool.install(|| tasks.into_par_iter().for_each(copy)),
-            None => tasks.into_iter().for_each(copy),
+            Some(pool) if parallel => pool.install(|| tasks.into_par_iter().for_each(copy)),
+            _ => tasks.into_iter().for_each(copy),
         }
         at
     }
@@ -152,19 +152,15 @@ pub fn batch_bytes(samples: &[Sample]) -> u64 {
 /// Collates `samples` into one batch in its own buffer.
 pub fn collate(samples: &[Sample], epoch: u64, index: u64) -> Batch {
     let mut buf = Vec::with_capacity(batch_bytes(samples) as usize);
-    let w = Writer { dest: Dest::Grow(&mut buf), at: 0, defer: false, bulk: Vec::new() };
+    let w = Writer { dest: Dest::Grow(&mut buf), at: 0, bulk: Vec::new() };
     let (keys, columns, _) = collate_with(samples, w);
     Batch { buf, num_samples: samples.len(), keys, columns, epoch, index }
 }
 
-/// Collates `samples` into `buf`, a recycled batch buffer (any length, any
-/// contents): grown (zeroing only the growth) when short, then written like
-/// a ring slot, in parallel.
+/// Collates `samples` into `buf`, a recycled batch buffer (at least
+/// [`batch_bytes`] long, any contents), written like a ring slot, in
+/// parallel; the batch's buffer is `buf` cut to the batch.
 pub fn collate_in(mut buf: Vec<u8>, samples: &[Sample], epoch: u64, index: u64) -> Batch {
-    let need = batch_bytes(samples) as usize;
-    if buf.len() < need {
-        buf.resize(need, 0);
-    }
     let (keys, columns, len) = collate_into(samples, &mut buf);
     buf.truncate(len);
     Batch { buf, num_samples: samples.len(), keys, columns, epoch, index }
@@ -173,8 +169,7 @@ pub fn collate_in(mut buf: Vec<u8>, samples: &[Sample], epoch: u64, index: u64) 
 /// Collates `samples` into `buf` (at least [`batch_bytes`] long; a ring
 /// slot); returns the key column, the field columns and the bytes written.
 pub fn collate_into(samples: &[Sample], buf: &mut [u8]) -> (Column, Vec<Column>, usize) {
-    let defer = batch_bytes(samples) >= PARALLEL_MIN as u64;
-    collate_with(samples, Writer { dest: Dest::Fixed(buf), at: 0, defer, bulk: Vec::new() })
+    collate_with(samples, Writer { dest: Dest::Fixed(buf), at: 0, bulk: Vec::new() })
 }
 
 fn collate_with<'s>(samples: &'s [Sample], mut w: Writer<'_, 's>) -> (Column, Vec<Column>, usize) {
@@ -303,8 +298,8 @@ mod tests {
         assert_eq!((keys, columns), (b.keys.clone(), b.columns.clone()));
         assert_eq!(len, b.buf.len());
         assert!(slot[..len] == b.buf[..], "the slot differs from the serial collation");
-        // Recycled buffers, shorter and longer than the batch, stale bytes.
-        for stale in [vec![0x5a; 1000], vec![0x5a; 2 * slot.len()]] {
+        // Recycled buffers, as long as the batch and longer, stale bytes.
+        for stale in [vec![0x5a; slot.len()], vec![0x5a; 2 * slot.len()]] {
             let r = collate_in(stale, &samples, 0, 0);
             assert!(r.buf == b.buf, "a recycled buffer differs from the serial collation");
             assert_eq!(r.columns, b.columns);

@@ -38,15 +38,17 @@ impl PartPool {
 
     /// A buffer of at least `len` initialised bytes.
     pub fn take(&self, len: usize) -> Vec<u8> {
+        self.try_take(len).unwrap_or_else(|| vec![0; len])
+    }
+
+    /// A retained buffer of at least `len` bytes, if one is free.
+    pub fn try_take(&self, len: usize) -> Option<Vec<u8>> {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(at) = free.iter().rposition(|b| b.len() >= len) {
-            let buf = free.swap_remove(at);
-            self.retained_bytes.fetch_sub(buf.len() as u64, Ordering::Relaxed);
-            self.reused.fetch_add(1, Ordering::Relaxed);
-            return buf;
-        }
-        drop(free);
-        vec![0; len]
+        let at = free.iter().rposition(|b| b.len() >= len)?;
+        let buf = free.swap_remove(at);
+        self.retained_bytes.fetch_sub(buf.len() as u64, Ordering::Relaxed);
+        self.reused.fetch_add(1, Ordering::Relaxed);
+        Some(buf)
     }
 
     /// Frees every retained buffer (an idle daemon gives its memory back).
@@ -60,7 +62,9 @@ impl PartPool {
         self.retained_bytes.load(Ordering::Relaxed)
     }
 
-    fn give(&self, buf: Vec<u8>) {
+    /// Keeps `buf` (all of its `len` bytes initialised) for a later
+    /// `take`, unless that would retain more than the pool's cap.
+    pub fn give(&self, buf: Vec<u8>) {
         let n = buf.len() as u64;
         if self.retained_bytes.load(Ordering::Relaxed) + n > self.max_retained_bytes {
             return;
