@@ -19,29 +19,56 @@ fn auto() -> ControllerConfig {
 }
 
 fn run(model: StoreModel, clients: Vec<ControllerConfig>, secs: f64, limiter: bool) -> SimTrace {
+    run_seeded(model, clients, secs, limiter, seed())
+}
+
+fn run_seeded(
+    model: StoreModel,
+    clients: Vec<ControllerConfig>,
+    secs: f64,
+    limiter: bool,
+    seed: u64,
+) -> SimTrace {
     simulate(&SimConfig {
         model,
         changes: vec![],
         duration_secs: secs,
         clients,
         limiter: limiter.then(RateLimiterConfig::default),
-        seed: seed(),
+        seed,
     })
 }
 
-/// The simulation's seed: 7, or `STOKER_SIM_SEED` to see which cells another
-/// draw of the jitter moves (docs/AUTOTUNE.md quotes seeds 7, 11 and 23).
+/// The simulation's seed for the single-draw tests: 7, or `STOKER_SIM_SEED`.
 fn seed() -> u64 {
     std::env::var("STOKER_SIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(7)
 }
 
+/// The draws of the jitter the grid runs, 1 to 7, or `STOKER_SIM_SEEDS`
+/// (comma-separated). Its claims are about a typical draw, the median per
+/// cell, not one seed: one seed that met every target hid a cell that
+/// missed in 13 draws of 14.
+fn grid_seeds() -> Vec<u64> {
+    std::env::var("STOKER_SIM_SEEDS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect::<Vec<u64>>())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| (1..=7).collect())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }
+}
+
 /// Steady goodput of each static concurrency 1, 2, 4, … up to the budget.
-fn statics(model: StoreModel) -> Vec<(usize, f64)> {
+fn statics(model: StoreModel, seed: u64) -> Vec<(usize, f64)> {
     let max = (BUDGET / auto().initial_part_bytes) as usize;
     let mut out = Vec::new();
     let mut c = 1;
     while c <= max {
-        let tr = run(model, vec![static_client(c, &auto())], 10.0, false);
+        let tr = run_seeded(model, vec![static_client(c, &auto())], 10.0, false, seed);
         let goodput = tr.goodput_between(4.0, 10.0);
         let gained = out.last().is_none_or(|(_, prev): &(usize, f64)| goodput > 1.01 * prev);
         out.push((c, goodput));
@@ -59,14 +86,49 @@ fn statics(model: StoreModel) -> Vec<(usize, f64)> {
     out
 }
 
+/// One draw of one cell: auto against the statics of the same draw.
+struct Draw {
+    best: (usize, f64),
+    smallest: usize,
+    cold: f64,
+    steady: f64,
+    conns: f64,
+    part_mib: u64,
+}
+
+fn draw(model: StoreModel, seed: u64) -> Draw {
+    let st = statics(model, seed);
+    let best = st.iter().copied().fold((0, 0.0), |a, b| if b.1 > a.1 { b } else { a });
+    let smallest = st.iter().find(|(_, g)| *g >= 0.9 * best.1).map_or(best.0, |(c, _)| *c);
+    let tr = run_seeded(model, vec![auto()], 40.0, false, seed);
+    Draw {
+        best,
+        smallest,
+        cold: tr.goodput_between(8.0, 10.0) / best.1,
+        steady: tr.goodput_between(20.0, 40.0) / best.1,
+        conns: tr.late_concurrency,
+        part_mib: tr.settings.last().map_or(0, |s| s.2) >> 20,
+    }
+}
+
+/// The issue's three targets for one draw: ≥ 0.9 of best static after
+/// 10 s, ≥ 0.95 in steady state, ≤ 1.25× the connections of the smallest
+/// static setting reaching 0.9 of best.
+fn met(cold: f64, steady: f64, conns_ratio: f64) -> [bool; 3] {
+    [cold >= 0.9, steady >= 0.95, conns_ratio <= 1.25]
+}
+
 #[test]
 fn grid_auto_matches_best_static() {
-    let mut table = String::from(
-        "| per-conn MB/s | TTFB ms | link Gbps | best static (c, MB/s) | smallest c ≥ 0.9 best | auto @10 s / best | auto steady / best | auto conns | auto part MiB |\n\
-         | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    let seeds = grid_seeds();
+    let mut table = format!(
+        "Medians over {} draws (seeds {seeds:?}); best static and smallest c from the first.\n\n\
+         | per-conn MB/s | TTFB ms | link Gbps | best static (c, MB/s) | smallest c ≥ 0.9 best | auto @10 s / best | auto steady / best | auto conns | auto part MiB | draws missing (10 s, steady, conns) |\n\
+         | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        seeds.len()
     );
     let mut failures = Vec::new();
-    let (mut strict, mut cells) = ([0usize; 3], 0usize);
+    let (mut typical, mut every, mut cells) = ([0usize; 3], [0usize; 3], 0usize);
     for per_conn in [25.0, 50.0, 100.0, 400.0] {
         for ttfb_ms in [1.0, 10.0, 30.0, 100.0] {
             for link in [1.0, 10.0, 100.0] {
@@ -77,46 +139,66 @@ fn grid_auto_matches_best_static() {
                     link_bps: link * GBPS,
                     rate_cap: None,
                 };
-                let st = statics(model);
-                let (best_c, best) =
-                    st.iter().copied().fold((0, 0.0), |a, b| if b.1 > a.1 { b } else { a });
-                let smallest =
-                    st.iter().find(|(_, g)| *g >= 0.9 * best).map_or(best_c, |(c, _)| *c);
-                let tr = run(model, vec![auto()], 40.0, false);
-                let cold = tr.goodput_between(8.0, 10.0) / best;
-                let steady = tr.goodput_between(20.0, 40.0) / best;
-                let conns = tr.late_concurrency;
-                let part = tr.settings.last().map_or(0, |s| s.2) >> 20;
+                let draws: Vec<Draw> = seeds.iter().map(|&s| draw(model, s)).collect();
+                let mut missing = [0usize; 3];
+                for d in &draws {
+                    let m = met(d.cold, d.steady, d.conns / d.smallest as f64);
+                    for i in 0..3 {
+                        missing[i] += usize::from(!m[i]);
+                        every[i] += usize::from(m[i]);
+                    }
+                }
+                let cold = median(draws.iter().map(|d| d.cold).collect());
+                let steady = median(draws.iter().map(|d| d.steady).collect());
+                let conns = median(draws.iter().map(|d| d.conns).collect());
+                let conns_ratio =
+                    median(draws.iter().map(|d| d.conns / d.smallest as f64).collect());
+                let first = &draws[0];
                 table.push_str(&format!(
-                    "| {per_conn} | {ttfb_ms} | {link} | {best_c}, {:.0} | {smallest} | {cold:.3} | {steady:.3} | {conns:.1} | {part} |\n",
-                    best / MB
+                    "| {per_conn} | {ttfb_ms} | {link} | {}, {:.0} | {} | {cold:.3} | {steady:.3} | {conns:.1} | {} | {}, {}, {} |\n",
+                    first.best.0,
+                    first.best.1 / MB,
+                    first.smallest,
+                    first.part_mib,
+                    missing[0],
+                    missing[1],
+                    missing[2],
                 ));
                 let cell = format!("{per_conn} MB/s, {ttfb_ms} ms, {link} Gbps");
-                // The issue's targets, counted and printed; see docs/AUTOTUNE.md.
-                strict[0] += usize::from(cold >= 0.9);
-                strict[1] += usize::from(steady >= 0.95);
-                strict[2] += usize::from(conns <= 1.25 * smallest as f64);
+                let m = met(cold, steady, conns_ratio);
+                for i in 0..3 {
+                    typical[i] += usize::from(m[i]);
+                }
+                // The issue's targets in every cell, for the median draw.
+                if !m[0] {
+                    failures.push(format!("{cell}: median {cold:.2} of best static after 10 s"));
+                }
+                if !m[1] {
+                    failures.push(format!("{cell}: median {steady:.2} of best static steady"));
+                }
+                if !m[2] {
+                    failures.push(format!(
+                        "{cell}: median {conns_ratio:.2}× the smallest static's connections"
+                    ));
+                }
                 cells += 1;
-                // The issue's targets, asserted in every cell (seed 7; the
-                // simulation is seeded, so these are exact regression
-                // bounds; other seeds miss a few cells, docs/AUTOTUNE.md).
-                if cold < 0.9 {
-                    failures.push(format!("{cell}: {cold:.2} of best static after 10 s"));
-                }
-                if steady < 0.95 {
-                    failures.push(format!("{cell}: {steady:.2} of best static in steady state"));
-                }
-                if conns > 1.25 * smallest as f64 {
-                    failures.push(format!("{cell}: {conns:.1} connections vs {smallest} static"));
-                }
             }
         }
     }
+    let runs = cells * seeds.len();
     table.push_str(&format!(
-        "\nIssue targets met: ≥ 0.9 of best static after 10 s in {}/{cells} cells, ≥ 0.95 in steady state in {}/{cells}, ≤ 1.25× the connections of the smallest static setting reaching 0.9 of best in {}/{cells}.\n",
-        strict[0], strict[1], strict[2]
+        "\nIssue targets met by the median draw: ≥ 0.9 of best static after 10 s in {}/{cells} cells, ≥ 0.95 in steady state in {}/{cells}, ≤ 1.25× the connections of the smallest static setting reaching 0.9 of best in {}/{cells}.\n\
+         By every draw: {}/{runs}, {}/{runs}, {}/{runs}.\n",
+        typical[0], typical[1], typical[2], every[0], every[1], every[2]
     ));
     println!("{table}");
+    // Single draws miss a few cells (jitter keeps requests in cohorts for
+    // seconds in this fluid model; docs/AUTOTUNE.md): a regression bound.
+    for (i, name) in ["10 s", "steady", "connections"].iter().enumerate() {
+        if (every[i] as f64) < 0.96 * runs as f64 {
+            failures.push(format!("{name}: only {}/{runs} draws meet the target", every[i]));
+        }
+    }
     assert!(failures.is_empty(), "{table}\n{}", failures.join("\n"));
 }
 
@@ -147,7 +229,7 @@ fn rate_cap_is_met_with_few_503s() {
     assert!(bad <= 0.01, "{bad}");
 
     // Part size free: bytes per request grow instead, past every static.
-    let best_static = statics(capped(Some(cap))).iter().map(|s| s.1).fold(0.0, f64::max);
+    let best_static = statics(capped(Some(cap)), seed()).iter().map(|s| s.1).fold(0.0, f64::max);
     let tr = run(capped(Some(cap)), vec![auto()], 60.0, true);
     let goodput = tr.goodput_between(30.0, 60.0);
     let part = tr.settings.last().map_or(0, |s| s.2);

@@ -9,7 +9,8 @@
 //! * Startup is BBR's: double while goodput grows by a quarter per round
 //!   (1.5 request latencies: long enough that the new requests show, short
 //!   enough to ramp fast; 1 and 2 both did worse on the grid); after three
-//!   rounds without that (or three at the concurrency cap), the pipe is
+//!   rounds without that (or three at the concurrency cap), or two whose
+//!   requests took twice the uncontended latency (they queue), the pipe is
 //!   full. Growth is judged on bytes counted (Little's estimate reads high
 //!   while requests in flight double); the plateau's goodput is the mean of
 //!   its rounds after the first (whose new requests still wait for first
@@ -81,6 +82,9 @@ pub struct ControllerConfig {
     /// Startup: growth that counts as growth (BBR's 25%), and patience (3).
     pub startup_growth: f64,
     pub startup_patience: u32,
+    /// Startup also ends after two rounds without growth whose requests
+    /// took this many uncontended latencies (2): they queue.
+    pub queued_latency: f64,
     /// Requests held above Little's law's need (5%), and the band within
     /// which the target is ignored (15%).
     pub headroom: f64,
@@ -114,6 +118,7 @@ impl Default for ControllerConfig {
             min_window_secs: 0.05,
             startup_growth: 1.25,
             startup_patience: 3,
+            queued_latency: 2.0,
             headroom: 1.05,
             hysteresis: 0.15,
             fill: 0.97,
@@ -406,7 +411,14 @@ impl ConcurrencyController {
                             plateau: (0.0, 0),
                         }
                     }
-                } else if stalled + 1 >= self.cfg.startup_patience || demand_met {
+                } else if stalled + 1 >= self.cfg.startup_patience
+                    || demand_met
+                    // Two rounds without growth while requests take twice
+                    // the uncontended latency: they queue on a full path,
+                    // and a third round (over a second at 128 requests
+                    // that wait their turn) only delays the shrink.
+                    || (stalled >= 1 && self.queued(period_latency))
+                {
                     // The pipe is full: hold what Little's law says the
                     // plateau's goodput needs, at least half the last
                     // concurrency that grew (the ramp overshoots by up to
@@ -576,6 +588,15 @@ impl ConcurrencyController {
         self.decision()
     }
 
+    /// Whether the requests of a period (its time-to-first-byte sum,
+    /// latency sum and completions) took `queued_latency`× the uncontended
+    /// latency: they queue on a full path.
+    fn queued(&self, (_, latency_sum, completions): (f64, f64, u64)) -> bool {
+        completions > 0
+            && self.min_latency_secs.is_finite()
+            && latency_sum / completions as f64 > self.cfg.queued_latency * self.min_latency_secs
+    }
+
     /// Sets the concurrency (clamped); whether it changed.
     fn set_concurrency(&mut self, c: usize) -> bool {
         let c = self.clamp(c);
@@ -727,6 +748,36 @@ mod tests {
         let held = (1..=64).max_by_key(|c| seen[6..].iter().filter(|s| *s == c).count()).unwrap();
         assert!((16..=20).contains(&held), "Little's law: 16 needed, with headroom: {seen:?}");
         assert_ne!(c.phase(), Phase::Startup);
+    }
+
+    /// Rounds start-up spends without growth before it ends, when goodput
+    /// stops growing at 12 requests and requests beyond them either queue
+    /// (latency grows with the count, as Little's law says) or do not.
+    fn flat_rounds_before_exit(queue: bool) -> usize {
+        let mut c = ConcurrencyController::new(ControllerConfig::default());
+        let mut flat = 0;
+        while c.phase() == Phase::Startup {
+            let n = c.concurrency();
+            let mut w = window(n, (n.min(12) as f64) * 1e8);
+            if !queue {
+                // The uncontended latency, whatever the count.
+                let latency = PART as f64 / 1e8;
+                let k = w.completions as f64;
+                (w.ttfb_secs_sum, w.transfer_secs_sum) = (0.2 * latency * k, 0.8 * latency * k);
+            }
+            flat += usize::from(n > 16);
+            c.on_window(&w);
+            assert!(flat < 10, "start-up never ended");
+        }
+        flat
+    }
+
+    #[test]
+    fn startup_ends_a_round_sooner_when_requests_queue() {
+        // Three flat rounds (BBR's patience), or two when their requests
+        // took twice the uncontended latency: more requests only queue.
+        assert_eq!(flat_rounds_before_exit(false), 3);
+        assert_eq!(flat_rounds_before_exit(true), 2);
     }
 
     /// Leaves start-up at 64 requests (full at 32), shrinks to Little's
