@@ -7,6 +7,7 @@
 
 use stoker::autotune::sim_store::{SimConfig, SimTrace, StoreModel, simulate, static_client};
 use stoker::autotune::{ControllerConfig, RateLimiterConfig};
+use stoker::cli::report::median;
 
 const MB: f64 = 1e6;
 const GBPS: f64 = 1e9 / 8.0;
@@ -54,12 +55,6 @@ fn grid_seeds() -> Vec<u64> {
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect::<Vec<u64>>())
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| (1..=7).collect())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }
 }
 
 /// Steady goodput of each static concurrency 1, 2, 4, … up to the budget.

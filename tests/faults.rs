@@ -110,7 +110,7 @@ async fn throttling_and_broken_bodies_are_retried_exactly_once() {
     let fetch = FetchConfig {
         backoff_base: std::time::Duration::from_millis(1),
         backoff_cap: std::time::Duration::from_millis(20),
-        // Every fourth part fails once whatever the rate, so pacing cannot help;
+        // Half the parts fail once whatever the rate, so pacing cannot help;
         // this test is about retries (see docs/AUTOTUNE.md on random 503s).
         rate_limit: false,
         ..small_fetch()

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::fetch_args::{ConcurrencyArg, FetchArgs};
 use super::report::{
-    BenchReport, Chosen, ConcurrencyReport, Percentiles, SweepReport, SweepRow, Verdict,
+    BenchReport, Chosen, ConcurrencyReport, Percentiles, SweepReport, SweepRow, Verdict, median,
 };
 use super::size_arg::{human_bytes, parse_bytes};
 use crate::fetch::{FetchConfig, FetchEngine, Provenance, TunePoint};
@@ -300,16 +300,6 @@ fn median_round(rs: &[BenchReport]) -> Option<&BenchReport> {
     let mut sorted: Vec<&BenchReport> = rs.iter().collect();
     sorted.sort_by(|a, b| a.bytes_per_s.total_cmp(&b.bytes_per_s));
     sorted.get(sorted.len().saturating_sub(1) / 2).copied()
-}
-
-/// The median (the mean of the middle two for an even count); 0 when empty.
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    match xs.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => xs[n / 2],
-        n => 0.5 * (xs[n / 2 - 1] + xs[n / 2]),
-    }
 }
 
 /// One run of the pipeline with `fetch` settings.

@@ -12,6 +12,16 @@ pub struct Chosen<T> {
     pub source: Provenance,
 }
 
+/// The median (the mean of the middle two for an even count); 0 when empty.
+pub fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    match xs.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => xs[n / 2],
+        n => 0.5 * (xs[n / 2 - 1] + xs[n / 2]),
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Percentiles {
     pub p50: f64,
