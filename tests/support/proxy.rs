@@ -106,22 +106,25 @@ async fn serve(
     let (mut server_rx, mut server_tx) = server.into_split();
     let client_tx = Arc::new(AsyncMutex::new(client_tx));
 
-    // Replies: paced to the per-connection bandwidth.
+    // Replies: paced to the per-connection bandwidth. A connection banks
+    // no credit while idle (once it did, since its start: a pooled
+    // connection then sent its next reply at loopback speed), only 5 ms,
+    // so that a timer that wakes late does not lower the rate.
     let writer = client_tx.clone();
     let replies = tokio::spawn(async move {
+        const SLACK: Duration = Duration::from_millis(5);
         let mut buf = vec![0u8; 64 << 10];
-        let start = Instant::now();
-        let mut sent = 0u64;
+        let mut free_at = Instant::now();
         loop {
             let n = match server_rx.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
-            sent += n as u64;
-            let due = Duration::from_secs_f64(sent as f64 / cfg.bytes_per_s);
-            let elapsed = start.elapsed();
-            if due > elapsed {
-                tokio::time::sleep(due - elapsed).await;
+            let now = Instant::now();
+            free_at = free_at.max(now.checked_sub(SLACK).unwrap_or(now))
+                + Duration::from_secs_f64(n as f64 / cfg.bytes_per_s);
+            if free_at > now {
+                tokio::time::sleep_until(free_at.into()).await;
             }
             if writer.lock().await.write_all(&buf[..n]).await.is_err() {
                 return;
