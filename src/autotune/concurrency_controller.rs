@@ -4,6 +4,7 @@
 //! ```text
 //!  Startup ──3 rounds without ≥25% growth──▶ Steady ──every 8 periods──▶ ProbeUp
 //!  (×2 per round)                          (Little's law)  ◀─keep if +5%─┘
+//!                                  (2 periods after the exit or a kept probe)
 //! ```
 //!
 //! * Startup is BBR's: double while goodput grows by a quarter per round
@@ -17,8 +18,10 @@
 //!   bytes), each the mean of both estimates (counted bytes alone come in
 //!   waves that a short round catches or misses).
 //! * Steady follows Little's law. The mean latency of the rounds that grew
-//!   is the uncontended latency `L0`; a goodput `G` of parts of `P` bytes
-//!   needs `n = G·L0/P` requests in flight, and the controller holds 5%
+//!   is the uncontended latency `L0`; a goodput `G` of requests of `B`
+//!   bytes on average (the mean of the requests `L0` was measured on: a
+//!   shard's last part is short) needs `n = G·L0/B` requests in flight,
+//!   and the controller holds 5%
 //!   more, or what keeps the path busy 97% of the time despite the
 //!   requests' waits for their first bytes where that is more (at a few
 //!   requests, all of them waiting at once idles the path; see
@@ -34,7 +37,12 @@
 //!   appeared later; it is kept only if goodput rises by 5%, and then steps
 //!   halfway back (the knee lies between base and probe), judged like any
 //!   shrink. A probe that fails doubles the wait for the next (up to 32
-//!   periods): probes cost connections.
+//!   periods): probes cost connections. The first probe after start-up,
+//!   and the next after a kept one, come two periods on: where latency
+//!   grows with load (a server sharing the client's CPU, or one that the
+//!   ramp's last round overloaded, so the plateau reads low) Little's law
+//!   at `L0` settles low, and climbing at one probe per eight periods took
+//!   longer than a 10 s benchmark.
 //! * Periods last several request latencies and at least one completion per
 //!   slot, and a judged steady period at least 20 completions (one more or
 //!   less is then the 5% judged on), so a measurement can be trusted.
@@ -95,6 +103,9 @@ pub struct ControllerConfig {
     /// Upward probes: every 8 periods, +15%, kept on a 5% gain; each probe
     /// that fails doubles the wait, up to 4× (a probe costs connections).
     pub probe_every: u32,
+    /// The wait after start-up and after a kept probe (2 periods): then
+    /// the path may well have more room.
+    pub probe_soon: u32,
     pub probe_step: f64,
     pub accept_gain: f64,
     /// Completions a steady period needs before it is judged (20: one
@@ -123,6 +134,7 @@ impl Default for ControllerConfig {
             hysteresis: 0.15,
             fill: 0.97,
             probe_every: 8,
+            probe_soon: 2,
             probe_step: 0.15,
             accept_gain: 0.05,
             judged_completions: 20,
@@ -178,15 +190,19 @@ pub struct ConcurrencyController {
     /// The concurrency before the last shrink, the goodput it had, and how
     /// many judged periods since have lost goodput (two undo it).
     last_shrink: Option<(usize, f64, u32)>,
-    /// Time-to-first-byte and latency sums, and completions, of the
+    /// Time-to-first-byte and latency sums, completions and bytes, of the
     /// startup rounds that grew.
-    growth_rounds: Vec<(f64, f64, u64)>,
+    growth_rounds: Vec<(f64, f64, u64, u64)>,
     /// Steady periods in a row in which goodput grew with requests.
     unsaturated_periods: u32,
-    /// The uncontended request latency (see `on_window`), and the share of
-    /// it spent waiting for the first byte.
+    /// The uncontended request latency (see `on_window`), the share of it
+    /// spent waiting for the first byte, and the mean bytes of the requests
+    /// it was measured on: a shard's last part is short, so requests carry
+    /// less than the part size (18.8 MiB shards in 8 MiB parts: 6.3 MiB),
+    /// and Little's law with the part size asked for a quarter too few.
     min_latency_secs: f64,
     ttfb_share: f64,
+    request_bytes: f64,
     /// Requests held per request Little's law asks for: starts at the
     /// configured headroom, raised by upward probes that paid off (jitter
     /// and time-to-first-byte gaps need more than the fluid ideal), and
@@ -228,6 +244,7 @@ impl ConcurrencyController {
             last_shrink: None,
             min_latency_secs: f64::INFINITY,
             ttfb_share: 0.0,
+            request_bytes: 0.0,
             headroom: cfg.headroom,
             probe_interval: cfg.probe_every,
             cfg,
@@ -354,7 +371,8 @@ impl ConcurrencyController {
         }
         let bps = self.period_goodput();
         let counted = self.acc_bytes as f64 / self.acc_secs;
-        let period_latency = (self.acc_ttfb_sum, self.acc_latency_sum, self.acc_completions);
+        let period_latency =
+            (self.acc_ttfb_sum, self.acc_latency_sum, self.acc_completions, self.acc_bytes);
         let (period_rate_limited, period_secs) = (self.acc_rate_limited, self.acc_secs);
         let period_fill =
             (self.acc_fill.1 > 0).then(|| self.acc_fill.0 / f64::from(self.acc_fill.1));
@@ -382,12 +400,14 @@ impl ConcurrencyController {
                     self.growth_rounds.push(period_latency);
                     let n = self.growth_rounds.len();
                     let trusted = &self.growth_rounds[..n.saturating_sub(2).max(1)];
-                    let (ttfb, sum, count) = trusted
-                        .iter()
-                        .fold((0.0, 0.0, 0u64), |a, r| (a.0 + r.0, a.1 + r.1, a.2 + r.2));
-                    if count > 0 && sum > 0.0 {
+                    let (ttfb, sum, count, bytes) =
+                        trusted.iter().fold((0.0, 0.0, 0u64, 0u64), |a, r| {
+                            (a.0 + r.0, a.1 + r.1, a.2 + r.2, a.3 + r.3)
+                        });
+                    if count > 0 && sum > 0.0 && bytes > 0 {
                         self.min_latency_secs = sum / count as f64;
                         self.ttfb_share = ttfb / sum;
+                        self.request_bytes = bytes as f64 / count as f64;
                     }
                 }
                 if growing {
@@ -440,6 +460,9 @@ impl ConcurrencyController {
                         // uncontended latency undercounts).
                         self.last_shrink = Some((best_concurrency.max(self.concurrency), best, 0));
                     }
+                    // Little's law at the uncontended latency is a guess
+                    // where latency grows with load: check it soon.
+                    self.probe_interval = self.cfg.probe_soon;
                     State::Steady { settle: true, periods: 0 }
                 } else {
                     State::Startup {
@@ -560,7 +583,7 @@ impl ConcurrencyController {
                     // More goodput than Little's law predicted for this many
                     // requests: learn the headroom that delivered it.
                     self.goodput_bps = bps;
-                    let ideal = bps * self.min_latency_secs / self.part_bytes as f64;
+                    let ideal = self.ideal(bps).unwrap_or(0.0);
                     // The knee lies somewhere between the base and the
                     // probe: try halfway back, judged like any shrink
                     // (undone if it costs goodput). A kept probe otherwise
@@ -577,7 +600,10 @@ impl ConcurrencyController {
                     if ideal >= 2.0 {
                         self.headroom = self.headroom.max(self.concurrency as f64 / ideal).min(2.0);
                     }
-                    self.probe_interval = self.cfg.probe_every;
+                    // The path had room: look for more soon, not in eight
+                    // periods (at +15% a probe, a knee twice as far takes
+                    // five probes, 40 periods at the usual pace).
+                    self.probe_interval = self.cfg.probe_soon;
                 } else {
                     self.set_concurrency(base);
                     self.probe_interval = (self.probe_interval * 2).min(4 * self.cfg.probe_every);
@@ -591,7 +617,7 @@ impl ConcurrencyController {
     /// Whether the requests of a period (its time-to-first-byte sum,
     /// latency sum and completions) took `queued_latency`× the uncontended
     /// latency: they queue on a full path.
-    fn queued(&self, (_, latency_sum, completions): (f64, f64, u64)) -> bool {
+    fn queued(&self, (_, latency_sum, completions, _): (f64, f64, u64, u64)) -> bool {
         completions > 0
             && self.min_latency_secs.is_finite()
             && latency_sum / completions as f64 > self.cfg.queued_latency * self.min_latency_secs
@@ -662,13 +688,18 @@ impl ConcurrencyController {
     /// the time-to-first-byte gaps (`gap_cover`); `None` before the
     /// uncontended latency is known.
     fn needs(&self, bps: f64) -> Option<(f64, f64)> {
-        if !self.min_latency_secs.is_finite() || self.part_bytes == 0 {
-            return None;
-        }
-        let ideal = bps * self.min_latency_secs / self.part_bytes as f64;
+        let ideal = self.ideal(bps)?;
         let moving = ideal * (1.0 - self.ttfb_share);
         let gaps = requests_to_cover(moving, self.ttfb_share, self.cfg.fill) as f64;
         Some((self.headroom * ideal, gaps))
+    }
+
+    /// Requests in flight that carry `bps` at the uncontended latency, by
+    /// Little's law: requests per second (`bps` over the mean bytes per
+    /// request) times the latency; `None` before both are measured.
+    fn ideal(&self, bps: f64) -> Option<f64> {
+        (self.min_latency_secs.is_finite() && self.request_bytes > 0.0)
+            .then(|| bps * self.min_latency_secs / self.request_bytes)
     }
 
     /// Doubles the part size (within its cap and the memory budget), and
@@ -693,6 +724,8 @@ impl ConcurrencyController {
         if self.min_latency_secs.is_finite() {
             self.min_latency_secs *= latency;
         }
+        // Short last parts stay short; at large shards that is a small error.
+        self.request_bytes *= scale;
         self.ttfb_share = f / latency;
         true
     }
@@ -804,15 +837,17 @@ mod tests {
     #[test]
     fn a_shrink_is_undone_after_two_losing_periods_not_one() {
         // One losing period may be the trough of a wave: the shrink stands
-        // (until the first upward probe, 8 periods on).
+        // (an upward probe two periods on fails and comes back to it).
         let one = shrink_then_lose(1);
         assert!(one[0] < 64, "{one:?}");
-        assert!(one[..7].iter().all(|c| *c == one[0]), "{one:?}");
+        assert!(one[..4].iter().all(|c| *c == one[0]), "{one:?}");
+        assert_eq!(one[6], one[0], "{one:?}");
         // Two in a row: Little's law undercounted. Undone (to the last
         // concurrency that grew, 32, here no more than the shrink's 34) and
-        // the headroom raised, so the target rises above the shrink's.
+        // the headroom raised, so the target rises above the shrink's and
+        // stays there longer than a probe would.
         let two = shrink_then_lose(2);
-        assert!(two[..7].iter().any(|c| *c > two[0]), "{two:?}");
+        assert!(two[5..8].iter().all(|c| *c > two[0]), "{two:?}");
     }
 
     #[test]
@@ -910,6 +945,56 @@ mod tests {
         let Some(&[(top, _), (after, _)]) = kept else { panic!("no probe kept: {seen:?}") };
         assert!(top > 36 && (36..top).contains(&after), "{settled} → {top} → {after}: {seen:?}");
         assert_eq!(seen.last().map(|s| s.0), Some(after), "{seen:?}");
+    }
+
+    #[test]
+    fn little_counts_the_bytes_requests_carry_not_the_part_size() {
+        // Shards end in short parts: here every request carries half a
+        // part. Full at 16 requests; Little's law with the part size would
+        // leave start-up at 9.
+        let mut c = ConcurrencyController::new(ControllerConfig::default());
+        let mut seen = vec![];
+        while c.phase() == Phase::Startup && seen.len() < 20 {
+            let n = c.concurrency();
+            // Twice the completions of whole parts, each in half the time.
+            let mut w = window(n, (n.min(16) as f64) * 1e8);
+            w.completions *= 2;
+            c.on_window(&w);
+            seen.push(c.concurrency());
+        }
+        assert!((16..=20).contains(&c.concurrency()), "16 needed: {seen:?}");
+    }
+
+    /// Goodput of `n` requests on a server that is overloaded past 24 (it
+    /// shares the client's CPU): linear up to 24, then lower with every
+    /// request more, 0.6 of the peak at 64.
+    fn overloaded(n: usize) -> f64 {
+        1e8 * n.min(24) as f64 * (1.0 - n.saturating_sub(24) as f64 / 100.0)
+    }
+
+    /// Share of the overloaded server's peak reached after `secs` windows.
+    fn overloaded_climb(cfg: ControllerConfig, secs: usize) -> (f64, Vec<usize>) {
+        let mut c = ConcurrencyController::new(cfg);
+        let mut seen = vec![];
+        for _ in 0..secs {
+            let n = c.concurrency();
+            c.on_window(&window(n, overloaded(n)));
+            seen.push(n);
+        }
+        (overloaded(c.concurrency()) / overloaded(24), seen)
+    }
+
+    #[test]
+    fn probes_come_soon_after_the_exit_and_after_a_kept_probe() {
+        // The ramp's last rounds overload the server, so the plateau reads
+        // low and Little's law settles at 16. A probe two periods after the
+        // exit and after each kept probe climbs back to the peak in about
+        // 12 periods; at the usual eight periods it takes three times that.
+        let (soon, seen) = overloaded_climb(ControllerConfig::default(), 25);
+        assert!(soon >= 0.95, "{soon:.2} of the peak after 25 s: {seen:?}");
+        let cfg = ControllerConfig { probe_soon: 8, ..ControllerConfig::default() };
+        let (late, seen) = overloaded_climb(cfg, 25);
+        assert!(late < 0.9, "{late:.2} of the peak after 25 s: {seen:?}");
     }
 
     #[test]

@@ -79,7 +79,20 @@ async fn run(engine: Weak<FetchEngine>, mut controller: ConcurrencyController) {
             }),
             consumer_wait_secs: (demand.wait_us - prev_demand.wait_us) as f64 * 1e-6,
         };
+        let before = (controller.concurrency(), controller.part_bytes(), controller.phase());
         let decision = controller.on_window(&obs);
+        if before != (decision.concurrency, decision.part_bytes, decision.phase) {
+            // STOKER_LOG=stoker=debug shows the controller converge.
+            tracing::debug!(
+                t = format_args!("{:.2}", obs.now_secs),
+                concurrency = decision.concurrency,
+                part_bytes = decision.part_bytes,
+                phase = ?decision.phase,
+                goodput_mib_s = format_args!("{:.1}", controller.goodput_bps() / 1048576.0),
+                latency_ms = format_args!("{:.0}", obs.mean_latency_secs().unwrap_or(0.0) * 1e3),
+                "Autotune step."
+            );
+        }
         engine.limit.set_limit(decision.concurrency);
         engine.set_part_bytes(decision.part_bytes);
         let point = TunePoint {
