@@ -142,6 +142,27 @@ impl Default for ControllerConfig {
     }
 }
 
+/// Requests completed over a period: sums of their times to first byte and
+/// latencies, their count and their bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Completed {
+    ttfb_secs: f64,
+    latency_secs: f64,
+    count: u64,
+    bytes: u64,
+}
+
+impl Completed {
+    fn plus(self, other: &Completed) -> Completed {
+        Completed {
+            ttfb_secs: self.ttfb_secs + other.ttfb_secs,
+            latency_secs: self.latency_secs + other.latency_secs,
+            count: self.count + other.count,
+            bytes: self.bytes + other.bytes,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
     /// `plateau`: goodput summed over the rounds since growth stopped,
@@ -190,9 +211,8 @@ pub struct ConcurrencyController {
     /// The concurrency before the last shrink, the goodput it had, and how
     /// many judged periods since have lost goodput (two undo it).
     last_shrink: Option<(usize, f64, u32)>,
-    /// Time-to-first-byte and latency sums, completions and bytes, of the
-    /// startup rounds that grew.
-    growth_rounds: Vec<(f64, f64, u64, u64)>,
+    /// The requests completed in each startup round that grew.
+    growth_rounds: Vec<Completed>,
     /// Steady periods in a row in which goodput grew with requests.
     unsaturated_periods: u32,
     /// The uncontended request latency (see `on_window`), the share of it
@@ -371,8 +391,12 @@ impl ConcurrencyController {
         }
         let bps = self.period_goodput();
         let counted = self.acc_bytes as f64 / self.acc_secs;
-        let period_latency =
-            (self.acc_ttfb_sum, self.acc_latency_sum, self.acc_completions, self.acc_bytes);
+        let period_done = Completed {
+            ttfb_secs: self.acc_ttfb_sum,
+            latency_secs: self.acc_latency_sum,
+            count: self.acc_completions,
+            bytes: self.acc_bytes,
+        };
         let (period_rate_limited, period_secs) = (self.acc_rate_limited, self.acc_secs);
         let period_fill =
             (self.acc_fill.1 > 0).then(|| self.acc_fill.0 / f64::from(self.acc_fill.1));
@@ -397,17 +421,14 @@ impl ConcurrencyController {
                     // uncontended latency is the completion-weighted mean of
                     // the others: every completion counts, not the luckiest
                     // round.
-                    self.growth_rounds.push(period_latency);
+                    self.growth_rounds.push(period_done);
                     let n = self.growth_rounds.len();
                     let trusted = &self.growth_rounds[..n.saturating_sub(2).max(1)];
-                    let (ttfb, sum, count, bytes) =
-                        trusted.iter().fold((0.0, 0.0, 0u64, 0u64), |a, r| {
-                            (a.0 + r.0, a.1 + r.1, a.2 + r.2, a.3 + r.3)
-                        });
-                    if count > 0 && sum > 0.0 && bytes > 0 {
-                        self.min_latency_secs = sum / count as f64;
-                        self.ttfb_share = ttfb / sum;
-                        self.request_bytes = bytes as f64 / count as f64;
+                    let all = trusted.iter().fold(Completed::default(), Completed::plus);
+                    if all.count > 0 && all.latency_secs > 0.0 && all.bytes > 0 {
+                        self.min_latency_secs = all.latency_secs / all.count as f64;
+                        self.ttfb_share = all.ttfb_secs / all.latency_secs;
+                        self.request_bytes = all.bytes as f64 / all.count as f64;
                     }
                 }
                 if growing {
@@ -437,7 +458,7 @@ impl ConcurrencyController {
                     // the uncontended latency: they queue on a full path,
                     // and a third round (over a second at 128 requests
                     // that wait their turn) only delays the shrink.
-                    || (stalled >= 1 && self.queued(period_latency))
+                    || (stalled >= 1 && self.queued(period_done))
                 {
                     // The pipe is full: hold what Little's law says the
                     // plateau's goodput needs, at least half the last
@@ -614,13 +635,13 @@ impl ConcurrencyController {
         self.decision()
     }
 
-    /// Whether the requests of a period (its time-to-first-byte sum,
-    /// latency sum and completions) took `queued_latency`× the uncontended
-    /// latency: they queue on a full path.
-    fn queued(&self, (_, latency_sum, completions, _): (f64, f64, u64, u64)) -> bool {
-        completions > 0
+    /// Whether the requests completed in a period took `queued_latency`×
+    /// the uncontended latency on average: they queue on a full path.
+    fn queued(&self, done: Completed) -> bool {
+        done.count > 0
             && self.min_latency_secs.is_finite()
-            && latency_sum / completions as f64 > self.cfg.queued_latency * self.min_latency_secs
+            && done.latency_secs / done.count as f64
+                > self.cfg.queued_latency * self.min_latency_secs
     }
 
     /// Sets the concurrency (clamped); whether it changed.
