@@ -12,6 +12,7 @@
 //!        └─ each request: RateLimiter::try_acquire ◀── 503/429: on_throttle ──────┘ (request rate, per endpoint)
 //! ```
 
+mod arrival_round;
 mod concurrency_controller;
 mod gap_cover;
 mod observation;

@@ -4,9 +4,11 @@
 
 mod epoch_plan;
 pub mod reshard;
+mod run_plan;
 mod seed;
 mod shuffle_buffer;
 
 pub use epoch_plan::{OrderConfig, plan_shards};
+pub use run_plan::{RunEntry, RunPlan};
 pub use seed::{mix64, stream_rng};
 pub use shuffle_buffer::ShuffleBuffer;

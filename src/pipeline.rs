@@ -28,8 +28,8 @@ use tokio::sync::mpsc;
 
 use crate::batch::{Batch, batch_bytes, collate, collate_in};
 use crate::fetch::{FetchEngine, PartEvent, PartPool, spawn_shard_stream};
-use crate::order::reshard::{PlanItem, Progress, SampleFilter};
-use crate::order::{OrderConfig, ShuffleBuffer, plan_shards, stream_rng};
+use crate::order::reshard::{PlanItem, Progress};
+use crate::order::{OrderConfig, RunEntry, RunPlan, ShuffleBuffer, stream_rng};
 use crate::shard::{Sample, ShardParser};
 use crate::source::Dataset;
 use crate::{Error, Result};
@@ -113,15 +113,6 @@ struct Tag {
     item: u32,
     shard: u32,
     ordinal: u32,
-}
-
-/// One shard of the run's plan, as the parse thread sees it.
-struct PlanEntry {
-    epoch: u64,
-    /// Position in its epoch's plan.
-    item: u32,
-    shard: u32,
-    filter: SampleFilter,
 }
 
 /// Where the batch thread collates a batch: a fresh buffer ([`VecWriter`])
@@ -234,33 +225,23 @@ impl<B: Send + 'static> Pipeline<B> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::Internal("Pipeline::start needs a tokio runtime".into()));
         }
-        let mut plan = Vec::new();
-        let mut entries = Vec::new();
-        for epoch in cfg.order.epoch..cfg.order.epoch + cfg.epochs {
-            let items = match &cfg.plan {
-                Some(items) if epoch == cfg.order.epoch => items.clone(),
-                _ => plan_shards(dataset.shards.len(), epoch, &cfg.order)
-                    .into_iter()
-                    .map(|s| PlanItem { shard: s as u32, filter: SampleFilter::ALL })
-                    .collect(),
-            };
-            for (i, item) in items.into_iter().enumerate() {
-                let shard = dataset.shards.get(item.shard as usize).ok_or_else(|| {
-                    Error::Config(format!(
-                        "the plan names shard {} of a dataset of {}",
-                        item.shard,
-                        dataset.shards.len()
-                    ))
-                })?;
-                plan.push((plan.len(), shard.clone()));
-                entries.push(PlanEntry {
-                    epoch,
-                    item: i as u32,
-                    shard: item.shard,
-                    filter: item.filter,
-                });
-            }
+        if let Some(bad) =
+            cfg.plan.iter().flatten().find(|i| i.shard as usize >= dataset.shards.len())
+        {
+            return Err(Error::Config(format!(
+                "the plan names shard {} of a dataset of {}",
+                bad.shard,
+                dataset.shards.len()
+            )));
         }
+        // Drawn lazily by the fetch scheduler: one epoch's order at a time.
+        let shards = dataset.shards.clone();
+        let plan = RunPlan::new(&cfg.order, shards.len(), cfg.epochs, cfg.plan.clone()).map(
+            move |entry| {
+                let shard = shards[entry.shard as usize].clone();
+                (entry, shard)
+            },
+        );
         let budget = engine.budget.total_bytes();
         let demand = engine.demand.clone();
         let events = spawn_shard_stream(engine, plan);
@@ -276,7 +257,7 @@ impl<B: Send + 'static> Pipeline<B> {
         let parse_stats = stats.clone();
         spawn(
             "stoker-parse",
-            Box::new(move || parse_loop(events, entries, sample_tx, budget / 4, &parse_stats)),
+            Box::new(move || parse_loop(events, sample_tx, budget / 4, &parse_stats)),
         )?;
         let batch_stats = stats.clone();
         spawn(
@@ -299,8 +280,7 @@ impl<B: Send + 'static> Pipeline<B> {
 }
 
 fn parse_loop(
-    mut events: mpsc::Receiver<PartEvent>,
-    entries: Vec<PlanEntry>,
+    mut events: mpsc::Receiver<PartEvent<RunEntry>>,
     tx: SyncSender<SampleMsg>,
     max_member_bytes: u64,
     stats: &PipelineStats,
@@ -308,7 +288,7 @@ fn parse_loop(
     // The shard being parsed; the plan entry of the last shard started (its
     // samples may complete at its end) and its next sample ordinal.
     let mut parser: Option<ShardParser> = None;
-    let mut current: Option<usize> = None;
+    let mut current: Option<RunEntry> = None;
     let mut ordinal = 0u32;
     let mut last_epoch: Option<u64> = None;
     let mut out = Vec::new();
@@ -317,8 +297,8 @@ fn parse_loop(
     };
     while let Some(event) = events.blocking_recv() {
         let result: Result<()> = match event {
-            PartEvent::ShardStart { index, shard, .. } => {
-                let epoch = entries[index].epoch;
+            PartEvent::ShardStart { tag, shard, .. } => {
+                let epoch = tag.epoch;
                 ordinal = 0;
                 if let Some(prev) = last_epoch.filter(|&e| e != epoch)
                     && tx.send(SampleMsg::EpochEnd { epoch: prev }).is_err()
@@ -327,7 +307,7 @@ fn parse_loop(
                 }
                 last_epoch = Some(epoch);
                 parser = Some(ShardParser::new(shard.url.as_str().into(), max_member_bytes));
-                current = Some(index);
+                current = Some(tag);
                 Ok(())
             }
             PartEvent::Part { data, .. } => match (data.blocking_recv(), parser.as_mut()) {
@@ -336,7 +316,7 @@ fn parse_loop(
                 (Err(_), _) => Err(Error::Internal("a fetch task ended without a result".into())),
                 (_, None) => Err(Error::Internal("a part arrived outside a shard".into())),
             },
-            PartEvent::ShardEnd { .. } => match parser.take() {
+            PartEvent::ShardEnd => match parser.take() {
                 Some(p) => p.finish(&mut out).map(|_| ()).map_err(Error::from).inspect(|()| {
                     stats.shards_done.fetch_add(1, Ordering::Relaxed);
                 }),
@@ -348,7 +328,7 @@ fn parse_loop(
             return fail(e);
         }
         stats.samples_parsed.fetch_add(out.len() as u64, Ordering::Relaxed);
-        let Some(entry) = current.map(|i| &entries[i]) else {
+        let Some(entry) = current.as_ref() else {
             out.clear();
             continue;
         };

@@ -62,6 +62,7 @@
 //!   start should not pay.
 //! * Timeouts cut concurrency by 30%: too many connections for the path.
 
+use super::arrival_round::{ArrivalRound, RoundMeasure, RoundTimes};
 use super::gap_cover::requests_to_cover;
 use super::observation::{Decision, Phase, WindowObservation};
 
@@ -111,6 +112,19 @@ pub struct ControllerConfig {
     /// Completions a steady period needs before it is judged (20: one
     /// completion is then 5% of the count, the gain judged on).
     pub judged_completions: u64,
+    /// On arrived bytes, a doubling grows only if each added request added
+    /// 30% of what one request carried alone, from 8 requests up: below 8,
+    /// a 100 ms measure holds a few parts, and one request's wait for its
+    /// next first byte swings the sum by a quarter.
+    pub startup_added_share: f64,
+    pub startup_judged_from: usize,
+    /// Start-up rounds on arrived bytes (see `arrival_round`): measured
+    /// over 2 times to first byte and at least 100 ms (two of the engine's
+    /// 50 ms windows), after at most 3 times to first byte of waiting for
+    /// the added requests' first bytes.
+    pub round_measure_ttfbs: f64,
+    pub round_min_measure_secs: f64,
+    pub round_settle_ttfbs: f64,
 }
 
 impl Default for ControllerConfig {
@@ -138,6 +152,11 @@ impl Default for ControllerConfig {
             probe_step: 0.15,
             accept_gain: 0.05,
             judged_completions: 20,
+            startup_added_share: 0.3,
+            startup_judged_from: 8,
+            round_measure_ttfbs: 2.0,
+            round_min_measure_secs: 0.1,
+            round_settle_ttfbs: 3.0,
         }
     }
 }
@@ -232,6 +251,19 @@ pub struct ConcurrencyController {
     headroom: f64,
     /// Steady periods between upward probes (see `probe_every`).
     probe_interval: u32,
+    /// The start-up round in progress, judged on arrived bytes once the
+    /// engine reports them (`arrivals`); before that, on completions.
+    round: ArrivalRound,
+    arrivals: bool,
+    /// Times to first byte seen: sum and count.
+    first_byte_secs: (f64, u64),
+    /// The per-request rate of the start-up rounds that grew: Little's
+    /// latency from arrivals where no part completed yet.
+    growth_per_request_bps: f64,
+    /// The most one request carried in any start-up round.
+    best_request_bps: f64,
+    /// Start-up levels measured on arrivals: (concurrency, best goodput).
+    levels: Vec<(usize, f64)>,
 }
 
 impl ConcurrencyController {
@@ -267,6 +299,12 @@ impl ConcurrencyController {
             request_bytes: 0.0,
             headroom: cfg.headroom,
             probe_interval: cfg.probe_every,
+            round: ArrivalRound::new(concurrency),
+            arrivals: false,
+            first_byte_secs: (0.0, 0),
+            growth_per_request_bps: 0.0,
+            best_request_bps: 0.0,
+            levels: Vec::new(),
             cfg,
         };
         c.concurrency = c.clamp(c.concurrency);
@@ -346,6 +384,11 @@ impl ConcurrencyController {
                 0.7 * self.latency_secs + 0.3 * latency
             };
         }
+        if obs.first_bytes > 0 {
+            self.first_byte_secs.0 += obs.first_byte_secs_sum;
+            self.first_byte_secs.1 += obs.first_bytes;
+        }
+        self.arrivals |= obs.arrived_bytes > 0 || obs.first_bytes > 0;
         if let Some(fixed) = self.cfg.fixed_concurrency {
             self.concurrency = fixed.max(1);
             return self.decision();
@@ -383,14 +426,35 @@ impl ConcurrencyController {
             State::Startup { .. } => self.concurrency as u64,
             _ => (self.concurrency as u64).max(self.cfg.judged_completions),
         };
-        if self.latency_secs == 0.0
-            || self.acc_secs < self.period_secs()
-            || self.acc_completions < slots
+        // Start-up on arrived bytes: the round decides when it is over.
+        let measured = match self.state {
+            State::Startup { .. } if self.arrivals => {
+                let ttfb = self.mean_first_byte_secs();
+                let times = RoundTimes {
+                    measure_ttfbs: self.cfg.round_measure_ttfbs,
+                    min_measure_secs: self.cfg.round_min_measure_secs,
+                    settle_ttfbs: self.cfg.round_settle_ttfbs,
+                };
+                match self.round.feed(obs, ttfb, &times) {
+                    Some(m) => Some(m),
+                    None => return self.decision(),
+                }
+            }
+            _ => None,
+        };
+        if measured.is_none()
+            && (self.latency_secs == 0.0
+                || self.acc_secs < self.period_secs()
+                || self.acc_completions < slots)
         {
             return self.decision();
         }
-        let bps = self.period_goodput();
-        let counted = self.acc_bytes as f64 / self.acc_secs;
+        // On arrivals both estimates are the bytes that flowed.
+        let (bps, counted) = match measured {
+            Some(m) => (m.bps, m.bps),
+            None => (self.period_goodput(), self.acc_bytes as f64 / self.acc_secs),
+        };
+        let concurrency_before = self.concurrency;
         let period_done = Completed {
             ttfb_secs: self.acc_ttfb_sum,
             latency_secs: self.acc_latency_sum,
@@ -414,21 +478,37 @@ impl ConcurrencyController {
                 // round. The plateau, where they do not, uses both.
                 let blended = bps;
                 let bps = counted;
-                let growing = bps >= best_bps * self.cfg.startup_growth && !demand_met;
+                if measured.is_some() {
+                    match self.levels.iter_mut().find(|(c, _)| *c == self.concurrency) {
+                        Some(level) => level.1 = level.1.max(bps),
+                        None => self.levels.push((self.concurrency, bps)),
+                    }
+                }
+                let growing = bps >= best_bps * self.cfg.startup_growth
+                    && !demand_met
+                    && measured.is_none_or(|m| self.adds_enough(m, best_bps, best_concurrency));
                 if growing {
                     // Rounds that still grew ran uncontended, except perhaps
-                    // the last two (goodput lags a doubling by a round). The
-                    // uncontended latency is the completion-weighted mean of
-                    // the others: every completion counts, not the luckiest
-                    // round.
+                    // the last two when judged on completions (goodput lags
+                    // a doubling by a round; arrivals are measured after the
+                    // added requests stream, and each of their rounds is
+                    // shorter than a request). The uncontended latency is
+                    // the completion-weighted mean of the others: every
+                    // completion counts, not the luckiest round.
                     self.growth_rounds.push(period_done);
                     let n = self.growth_rounds.len();
-                    let trusted = &self.growth_rounds[..n.saturating_sub(2).max(1)];
+                    let lagging = if measured.is_some() { 0 } else { 2 };
+                    let trusted = &self.growth_rounds[..n.saturating_sub(lagging).max(1)];
                     let all = trusted.iter().fold(Completed::default(), Completed::plus);
                     if all.count > 0 && all.latency_secs > 0.0 && all.bytes > 0 {
                         self.min_latency_secs = all.latency_secs / all.count as f64;
                         self.ttfb_share = all.ttfb_secs / all.latency_secs;
                         self.request_bytes = all.bytes as f64 / all.count as f64;
+                    } else if let Some(m) = measured {
+                        // Short rounds may complete nothing yet: the
+                        // latency from what arrived, a first byte's wait
+                        // and a part at one request's rate.
+                        self.latency_from_arrivals(m);
                     }
                 }
                 if growing {
@@ -470,10 +550,33 @@ impl ConcurrencyController {
                     // overstates it, and a shrink judged against that looks
                     // like a loss.
                     let best = (plateau.0 + blended) / f64::from(plateau.1 + 1);
-                    let needed = self.little_target(best);
-                    let lo = (best_concurrency / 2).max(1);
-                    self.goodput_bps = best;
+                    // On arrivals each level's goodput is measured: hold at
+                    // least the smallest level that came within 5% of the
+                    // plateau (the knee as measured; Little's law at the
+                    // uncontended latency undercounts where requests that
+                    // started together keep waiting for first bytes
+                    // together, or where latency grows with load).
+                    let knee = self
+                        .levels
+                        .iter()
+                        .filter(|(_, level_bps)| *level_bps >= best * (1.0 - self.cfg.accept_gain))
+                        .map(|(c, _)| *c)
+                        .min()
+                        .unwrap_or(0);
+                    let needed = self.little_target(best).max(knee);
                     let from = self.concurrency;
+                    // On arrivals the ramp reaches the top within seconds,
+                    // and a shrink by half then leaves the requests in
+                    // cohorts (those started together wait for first bytes
+                    // together, and the path idles between them) for longer
+                    // than the ramp took: shrink by at most a quarter, as a
+                    // steady period does, and let steady state go on.
+                    let lo = if measured.is_some() {
+                        (best_concurrency / 2).max(from * 3 / 4).max(1)
+                    } else {
+                        (best_concurrency / 2).max(1)
+                    };
+                    self.goodput_bps = best;
                     self.set_concurrency(needed.clamp(lo, from.max(lo)));
                     if self.concurrency < from && !demand_met {
                         // Judged like any shrink: undone if it costs goodput
@@ -632,7 +735,48 @@ impl ConcurrencyController {
                 State::Steady { settle: true, periods: 0 }
             }
         };
+        if matches!(self.state, State::Startup { .. }) {
+            self.round = ArrivalRound::new(self.concurrency.saturating_sub(concurrency_before));
+        }
         self.decision()
+    }
+
+    /// Whether the requests a doubling added each carried a fair share of
+    /// what one request carries alone (`startup_added_share`), judged from
+    /// `startup_judged_from` requests up. Below the knee every added request
+    /// adds a whole request's rate; near it (the CPU of a 2-core node at
+    /// 16 requests: +16 requests added 0.15 of one each, yet 25% in all)
+    /// doubling again only queues requests and memory.
+    fn adds_enough(&mut self, m: RoundMeasure, best_bps: f64, before: usize) -> bool {
+        self.best_request_bps = self.best_request_bps.max(m.per_request_bps);
+        let added = self.concurrency.saturating_sub(before);
+        if before < self.cfg.startup_judged_from || added == 0 {
+            return true;
+        }
+        let gain = m.bps - best_bps;
+        gain >= self.cfg.startup_added_share * added as f64 * self.best_request_bps
+    }
+
+    /// The mean time to first byte seen so far.
+    fn mean_first_byte_secs(&self) -> Option<f64> {
+        let (sum, n) = self.first_byte_secs;
+        (n > 0).then(|| sum / n as f64)
+    }
+
+    /// The uncontended latency from a growing round's arrivals, where no
+    /// part has completed yet: by Little's law, a part's bytes over what one
+    /// request in flight carried (waits for first bytes included), at the
+    /// best per-request rate of the rounds that grew (the first ones had
+    /// the path to themselves). Completed parts replace it as they come.
+    fn latency_from_arrivals(&mut self, m: RoundMeasure) {
+        if m.per_request_bps <= 0.0 {
+            return;
+        }
+        self.growth_per_request_bps = self.growth_per_request_bps.max(m.per_request_bps);
+        self.min_latency_secs = self.part_bytes as f64 / self.growth_per_request_bps;
+        let ttfb = self.mean_first_byte_secs().unwrap_or(0.0);
+        self.ttfb_share = (ttfb / self.min_latency_secs).min(0.9);
+        self.request_bytes = self.part_bytes as f64;
     }
 
     /// Whether the requests completed in a period took `queued_latency`×

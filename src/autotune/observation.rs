@@ -14,6 +14,13 @@ pub struct WindowObservation {
     /// Sums over those completions: time to first byte, and transfer time.
     pub ttfb_secs_sum: f64,
     pub transfer_secs_sum: f64,
+    /// Payload bytes received in the window, of completed parts or not:
+    /// goodput as it flows, for start-up rounds shorter than a part.
+    pub arrived_bytes: u64,
+    /// Requests whose first byte arrived in the window, and the sum of
+    /// their times to it.
+    pub first_bytes: u64,
+    pub first_byte_secs_sum: f64,
     /// Replies asking us to slow down (503 SlowDown, 429).
     pub throttled: u64,
     /// Requests that timed out.

@@ -128,6 +128,10 @@ struct Request {
 struct Window {
     start: f64,
     bytes: u64,
+    /// Bytes carried by transfers, complete or not (fluid).
+    arrived: f64,
+    first_bytes: u64,
+    first_byte_secs: f64,
     completions: u64,
     ttfb: f64,
     transfer: f64,
@@ -154,7 +158,9 @@ struct Client {
 /// requests that start together finish together, and counting them at
 /// completion would turn a steady flow into waves.
 fn settle(c: &mut Client, v: f64, bucket: &mut f64) {
-    *bucket += (v - c.v_mark) * c.transfers as f64;
+    let carried = (v - c.v_mark) * c.transfers as f64;
+    *bucket += carried;
+    c.window.arrived += carried;
     c.v_mark = v;
 }
 
@@ -359,6 +365,8 @@ pub fn simulate(cfg: &SimConfig) -> SimTrace {
                 let c = &mut clients[ci];
                 settle(c, v, &mut trace.client_bytes[ci][sec]);
                 c.transfers += 1;
+                c.window.first_bytes += 1;
+                c.window.first_byte_secs += r.ttfb_end - r.start;
                 finish_heap.push(Reverse((Key(v + r.bytes as f64), id)));
             }
         }
@@ -395,6 +403,8 @@ pub fn simulate(cfg: &SimConfig) -> SimTrace {
             }
             window_heap.pop();
             let c = &mut clients[ci];
+            let sec = (t as usize).min(secs - 1);
+            settle(c, v, &mut trace.client_bytes[ci][sec]);
             let w = std::mem::take(&mut c.window);
             let window_secs = (t - w.start).max(1e-9);
             let mut limited = w.limited;
@@ -407,6 +417,9 @@ pub fn simulate(cfg: &SimConfig) -> SimTrace {
                 window_secs,
                 bytes: w.bytes,
                 completions: w.completions,
+                arrived_bytes: w.arrived as u64,
+                first_bytes: w.first_bytes,
+                first_byte_secs_sum: w.first_byte_secs,
                 ttfb_secs_sum: w.ttfb,
                 transfer_secs_sum: w.transfer,
                 throttled: w.throttled,

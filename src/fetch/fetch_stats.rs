@@ -14,8 +14,14 @@ pub struct FetchStats {
     pub throttled: AtomicU64,
     /// Failed attempts (each retried one, and each final failure).
     pub errors: AtomicU64,
-    /// Payload bytes received.
+    /// Payload bytes of completed parts.
     pub bytes: AtomicU64,
+    /// Payload bytes as they arrive, of completed parts or not (the
+    /// autotuner's start-up rounds are shorter than a part).
+    pub arrived_bytes: AtomicU64,
+    /// Replies whose first byte arrived, and microseconds to it summed.
+    pub first_bytes: AtomicU64,
+    pub first_byte_us: AtomicU64,
     /// Parts completed.
     pub parts: AtomicU64,
     /// Over completed parts: microseconds to the first byte (the reply's
@@ -36,6 +42,9 @@ pub struct FetchSnapshot {
     pub throttled: u64,
     pub errors: u64,
     pub bytes: u64,
+    pub arrived_bytes: u64,
+    pub first_bytes: u64,
+    pub first_byte_us: u64,
     pub parts: u64,
     pub ttfb_us: u64,
     pub transfer_us: u64,
@@ -56,6 +65,9 @@ impl FetchStats {
             throttled: get(&self.throttled),
             errors: get(&self.errors),
             bytes: get(&self.bytes),
+            arrived_bytes: get(&self.arrived_bytes),
+            first_bytes: get(&self.first_bytes),
+            first_byte_us: get(&self.first_byte_us),
             parts: get(&self.parts),
             ttfb_us: get(&self.ttfb_us),
             transfer_us: get(&self.transfer_us),

@@ -97,7 +97,7 @@ pub async fn fetch_part_into(
         let mut ttfb = None;
         let attempt = tokio::time::timeout(
             cfg.request_timeout,
-            read_into(store, shard, from..range.end, e_tag, &mut buf, &mut ttfb),
+            read_into(store, shard, from..range.end, e_tag, &mut buf, &mut ttfb, stats),
         )
         .await
         .unwrap_or(Err(AttemptError::Timeout));
@@ -166,6 +166,7 @@ async fn read_into(
     e_tag: Option<&str>,
     buf: &mut PartSink,
     ttfb: &mut Option<std::time::Duration>,
+    stats: &FetchStats,
 ) -> Result<(), AttemptError> {
     if buf.data.len() < buf.len {
         // Lost to a timed-out local read (see below): start the part afresh.
@@ -179,7 +180,10 @@ async fn read_into(
         ..GetOptions::default()
     };
     let result = store.get_opts(&shard.path, opts).await.map_err(AttemptError::Store)?;
-    *ttfb = Some(sent.elapsed());
+    let waited = sent.elapsed();
+    *ttfb = Some(waited);
+    FetchStats::add(&stats.first_bytes, 1);
+    FetchStats::add(&stats.first_byte_us, waited.as_micros() as u64);
     // Stores that ignore If-Match still tell us the ETag they served.
     if let (Some(expected), Some(found)) = (e_tag, result.meta.e_tag.as_deref())
         && expected != found
@@ -212,11 +216,16 @@ async fn read_into(
             .await
             .map_err(|e| AttemptError::Io(std::io::Error::other(e)))?;
             *buf = sink;
+            if read.is_ok() {
+                FetchStats::add(&stats.arrived_bytes, want as u64);
+            }
             read.map_err(AttemptError::Io)
         }
         GetResultPayload::Stream(mut stream) => {
             while let Some(chunk) = stream.next().await {
-                buf.write(&chunk.map_err(AttemptError::Store)?)?;
+                let chunk = chunk.map_err(AttemptError::Store)?;
+                buf.write(&chunk)?;
+                FetchStats::add(&stats.arrived_bytes, chunk.len() as u64);
             }
             Ok(())
         }

@@ -22,15 +22,16 @@ use super::part_sharing::Publisher;
 use super::{Claim, ConnPermit, FetchEngine, FetchError, PartKey, PartPlan, Reservation};
 use crate::source::ShardRef;
 
-/// What the scheduler sends downstream, in order.
+/// What the scheduler sends downstream, in order. `T` is the caller's tag
+/// of each shard (the pipeline's plan entry), handed back at its start.
 #[derive(Debug)]
-pub enum PartEvent {
+pub enum PartEvent<T> {
     /// A shard begins; `size` bytes follow in parts.
-    ShardStart { index: usize, shard: Arc<ShardRef>, size: u64 },
+    ShardStart { tag: T, shard: Arc<ShardRef>, size: u64 },
     /// The next part of the current shard, once it has arrived.
     Part { offset: u64, data: oneshot::Receiver<Result<Bytes, FetchError>> },
     /// The current shard's parts are all sent.
-    ShardEnd { index: usize },
+    ShardEnd,
     /// The shard could not even be looked up.
     Failed(FetchError),
 }
@@ -100,25 +101,31 @@ async fn shared_part(engine: &FetchEngine, claim: Claim) -> Option<Bytes> {
 }
 
 /// Sends a part that is already here; false when the parser is gone.
-async fn send_ready(tx: &mpsc::Sender<PartEvent>, offset: u64, bytes: Bytes) -> bool {
+async fn send_ready<T>(tx: &mpsc::Sender<PartEvent<T>>, offset: u64, bytes: Bytes) -> bool {
     let (done, data) = oneshot::channel();
     let _ = done.send(Ok(bytes));
     tx.send(PartEvent::Part { offset, data }).await.is_ok()
 }
 
-/// Starts fetching `shards` (plan index, shard) in order on the current
-/// tokio runtime. Dropping the receiver stops the scheduler, also while it
-/// waits for budget, a permit or another session's fetch (a session that
-/// ended must not take budget ahead of live ones, or fetch for nobody).
-pub fn spawn_shard_stream(
-    engine: Arc<FetchEngine>,
-    shards: Vec<(usize, Arc<ShardRef>)>,
-) -> mpsc::Receiver<PartEvent> {
+/// Starts fetching `shards` (tag, shard) in order on the current tokio
+/// runtime. The iterator is drawn lazily, a HEAD lookahead ahead of the
+/// parts being fetched, so a run of many epochs costs memory for what is in
+/// flight, not for its whole plan. Dropping the receiver stops the
+/// scheduler, also while it waits for budget, a permit or another session's
+/// fetch (a session that ended must not take budget ahead of live ones, or
+/// fetch for nobody).
+pub fn spawn_shard_stream<T, I>(engine: Arc<FetchEngine>, shards: I) -> mpsc::Receiver<PartEvent<T>>
+where
+    T: Send + 'static,
+    I: IntoIterator<Item = (T, Arc<ShardRef>)>,
+    I::IntoIter: Send + 'static,
+{
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     // This stream's name in the engine's part sharing.
     static STREAMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let me = STREAMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let gone = tx.clone();
+    let shards = shards.into_iter();
     tokio::spawn(async move {
         // Dropping `schedule` mid-wait drops what it holds (reservation,
         // permit, publisher): all of it goes back.
@@ -132,16 +139,16 @@ pub fn spawn_shard_stream(
 }
 
 /// The scheduler: HEADs ahead, then each shard's parts in order.
-async fn schedule(
+async fn schedule<T: Send + 'static>(
     engine: Arc<FetchEngine>,
-    shards: Vec<(usize, Arc<ShardRef>)>,
-    tx: mpsc::Sender<PartEvent>,
+    shards: impl Iterator<Item = (T, Arc<ShardRef>)> + Send,
+    tx: mpsc::Sender<PartEvent<T>>,
     me: u64,
 ) {
     let lookahead = engine.config.head_lookahead.max(1);
     // Spawned, so lookahead HEADs progress while the loop below waits
     // for budget or permits; `buffered` keeps them in plan order.
-    let heads = futures::stream::iter(shards).map(|(index, shard)| {
+    let heads = futures::stream::iter(shards).map(|(tag, shard)| {
         let engine = engine.clone();
         tokio::spawn(async move {
             let head = head_shard(
@@ -152,12 +159,12 @@ async fn schedule(
                 engine.gate.as_deref(),
             )
             .await;
-            (index, shard, head)
+            (tag, shard, head)
         })
     });
     let mut heads = heads.buffered(lookahead);
     while let Some(joined) = heads.next().await {
-        let Ok((index, shard, head)) = joined else {
+        let Ok((tag, shard, head)) = joined else {
             let e = FetchError::Internal("a HEAD task panicked".into());
             let _ = tx.send(PartEvent::Failed(e)).await;
             return;
@@ -169,7 +176,7 @@ async fn schedule(
                 return;
             }
         };
-        if tx.send(PartEvent::ShardStart { index, shard: shard.clone(), size }).await.is_err() {
+        if tx.send(PartEvent::ShardStart { tag, shard: shard.clone(), size }).await.is_err() {
             return;
         }
         let e_tag: Option<Arc<str>> = e_tag.map(Into::into);
@@ -211,7 +218,7 @@ async fn schedule(
                 return;
             }
         }
-        if tx.send(PartEvent::ShardEnd { index }).await.is_err() {
+        if tx.send(PartEvent::ShardEnd).await.is_err() {
             return;
         }
     }

@@ -140,11 +140,14 @@ impl StokerService {
             world_size,
         };
         let epochs = r.epochs.max(1);
+        // `u64::MAX` epochs means "until I stop": the range saturates
+        // (the run's plan is drawn lazily, one epoch at a time).
+        let end_epoch = r.epoch.saturating_add(epochs);
         if !r.state.is_empty() && !r.states.is_empty() {
             return Err(Status::invalid_argument("give either state (resume) or states (reshard)"));
         }
         let (start, tokens) =
-            resume_plan::start(&r.state, &r.states, &settings, r.epoch..r.epoch + epochs)
+            resume_plan::start(&r.state, &r.states, &settings, r.epoch..end_epoch)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let mut pipeline = PipelineConfig {
             order,
@@ -160,7 +163,7 @@ impl StokerService {
         };
         if let Some(start) = start {
             pipeline.order.epoch = start.epoch;
-            pipeline.epochs = r.epoch + epochs - start.epoch;
+            pipeline.epochs = end_epoch - start.epoch;
             pipeline.skip_batches = start.skip_batches;
             pipeline.plan = start.items.map(|(items, _)| items);
         }

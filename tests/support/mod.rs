@@ -1,10 +1,10 @@
 //! Test support: a real S3-protocol server (s3s + s3s-fs, GET bodies read
-//! whole: see `whole_reads`) on loopback,
+//! in 1 MiB pieces: see `large_reads`) on loopback,
 //! datasets written through it, and helpers to run the pipeline.
 #![allow(dead_code)]
 
+pub mod large_reads;
 pub mod proxy;
-pub mod whole_reads;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,7 +40,7 @@ impl S3Server {
     pub async fn start() -> S3Server {
         let root = tempfile::tempdir().expect("temp dir");
         let fs = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs root");
-        let fs = whole_reads::WholeReads { inner: fs, root: root.path().to_path_buf() };
+        let fs = large_reads::LargeReads { inner: fs, root: root.path().to_path_buf() };
         let mut builder = S3ServiceBuilder::new(fs);
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = builder.build();

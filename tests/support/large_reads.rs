@@ -1,4 +1,4 @@
-//! s3s-fs with GET bodies read in one piece.
+//! s3s-fs with GET bodies read in 1 MiB pieces.
 //!
 //! s3s-fs streams a body through `ReaderStream::with_capacity(file, 4096)`:
 //! each 4 KiB is a trip through tokio's blocking pool, and at 200 MB/s that
@@ -6,7 +6,9 @@
 //! it served. The loopback autotune test then measured CPU contention, not
 //! the path it injects. This wrapper keeps s3s-fs for everything (the reply
 //! headers, ETag and range checks of GET included) and only swaps the GET
-//! body for one read of the range.
+//! body for a stream of 1 MiB positioned reads: 256× fewer trips, and a GET
+//! of a whole large object holds one piece in memory at a time, not the
+//! object. The integration tests and `examples/local_s3` both use it.
 
 use std::path::PathBuf;
 
@@ -14,7 +16,7 @@ use s3s::dto::*;
 use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 use s3s_fs::FileSystem;
 
-pub struct WholeReads {
+pub struct LargeReads {
     pub inner: FileSystem,
     pub root: PathBuf,
 }
@@ -25,16 +27,36 @@ fn parse_content_range(s: &str) -> Option<(u64, u64)> {
     Some((first.parse().ok()?, last.parse::<u64>().ok()? + 1))
 }
 
-fn read_range(path: PathBuf, start: u64, end: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut file = std::fs::File::open(path)?;
-    file.seek(SeekFrom::Start(start))?;
-    let mut buf = vec![0; (end - start) as usize];
-    file.read_exact(&mut buf)?;
-    Ok(buf)
+/// Bytes read per trip through the blocking pool.
+const PIECE_BYTES: u64 = 1 << 20;
+
+/// `start..end` of `file` as a stream of positioned reads of up to
+/// [`PIECE_BYTES`], each on tokio's blocking pool.
+fn range_stream(
+    file: std::sync::Arc<std::fs::File>,
+    start: u64,
+    end: u64,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Sync + 'static {
+    futures::stream::try_unfold(start, move |at| {
+        let file = file.clone();
+        async move {
+            if at >= end {
+                return Ok(None);
+            }
+            let n = (end - at).min(PIECE_BYTES) as usize;
+            let piece = tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0; n];
+                file.read_exact_at(&mut buf, at).map(|()| buf)
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            Ok(Some((bytes::Bytes::from(piece), at + n as u64)))
+        }
+    })
 }
 
-impl WholeReads {
+impl LargeReads {
     async fn whole_get(
         &self,
         req: S3Request<GetObjectInput>,
@@ -56,21 +78,18 @@ impl WholeReads {
                 .ok_or_else(|| s3_error!(InternalError, "content range {range}"))?,
             None => (0, len),
         };
-        let bytes = tokio::task::spawn_blocking(move || read_range(path, start, end))
-            .await
-            .map_err(|e| s3_error!(InternalError, "read task: {e}"))?
-            .map_err(|e| s3_error!(InternalError, "read: {e}"))?;
-        out.body = Some(StreamingBlob::from(s3s::Body::from(bytes::Bytes::from(bytes))));
+        let file = std::fs::File::open(path).map_err(|e| s3_error!(InternalError, "open: {e}"))?;
+        out.body = Some(StreamingBlob::wrap(range_stream(std::sync::Arc::new(file), start, end)));
         Ok(resp)
     }
 }
 
 /// The `S3` impl: GET reads whole, the rest is s3s-fs's. (A macro that
 /// writes the whole impl: `async_trait` must see the expanded methods.)
-macro_rules! whole_reads_impl {
+macro_rules! large_reads_impl {
     ($($name:ident: $input:ty => $output:ty;)*) => {
         #[async_trait::async_trait]
-        impl S3 for WholeReads {
+        impl S3 for LargeReads {
             async fn get_object(
                 &self,
                 req: S3Request<GetObjectInput>,
@@ -86,7 +105,7 @@ macro_rules! whole_reads_impl {
     };
 }
 
-whole_reads_impl! {
+large_reads_impl! {
     create_bucket: CreateBucketInput => CreateBucketOutput;
     copy_object: CopyObjectInput => CopyObjectOutput;
     delete_bucket: DeleteBucketInput => DeleteBucketOutput;

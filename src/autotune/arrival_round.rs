@@ -1,0 +1,150 @@
+//! One start-up round judged on bytes as they arrive.
+//!
+//! ```text
+//!  change ─▶ [settle: the added requests wait for first bytes] ─▶ [measure: arrived bytes / time] ─▶ judged
+//!            ends when every added request has its first byte,       max(2 × TTFB, 100 ms)
+//!            or after 3 × TTFB (the budget or the plan held some back)
+//! ```
+//!
+//! A round judged on completed parts lasts until every slot has completed
+//! a part: on a 20 ms path with 8 MiB parts at 50 MB/s per connection that
+//! is ~0.4 s a round, and the ramp from 1 to 32 requests took 2 s of a 3 s
+//! job. Arrived bytes tell the same thing once the added requests stream:
+//! a round is then about a time to first byte plus 100 ms, and the measure
+//! has no completion waves in it (requests started together finish
+//! together, which a round of completions catches or misses).
+
+use super::observation::WindowObservation;
+
+/// What a round measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct RoundMeasure {
+    /// Bytes arrived per second over the measured part.
+    pub bps: f64,
+    /// The same per request in flight: what one connection carries.
+    pub per_request_bps: f64,
+}
+
+/// Settings of a round (see `ControllerConfig`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct RoundTimes {
+    /// Measure for this many times to first byte (2)…
+    pub measure_ttfbs: f64,
+    /// …and at least this long (100 ms: two of the engine's windows).
+    pub min_measure_secs: f64,
+    /// Stop waiting for first bytes after this many times to first byte
+    /// (3): the memory budget or the end of the plan may hold requests back.
+    pub settle_ttfbs: f64,
+}
+
+/// A round in progress.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(super) struct ArrivalRound {
+    /// Requests the change before this round added.
+    added: u64,
+    settle_secs: f64,
+    first_bytes: u64,
+    measuring: bool,
+    measured_secs: f64,
+    arrived: u64,
+    inflight_area: f64,
+}
+
+impl ArrivalRound {
+    pub fn new(added: usize) -> ArrivalRound {
+        ArrivalRound { added: added as u64, ..ArrivalRound::default() }
+    }
+
+    /// Feeds one window; the measure once the round is over. `ttfb_secs`:
+    /// the mean time to first byte seen so far (`None` before any).
+    pub fn feed(
+        &mut self,
+        obs: &WindowObservation,
+        ttfb_secs: Option<f64>,
+        times: &RoundTimes,
+    ) -> Option<RoundMeasure> {
+        if !self.measuring {
+            self.settle_secs += obs.window_secs;
+            self.first_bytes += obs.first_bytes;
+            let ttfb = ttfb_secs?;
+            // Measuring starts with the next window: the new requests have
+            // streamed for a window by then (TCP's slow start).
+            self.measuring =
+                self.first_bytes >= self.added || self.settle_secs >= times.settle_ttfbs * ttfb;
+            return None;
+        }
+        self.measured_secs += obs.window_secs;
+        self.arrived += obs.arrived_bytes;
+        self.inflight_area += obs.inflight_mean * obs.window_secs;
+        let ttfb = ttfb_secs.unwrap_or(0.0);
+        // (A nanosecond of slack: windows of 50 ms do not sum exactly.)
+        if self.measured_secs + 1e-9 < (times.measure_ttfbs * ttfb).max(times.min_measure_secs) {
+            return None;
+        }
+        let bps = self.arrived as f64 / self.measured_secs;
+        let inflight = (self.inflight_area / self.measured_secs).max(1.0);
+        Some(RoundMeasure { bps, per_request_bps: bps / inflight })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMES: RoundTimes =
+        RoundTimes { measure_ttfbs: 2.0, min_measure_secs: 0.1, settle_ttfbs: 3.0 };
+
+    fn window(arrived: u64, first_bytes: u64, inflight: f64) -> WindowObservation {
+        WindowObservation {
+            window_secs: 0.05,
+            arrived_bytes: arrived,
+            first_bytes,
+            inflight_mean: inflight,
+            ..WindowObservation::default()
+        }
+    }
+
+    #[test]
+    fn measures_after_the_added_requests_stream() {
+        let mut r = ArrivalRound::new(2);
+        // Two windows of waiting: the old request streams, one new one starts.
+        assert_eq!(r.feed(&window(1000, 0, 3.0), Some(0.05), &TIMES), None);
+        assert_eq!(r.feed(&window(1000, 1, 3.0), Some(0.05), &TIMES), None);
+        // The second new request: settled; its window is not measured.
+        assert_eq!(r.feed(&window(2000, 1, 3.0), Some(0.05), &TIMES), None);
+        // 100 ms of three streams at 30 000 B/s each.
+        assert_eq!(r.feed(&window(4500, 0, 3.0), Some(0.05), &TIMES), None);
+        let m = r.feed(&window(4500, 0, 3.0), Some(0.05), &TIMES).expect("judged");
+        assert!((m.bps - 90_000.0).abs() < 1e-6, "{m:?}");
+        assert!((m.per_request_bps - 30_000.0).abs() < 1e-6, "{m:?}");
+    }
+
+    #[test]
+    fn requests_held_back_do_not_stall_the_round() {
+        // Four added, one ever starts (the budget holds three back).
+        let mut r = ArrivalRound::new(4);
+        assert_eq!(r.feed(&window(0, 1, 1.0), Some(0.04), &TIMES), None);
+        assert_eq!(r.feed(&window(100, 0, 1.0), Some(0.04), &TIMES), None);
+        // 3 × 40 ms of settling are over after the third window.
+        assert_eq!(r.feed(&window(100, 0, 1.0), Some(0.04), &TIMES), None);
+        assert_eq!(r.feed(&window(100, 0, 1.0), Some(0.04), &TIMES), None);
+        assert!(r.feed(&window(100, 0, 1.0), Some(0.04), &TIMES).is_some());
+    }
+
+    #[test]
+    fn nothing_is_judged_before_a_first_byte() {
+        let mut r = ArrivalRound::new(0);
+        for _ in 0..100 {
+            assert_eq!(r.feed(&window(0, 0, 1.0), None, &TIMES), None);
+        }
+    }
+
+    #[test]
+    fn long_waits_measure_longer() {
+        // 200 ms to first byte: measure 400 ms, not 100.
+        let mut r = ArrivalRound::new(0);
+        assert_eq!(r.feed(&window(0, 0, 1.0), Some(0.2), &TIMES), None);
+        let judged = (0..20).position(|_| r.feed(&window(10, 0, 1.0), Some(0.2), &TIMES).is_some());
+        assert_eq!(judged, Some(7), "8 windows of 50 ms");
+    }
+}
