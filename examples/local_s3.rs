@@ -13,7 +13,9 @@
 //! caps near 150 MB/s per stream, measuring itself rather than the client),
 //! so it can stand in for a fast store; the integration tests use the same
 //! server. Listen on `0.0.0.0:PORT` to serve from inside a network
-//! namespace.
+//! namespace. Write objects through the server (`stoker gen s3://…`), not
+//! into the directory: s3s-fs hashes a file it did not write on every GET
+//! (no stored ETag), a whole MD5 of the object per range request.
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;

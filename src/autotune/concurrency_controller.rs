@@ -7,16 +7,24 @@
 //!                                  (2 periods after the exit or a kept probe)
 //! ```
 //!
-//! * Startup is BBR's: double while goodput grows by a quarter per round
-//!   (1.5 request latencies: long enough that the new requests show, short
-//!   enough to ramp fast; 1 and 2 both did worse on the grid); after three
-//!   rounds without that (or three at the concurrency cap), or two whose
-//!   requests took twice the uncontended latency (they queue), the pipe is
-//!   full. Growth is judged on bytes counted (Little's estimate reads high
-//!   while requests in flight double); the plateau's goodput is the mean of
-//!   its rounds after the first (whose new requests still wait for first
-//!   bytes), each the mean of both estimates (counted bytes alone come in
-//!   waves that a short round catches or misses).
+//! * Startup is BBR's: double while goodput grows by a quarter per round;
+//!   after three rounds without that (or three at the concurrency cap), or
+//!   two whose requests took twice the uncontended latency (they queue),
+//!   the pipe is full. Where the engine reports bytes as they arrive (it
+//!   and the simulator do), a round is judged on them (`arrival_round`):
+//!   it waits for the added requests' first bytes, then measures for
+//!   max(2 TTFB, 100 ms), a few hundred ms where a round of completed
+//!   parts took a part's latency and more. A doubling from 8 requests up
+//!   also grows only if each added request carried 30% of what one request
+//!   carried alone: near a knee set by CPU or the server, +25% in all can
+//!   still be +0.15 of a request each, and doubling again only queues. At
+//!   the exit it holds at least the smallest level measured within 5% of
+//!   the plateau and shrinks by at most a quarter. Without arrivals a
+//!   round lasts 1.5 request latencies and a completion per slot; growth is
+//!   judged on bytes counted (Little's estimate reads high while requests
+//!   in flight double); the plateau's goodput is the mean of its rounds
+//!   after the first (whose new requests still wait for first bytes), each
+//!   the mean of both estimates (counted bytes come in waves).
 //! * Steady follows Little's law. The mean latency of the rounds that grew
 //!   is the uncontended latency `L0`; a goodput `G` of requests of `B`
 //!   bytes on average (the mean of the requests `L0` was measured on: a
