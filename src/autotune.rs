@@ -18,7 +18,9 @@ mod gap_cover;
 mod observation;
 mod rate_limiter;
 pub mod sim_store;
+mod warm_start;
 
 pub use concurrency_controller::{ConcurrencyController, ControllerConfig};
 pub use observation::{Decision, Phase, WindowObservation};
 pub use rate_limiter::{RateLimiter, RateLimiterConfig};
+pub use warm_start::WarmStart;

@@ -8,6 +8,7 @@ pub mod plot;
 pub mod report;
 pub mod serve;
 pub mod size_arg;
+pub mod tuning_cache;
 
 use std::process::ExitCode;
 

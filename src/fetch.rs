@@ -56,6 +56,9 @@ pub enum Provenance {
     Default,
     User,
     Autotuned,
+    /// Started where the last run against the endpoint settled (the
+    /// tuning cache), then autotuned.
+    Cached,
 }
 
 /// Fetch settings.
@@ -89,6 +92,9 @@ pub struct FetchConfig {
     pub auto_part_bytes: bool,
     /// Pace requests with the process-wide AIMD rate limiter of the endpoint.
     pub rate_limit: bool,
+    /// Where the autotuner starts instead of one request: what an earlier
+    /// run against the endpoint settled on (`stoker bench`'s tuning cache).
+    pub warm_start: Option<crate::autotune::WarmStart>,
 }
 
 impl Default for FetchConfig {
@@ -105,6 +111,7 @@ impl Default for FetchConfig {
             auto_concurrency: false,
             auto_part_bytes: false,
             rate_limit: true,
+            warm_start: None,
         }
     }
 }
@@ -207,6 +214,8 @@ pub struct FetchEngine {
     pub gate: Option<Arc<RateGate>>,
     /// What the autotuner chose, window by window (empty when pinned).
     pub tuning: Arc<std::sync::Mutex<Vec<TunePoint>>>,
+    /// What the autotuner has settled on so far (for the tuning cache).
+    pub settled: Arc<std::sync::Mutex<Option<crate::autotune::WarmStart>>>,
     /// Parts in flight or held, for other sessions on the same shards.
     pub sharing: Arc<PartSharing>,
     part_bytes: AtomicU64,
@@ -260,6 +269,7 @@ impl FetchEngine {
                 if endpoint.is_empty() { RateGate::new() } else { RateGate::for_endpoint(endpoint) }
             }),
             tuning: Default::default(),
+            settled: Default::default(),
             demand: Default::default(),
             sharing: Default::default(),
             limit: ConcurrencyLimit::new(start),

@@ -9,10 +9,18 @@ use std::process::{Command, Output};
 use serde_json::Value;
 use support::*;
 
+/// Each run gets a tuning cache of its own: runs must not warm-start from
+/// each other (see `a_second_run_starts_from_the_tuning_cache`).
 fn stoker(args: &[&str]) -> Output {
+    let cache = tempfile::tempdir().expect("temp dir");
+    stoker_with_cache(args, &cache.path().join("tuning.json"))
+}
+
+fn stoker_with_cache(args: &[&str], cache: &std::path::Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_stoker"))
         .args(args)
         .env("STOKER_LOG", "warn")
+        .env("STOKER_TUNING_CACHE", cache)
         .output()
         .expect("run stoker")
 }
@@ -70,6 +78,7 @@ fn help_documents_every_command() {
         "--keys-out",
         "--drop-last",
         "--store-opt",
+        "--no-tuning-cache",
     ] {
         assert!(bench.contains(flag), "bench --help lacks {flag}");
     }
@@ -217,6 +226,51 @@ fn sweep_rounds_report_the_median_ratio() {
         report["requests"].as_f64().expect("requests") / report["seconds"].as_f64().expect("s");
     assert!((auto["requests_per_s"].as_f64().expect("rps") - rps).abs() < 1e-6 * rps.max(1.0));
     assert!(ok(&["bench", "--help"]).contains("--rounds"));
+}
+
+#[test]
+fn a_second_run_starts_from_the_tuning_cache() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cache = dir.path().join("tuning.json");
+    // Long enough (3 s over a small set) for start-up to end and a settled
+    // state to be saved.
+    let args = [
+        "bench",
+        "--json",
+        "--synth-shards",
+        "4",
+        "--synth-shard-bytes",
+        "2MiB",
+        "--epochs",
+        "1000",
+        "--duration",
+        "3",
+    ];
+    let run = |args: &[&str]| {
+        let out = stoker_with_cache(args, &cache);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        last_json(&String::from_utf8(out.stdout).expect("utf-8"))
+    };
+    let first = run(&args);
+    assert_eq!(first["tuning_cache"]["warm_start_age_s"], Value::Null, "{first}");
+    assert_eq!(first["tuning_cache"]["saved"], true, "{first}");
+    assert_eq!(first["concurrency"]["limit"]["source"], "autotuned");
+    assert!(cache.exists());
+    let second = run(&args);
+    assert!(
+        second["tuning_cache"]["warm_start_age_s"].as_u64().is_some_and(|a| a < 600),
+        "{second}"
+    );
+    assert_eq!(second["concurrency"]["limit"]["source"], "cached", "{second}");
+    // --no-tuning-cache: cold, and nothing reported or saved.
+    let cold = run(&[&args[..], &["--no-tuning-cache"]].concat());
+    assert_eq!(cold["tuning_cache"], Value::Null, "{cold}");
+    assert_eq!(cold["concurrency"]["limit"]["source"], "autotuned");
+    // A garbled cache is a cold start, not an error.
+    std::fs::write(&cache, b"\x00garbage{").expect("write");
+    let garbled = run(&args);
+    assert_eq!(garbled["tuning_cache"]["warm_start_age_s"], Value::Null, "{garbled}");
+    assert_eq!(garbled["tuning_cache"]["saved"], true, "{garbled}");
 }
 
 #[test]

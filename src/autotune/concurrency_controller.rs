@@ -73,6 +73,7 @@
 use super::arrival_round::{ArrivalRound, RoundMeasure, RoundTimes};
 use super::gap_cover::requests_to_cover;
 use super::observation::{Decision, Phase, WindowObservation};
+use super::warm_start::WarmStart;
 
 /// Controller settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -317,6 +318,54 @@ impl ConcurrencyController {
         };
         c.concurrency = c.clamp(c.concurrency);
         c
+    }
+
+    /// A controller that starts where a previous run settled (`warm`), in
+    /// steady state with an early probe, instead of ramping from one
+    /// request. Pinned settings still win; a warm start that does not fit
+    /// (`WarmStart::is_sane`) is a cold start.
+    pub fn warm(cfg: ControllerConfig, warm: &WarmStart) -> ConcurrencyController {
+        let mut c = ConcurrencyController::new(cfg);
+        if !warm.is_sane() || c.cfg.fixed_concurrency.is_some() {
+            return c;
+        }
+        if c.cfg.fixed_part_bytes.is_none() {
+            c.part_bytes = warm.part_bytes.clamp(c.cfg.min_part_bytes, c.cfg.max_part_bytes);
+        }
+        // The latency scales with the part, as in `double_part_bytes`.
+        let scale = c.part_bytes as f64 / warm.part_bytes as f64;
+        let f = warm.ttfb_share;
+        c.min_latency_secs = warm.min_latency_secs * (f + scale * (1.0 - f));
+        c.ttfb_share = f / (f + scale * (1.0 - f));
+        c.request_bytes = warm.request_bytes * scale;
+        c.goodput_bps = warm.goodput_bps;
+        c.latency_secs = c.min_latency_secs;
+        c.concurrency = c.clamp(warm.concurrency);
+        c.state = State::Steady { settle: true, periods: 0 };
+        c.probe_interval = c.cfg.probe_soon;
+        c
+    }
+
+    /// What this controller settled on, once start-up is over and the
+    /// uncontended latency is known; `None` before (or when pinned).
+    pub fn warm_start(&self) -> Option<WarmStart> {
+        if self.cfg.fixed_concurrency.is_some() || matches!(self.state, State::Startup { .. }) {
+            return None;
+        }
+        let concurrency = match self.state {
+            // A probe's extra requests are not settled.
+            State::Probe { base, .. } => base,
+            _ => self.concurrency,
+        };
+        let warm = WarmStart {
+            concurrency,
+            part_bytes: self.part_bytes,
+            goodput_bps: self.goodput_bps,
+            min_latency_secs: self.min_latency_secs,
+            ttfb_share: self.ttfb_share,
+            request_bytes: self.request_bytes,
+        };
+        warm.is_sane().then_some(warm)
     }
 
     pub fn concurrency(&self) -> usize {
@@ -937,6 +986,44 @@ mod tests {
             inflight_mean: c as f64,
             ..WindowObservation::default()
         }
+    }
+
+    #[test]
+    fn a_warm_start_holds_what_the_last_run_settled_on() {
+        let warm = WarmStart {
+            concurrency: 24,
+            part_bytes: PART,
+            goodput_bps: 6e8,
+            min_latency_secs: 0.3,
+            ttfb_share: 0.2,
+            request_bytes: PART as f64,
+        };
+        let cold = ConcurrencyController::new(ControllerConfig::default());
+        assert_eq!((cold.concurrency(), cold.phase()), (1, Phase::Startup));
+        assert_eq!(cold.warm_start(), None, "nothing settled yet");
+        let mut c = ConcurrencyController::warm(ControllerConfig::default(), &warm);
+        assert_eq!((c.concurrency(), c.phase()), (24, Phase::Steady));
+        assert_eq!(c.warm_start(), Some(warm));
+        // Steady rules apply at once: the same path keeps it near 24
+        // (Little's law: 6e8 · 0.3 / 8 MiB = 20.5, +5%).
+        for _ in 0..10 {
+            c.on_window(&window(24, 6e8));
+        }
+        assert!((20..=28).contains(&c.concurrency()), "{}", c.concurrency());
+        // A pinned concurrency wins; figures that do not fit start cold.
+        let pinned = ControllerConfig { fixed_concurrency: Some(3), ..ControllerConfig::default() };
+        assert_eq!(ConcurrencyController::warm(pinned, &warm).concurrency(), 3);
+        let bad = WarmStart { min_latency_secs: f64::NAN, ..warm };
+        let c = ConcurrencyController::warm(ControllerConfig::default(), &bad);
+        assert_eq!((c.concurrency(), c.phase()), (1, Phase::Startup));
+        // Another part size rescales the latency: 16 MiB parts, twice the
+        // transfer, the same wait: 0.3 · (0.2 + 2 · 0.8) = 0.54 s.
+        let cfg =
+            ControllerConfig { fixed_part_bytes: Some(2 * PART), ..ControllerConfig::default() };
+        let c = ConcurrencyController::warm(cfg, &warm);
+        let w = c.warm_start().expect("settled");
+        assert!((w.min_latency_secs - 0.54).abs() < 1e-9, "{w:?}");
+        assert_eq!(w.part_bytes, 2 * PART);
     }
 
     #[test]

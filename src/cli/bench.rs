@@ -10,10 +10,13 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::fetch_args::{ConcurrencyArg, FetchArgs};
+use super::report::TuningCacheReport;
 use super::report::{
     BenchReport, Chosen, ConcurrencyReport, Percentiles, SweepReport, SweepRow, Verdict, median,
 };
 use super::size_arg::{human_bytes, parse_bytes};
+use super::tuning_cache::{TuningCache, cache_key};
+use crate::autotune::WarmStart;
 use crate::fetch::{FetchConfig, FetchEngine, Provenance, TunePoint};
 use crate::order::OrderConfig;
 use crate::pipeline::{Pipeline, PipelineConfig};
@@ -96,6 +99,11 @@ pub struct BenchArgs {
     /// Draw goodput, concurrency and part size over time into FILE (.svg or .png).
     #[arg(long, value_name = "FILE")]
     pub plot: Option<std::path::PathBuf>,
+    /// Start the autotuner from one request instead of where the last run
+    /// against this endpoint and bucket settled, and save nothing (the
+    /// cache: $XDG_CACHE_HOME/stoker/tuning.json, or STOKER_TUNING_CACHE).
+    #[arg(long)]
+    pub no_tuning_cache: bool,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -158,9 +166,74 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         eprintln!("Emulating a remote store: +20 ms to first byte, 50 MB/s per request.");
     }
     if args.sweep {
+        // Every auto round starts cold: the sweep measures the tuner.
         return sweep(args, &dataset, emulated).await;
     }
-    run_once(args, &dataset, fetch, cfg, emulated, true, args.duration).await
+    let cache = (fetch.auto_concurrency && !args.no_tuning_cache)
+        .then(TuningCache::default_location)
+        .flatten()
+        .map(|cache| {
+            let key = cache_key(
+                &dataset.url.endpoint(),
+                endpoint_url(&opts).as_deref(),
+                args.emulate.as_deref(),
+            );
+            (cache, key)
+        });
+    let mut fetch = fetch;
+    let mut cached_age = None;
+    if let Some((cache, key)) = &cache
+        && let Some(found) = cache.load(key)
+    {
+        fetch.warm_start = Some(found.warm);
+        cached_age = Some(found.age_secs);
+        eprintln!(
+            "Starting from the tuning cache: concurrency {}, part size {} (settled {} s ago; --no-tuning-cache to start cold).",
+            found.warm.concurrency,
+            human_bytes(found.warm.part_bytes as f64),
+            found.age_secs
+        );
+    }
+    let (mut report, settled) =
+        run_once_settled(args, &dataset, fetch, cfg, emulated, true, args.duration).await?;
+    if cached_age.is_some() {
+        report.concurrency.limit.source = Provenance::Cached;
+        if report.part_bytes.source == Provenance::Autotuned {
+            report.part_bytes.source = Provenance::Cached;
+        }
+    }
+    if let Some((cache, key)) = cache {
+        let saved = match settled {
+            Some(warm) => cache
+                .save(&key, warm)
+                .inspect_err(|e| {
+                    tracing::warn!(path = %cache.path().display(), error = %e, "Tuning cache not saved.");
+                })
+                .is_ok(),
+            None => false,
+        };
+        report.tuning_cache = Some(TuningCacheReport {
+            path: cache.path().display().to_string(),
+            key,
+            warm_start_age_s: cached_age,
+            saved,
+        });
+    }
+    Ok(report)
+}
+
+/// The endpoint URL an S3-compatible store was pointed at: `--store-opt`
+/// first, then the environment, as `open_store` applies them.
+fn endpoint_url(opts: &StoreOptions) -> Option<String> {
+    const KEYS: [&str; 3] = ["aws_endpoint", "aws_endpoint_url", "endpoint"];
+    opts.options
+        .iter()
+        .rev()
+        .find(|(k, _)| KEYS.contains(&k.to_ascii_lowercase().as_str()))
+        .map(|(_, v)| v.clone())
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+        .or_else(|| std::env::var("AWS_ENDPOINT").ok())
+        .filter(|v| !v.is_empty())
 }
 
 fn fetch_config(args: &BenchArgs, concurrency: ConcurrencyArg) -> FetchConfig {
@@ -312,6 +385,19 @@ async fn run_once(
     show_progress: bool,
     duration: Option<f64>,
 ) -> anyhow::Result<BenchReport> {
+    Ok(run_once_settled(args, dataset, fetch, cfg, emulated, show_progress, duration).await?.0)
+}
+
+/// As [`run_once`], with what the autotuner settled on (for the cache).
+async fn run_once_settled(
+    args: &BenchArgs,
+    dataset: &Dataset,
+    fetch: FetchConfig,
+    cfg: PipelineConfig,
+    emulated: bool,
+    show_progress: bool,
+    duration: Option<f64>,
+) -> anyhow::Result<(BenchReport, Option<WarmStart>)> {
     let endpoint = dataset.url.endpoint();
     let engine = FetchEngine::for_endpoint(dataset.store.clone(), fetch.clone(), &endpoint);
     let cpu_start = cpu_seconds();
@@ -329,6 +415,7 @@ async fn run_once(
 
     let (mut bytes, mut samples, mut batches) = (0u64, 0u64, 0u64);
     let mut first_batch = None;
+    let mut first_second_bytes = 0u64;
     let mut waits = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
     let mut duplicates = 0u64;
@@ -364,6 +451,9 @@ async fn run_once(
                 writeln!(out, "{key}")?;
             }
         }
+        if first_batch.is_some_and(|f| started.elapsed().as_secs_f64() < f + 1.0) {
+            first_second_bytes += batch.payload_bytes();
+        }
         bytes += batch.payload_bytes();
         samples += batch.num_samples as u64;
         batches += 1;
@@ -386,6 +476,7 @@ async fn run_once(
         epochs_completed += 1;
     }
     let tuning = engine.tuning.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let settled_state = *engine.settled.lock().unwrap_or_else(|p| p.into_inner());
     // The main run is plotted; in a sweep, the auto run (statics have no
     // tuning to show).
     if let (Some(path), true) = (&args.plot, show_progress || fetch.auto_concurrency) {
@@ -419,7 +510,9 @@ async fn run_once(
     let samples_per_s = samples as f64 / seconds.max(1e-9);
     let bytes_per_s = bytes as f64 / seconds.max(1e-9);
     let verdict = Verdict::new(samples_per_s, bytes_per_s, args.gpu_samples_per_s, settled, part);
-    Ok(BenchReport {
+    // Over the first second of delivery, or what there was of it.
+    let first_second = first_batch.map_or(0.0, |f| (seconds - f).clamp(1e-3, 1.0));
+    let report = BenchReport {
         url: dataset.url.to_url(),
         synthetic: args.url.is_none(),
         emulated,
@@ -451,7 +544,10 @@ async fn run_once(
         samples_dropped,
         verdict,
         sweep: None,
-    })
+        first_second_bytes_per_s: first_second_bytes as f64 / first_second,
+        tuning_cache: None,
+    };
+    Ok((report, settled_state))
 }
 
 /// What the run settled on: the median concurrency limit over the second

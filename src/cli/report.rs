@@ -157,6 +157,22 @@ pub struct BenchReport {
     pub samples_dropped: u64,
     pub verdict: Verdict,
     pub sweep: Option<SweepReport>,
+    /// Delivered bytes per second over the first second after the first
+    /// batch (how fast a run gets going: a warm start's figure).
+    pub first_second_bytes_per_s: f64,
+    /// The tuning cache, when the run used it (auto, not a sweep).
+    pub tuning_cache: Option<TuningCacheReport>,
+}
+
+/// What the run did with the tuning cache.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TuningCacheReport {
+    pub path: String,
+    pub key: String,
+    /// Age of the warm start used, if one was.
+    pub warm_start_age_s: Option<u64>,
+    /// Whether the settled state was saved for the next run.
+    pub saved: bool,
 }
 
 impl BenchReport {
@@ -227,6 +243,10 @@ impl BenchReport {
                     self.concurrency.mean,
                     self.concurrency.max
                 ),
+            ),
+            (
+                "first second".into(),
+                format!("{}/s after the first batch", human_bytes(self.first_second_bytes_per_s)),
             ),
             (
                 "part size".into(),

@@ -14,7 +14,7 @@ pub fn controller_for(config: &FetchConfig) -> Option<ConcurrencyController> {
     if !config.auto_concurrency && !config.auto_part_bytes {
         return None;
     }
-    Some(ConcurrencyController::new(ControllerConfig {
+    let cfg = ControllerConfig {
         // Half the budget in flight: the other half holds parsed parts
         // waiting for the consumer.
         max_inflight_bytes: (config.memory_budget_bytes / 2).max(1),
@@ -23,7 +23,11 @@ pub fn controller_for(config: &FetchConfig) -> Option<ConcurrencyController> {
         fixed_concurrency: (!config.auto_concurrency).then_some(config.concurrency),
         fixed_part_bytes: (!config.auto_part_bytes).then_some(config.part_bytes),
         ..ControllerConfig::default()
-    }))
+    };
+    Some(match &config.warm_start {
+        Some(warm) => ConcurrencyController::warm(cfg, warm),
+        None => ConcurrencyController::new(cfg),
+    })
 }
 
 /// Starts the controller task on the current runtime, if there is one.
@@ -107,6 +111,9 @@ async fn run(engine: Weak<FetchEngine>, mut controller: ConcurrencyController) {
             phase: decision.phase,
         };
         engine.tuning.lock().unwrap_or_else(|p| p.into_inner()).push(point);
+        if let Some(warm) = controller.warm_start() {
+            *engine.settled.lock().unwrap_or_else(|p| p.into_inner()) = Some(warm);
+        }
         (inflight_sum, samples) = (0.0, 0);
     }
 }
