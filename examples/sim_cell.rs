@@ -35,6 +35,7 @@ fn main() {
             duration_secs: secs,
             clients: vec![client],
             limiter: rate_cap.map(|_| stoker::autotune::RateLimiterConfig::default()),
+            limiter_per_client: false,
             seed: std::env::var("STOKER_SIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(7),
         })
     };

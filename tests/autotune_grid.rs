@@ -36,6 +36,7 @@ fn run_seeded(
         duration_secs: secs,
         clients,
         limiter: limiter.then(RateLimiterConfig::default),
+        limiter_per_client: false,
         seed,
     })
 }
@@ -249,6 +250,7 @@ fn goodput_returns_after_the_cap_lifts() {
         // rate limiter's (and the controller's) to make.
         clients: vec![ControllerConfig { fixed_part_bytes: Some(8 << 20), ..auto() }],
         limiter: Some(RateLimiterConfig::default()),
+        limiter_per_client: false,
         seed: 3,
     };
     let tr = simulate(&cfg);
@@ -296,4 +298,50 @@ fn many_controllers_share_a_rate_capped_store_fairly() {
     }
     println!("{lines}");
     assert!(failures.is_empty(), "{lines}");
+}
+
+/// 1,000 independent daemons (each its own limiter and controller, as on
+/// 1,000 nodes) on one store capped in requests per second, with a link so
+/// wide that the cap binds at any part size: the cap is used and parts
+/// grow. The issue's targets for 503s (≤ 2%) and fairness (Jain ≥ 0.95)
+/// are not met yet (5.8% and 0.60 on seed 7; docs/AUTOTUNE.md): here they
+/// are regression bounds, and the figures are printed.
+#[test]
+fn a_fleet_of_independent_daemons_shares_a_request_cap() {
+    let cap = 2000.0;
+    let model = StoreModel {
+        per_conn_bps: 50.0 * MB,
+        ttfb_secs: 0.02,
+        ttfb_jitter: 0.2,
+        link_bps: 10_000.0 * GBPS,
+        rate_cap: Some(cap),
+    };
+    let n = 1000;
+    let client =
+        ControllerConfig { initial_part_bytes: 1 << 20, max_inflight_bytes: 1 << 30, ..auto() };
+    let tr = simulate(&SimConfig {
+        model,
+        changes: vec![],
+        duration_secs: 60.0,
+        clients: vec![client; n],
+        limiter: Some(RateLimiterConfig::default()),
+        limiter_per_client: true,
+        seed: seed(),
+    });
+    let ok = tr.ok_rate_between(30.0, 60.0) / cap;
+    let bad = tr.throttled_fraction_between(30.0, 60.0);
+    let jain = tr.fairness_between(30.0, 60.0);
+    let part = tr.settings.last().map_or(0, |s| s.2);
+    let gbps = tr.goodput_between(30.0, 60.0) / 1e9;
+    println!(
+        "fleet of {n} daemons, cap {cap}/s: {ok:.3} of the cap accepted, {:.2}% 503s, Jain {jain:.3}, \
+         daemon 0's part {} MiB, {gbps:.2} GB/s in all (30–60 s)",
+        bad * 100.0,
+        part >> 20
+    );
+    assert!(ok >= 0.9, "accepted {ok:.3} of the cap");
+    assert!(part > 1 << 20, "parts did not grow where the request rate binds: {part}");
+    // Regression bounds (targets: 2% and 0.95).
+    assert!(bad <= 0.08, "{:.2}% 503s", bad * 100.0);
+    assert!(jain >= 0.5, "Jain {jain:.3}");
 }

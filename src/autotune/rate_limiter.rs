@@ -6,7 +6,7 @@
 //! concurrency controller:
 //!
 //! ```text
-//!  unlimited ──first throttle──▶ rate = 0.9 × successes/s ──quiet 3 s──▶ ×2 per second
+//!  unlimited ──first throttle──▶ rate = 0.9 × successes/s ──quiet 3 s, 50 answers──▶ ×2 per second
 //!                                 │  + 2% of the rate per second   │
 //!                                 └──────── throttle: cut ◀────────┘   (at most once per 0.5 s)
 //! ```
@@ -29,8 +29,13 @@ pub struct RateLimiterConfig {
     pub cut_interval_secs: f64,
     /// 2% of the rate per second: additive increase while recently throttled.
     pub additive_per_sec: f64,
-    /// 3 s without throttling before multiplicative growth.
+    /// 3 s without throttling before multiplicative growth…
     pub quiet_secs: f64,
+    /// …and 50 requests answered since the last throttle: a node sending
+    /// 2 requests a second (one of 1,000 sharing a store's cap) has heard
+    /// too little in 3 s to call the store quiet, and with a third of such
+    /// nodes doubling at any time, 15% of all replies were 503s.
+    pub quiet_successes: u64,
     /// ×2 per second once quiet.
     pub growth_per_sec: f64,
     /// 50 ms of requests may go at once.
@@ -46,6 +51,7 @@ impl Default for RateLimiterConfig {
             cut_interval_secs: 0.5,
             additive_per_sec: 0.02,
             quiet_secs: 3.0,
+            quiet_successes: 50,
             growth_per_sec: 2.0,
             burst_secs: 0.05,
             min_rate: 1.0,
@@ -71,6 +77,8 @@ pub struct RateLimiter {
     first_request: Option<f64>,
     /// Throttled replies seen.
     pub throttled: u64,
+    /// Requests answered since the last throttle.
+    successes_since_throttle: u64,
     /// The highest accepted rate seen at a throttle: cuts stop at a quarter
     /// of it, so throttling that does not depend on our rate (a store
     /// answering 503 at random) cannot drive the rate to nothing.
@@ -91,6 +99,7 @@ impl RateLimiter {
             issued: VecDeque::new(),
             first_request: None,
             throttled: 0,
+            successes_since_throttle: 0,
             peak_accepted: 0.0,
         }
     }
@@ -113,7 +122,8 @@ impl RateLimiter {
         let Some(rate) = self.rate else {
             return;
         };
-        let quiet = now - self.last_throttle >= self.cfg.quiet_secs;
+        let quiet = now - self.last_throttle >= self.cfg.quiet_secs
+            && self.successes_since_throttle >= self.cfg.quiet_successes;
         let rate = if quiet {
             rate * self.cfg.growth_per_sec.powf(dt)
         } else {
@@ -153,6 +163,7 @@ impl RateLimiter {
     /// A request completed without throttling.
     pub fn on_success(&mut self, now: f64) {
         self.successes.push_back(now);
+        self.successes_since_throttle += 1;
         Self::window_rate(&mut self.successes, now);
     }
 
@@ -169,6 +180,7 @@ impl RateLimiter {
         self.advance(now);
         self.throttled += 1;
         self.last_throttle = now;
+        self.successes_since_throttle = 0;
         if now - self.last_cut < self.cfg.cut_interval_secs {
             return;
         }
@@ -260,7 +272,29 @@ mod tests {
         let _ = l.try_acquire(3.0);
         let additive = l.rate().unwrap();
         assert!(additive > cut && additive < cut * 1.1, "{cut} → {additive}");
+        // Quiet: 3 s and 50 answers since the throttle.
+        for i in 0..50 {
+            l.on_success(3.0 + i as f64 / 50.0);
+        }
         let _ = l.try_acquire(8.0);
         assert!(l.rate().is_none_or(|r| r > cut * 8.0), "{:?}", l.rate());
+    }
+
+    #[test]
+    fn a_node_that_hears_little_does_not_call_the_store_quiet() {
+        // Two answers a second (one node of a large fleet): after 5 s
+        // without a throttle, only 10 answers; the rate grows additively.
+        let mut l = RateLimiter::new(RateLimiterConfig::default());
+        for i in 0..4 {
+            l.on_success(f64::from(i) / 2.0);
+        }
+        l.on_throttle(2.0);
+        let cut = l.rate().unwrap();
+        for i in 0..10 {
+            l.on_success(2.0 + f64::from(i) / 2.0);
+        }
+        let _ = l.try_acquire(7.0);
+        let r = l.rate().unwrap();
+        assert!(r > cut && r < cut * 1.15, "{cut} → {r}");
     }
 }

@@ -45,8 +45,11 @@ pub struct SimConfig {
     pub duration_secs: f64,
     /// One controller configuration per client.
     pub clients: Vec<ControllerConfig>,
-    /// One limiter shared by all clients, or none.
+    /// Request-rate limiters, or none.
     pub limiter: Option<RateLimiterConfig>,
+    /// One limiter per client (independent daemons on many nodes) instead
+    /// of one shared by all (the sessions of one process).
+    pub limiter_per_client: bool,
     pub seed: u64,
 }
 
@@ -149,6 +152,8 @@ struct Client {
     v_mark: f64,
     queued: bool,
     blocked_since: Option<(f64, usize)>,
+    /// When this client's own limiter lets it send again.
+    wake: Option<f64>,
     window: Window,
     last_change: f64,
 }
@@ -169,8 +174,15 @@ pub fn simulate(cfg: &SimConfig) -> SimTrace {
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut model = cfg.model;
     let mut changes: VecDeque<(f64, StoreModel)> = cfg.changes.iter().copied().collect();
-    let mut limiter = cfg.limiter.clone().map(RateLimiter::new);
     let n = cfg.clients.len();
+    // The limiters, and which one each client asks.
+    let mut limiters: Vec<RateLimiter> = match &cfg.limiter {
+        Some(l) => (0..if cfg.limiter_per_client { n } else { 1 })
+            .map(|_| RateLimiter::new(l.clone()))
+            .collect(),
+        None => Vec::new(),
+    };
+    let limiter_of = |ci: usize| if cfg.limiter_per_client { ci } else { 0 };
     let mut clients: Vec<Client> = cfg
         .clients
         .iter()
@@ -181,6 +193,7 @@ pub fn simulate(cfg: &SimConfig) -> SimTrace {
             v_mark: 0.0,
             queued: false,
             blocked_since: None,
+            wake: None,
             window: Window::default(),
             last_change: 0.0,
         })
@@ -211,18 +224,41 @@ pub fn simulate(cfg: &SimConfig) -> SimTrace {
     const EPS: f64 = 1e-9;
 
     while t < cfg.duration_secs {
-        // Issue what the limits allow, round-robin over clients.
-        if limiter_wake.is_none_or(|w| w <= t + EPS) {
+        // Issue what the limits allow, round-robin over clients. A shared
+        // limiter that refuses blocks every queued client until it wakes;
+        // a client's own limiter blocks only that client.
+        if cfg.limiter_per_client || limiter_wake.is_none_or(|w| w <= t + EPS) {
             limiter_wake = None;
+            let mut deferred: Vec<usize> = Vec::new();
             while let Some(ci) = queue.pop_front() {
                 let c = &mut clients[ci];
                 c.queued = false;
                 if c.inflight >= c.ctl.concurrency() {
                     continue;
                 }
-                if let Some(l) = &mut limiter
+                if let Some(w) = c.wake.filter(|w| *w > t + EPS) {
+                    limiter_wake = Some(limiter_wake.map_or(w, |x: f64| x.min(w)));
+                    c.queued = true;
+                    deferred.push(ci);
+                    continue;
+                }
+                c.wake = None;
+                if let Some(l) = limiters.get_mut(limiter_of(ci))
                     && let Err(when) = l.try_acquire(t)
                 {
+                    let when = when.max(t + 1e-6);
+                    if cfg.limiter_per_client {
+                        let c = &mut clients[ci];
+                        c.wake = Some(when);
+                        c.queued = true;
+                        if c.blocked_since.is_none() {
+                            c.blocked_since =
+                                Some((t, c.ctl.concurrency().saturating_sub(c.inflight)));
+                        }
+                        deferred.push(ci);
+                        limiter_wake = Some(limiter_wake.map_or(when, |x: f64| x.min(when)));
+                        continue;
+                    }
                     c.queued = true;
                     queue.push_front(ci);
                     for &qi in &queue {
@@ -232,9 +268,10 @@ pub fn simulate(cfg: &SimConfig) -> SimTrace {
                                 Some((t, q.ctl.concurrency().saturating_sub(q.inflight)));
                         }
                     }
-                    limiter_wake = Some(when.max(t + 1e-6));
+                    limiter_wake = Some(when);
                     break;
                 }
+                let c = &mut clients[ci];
                 if let Some((since, slots)) = c.blocked_since.take() {
                     c.window.limited += (t - since) * slots as f64;
                 }
@@ -274,6 +311,7 @@ pub fn simulate(cfg: &SimConfig) -> SimTrace {
                     queue.push_back(ci);
                 }
             }
+            queue.extend(deferred);
         }
 
         // The next event.
@@ -352,7 +390,7 @@ pub fn simulate(cfg: &SimConfig) -> SimTrace {
                 let c = &mut clients[ci];
                 c.inflight -= 1;
                 c.window.throttled += 1;
-                if let Some(l) = &mut limiter {
+                if let Some(l) = limiters.get_mut(limiter_of(ci)) {
                     l.on_throttle(t);
                 }
                 free_ids.push(id);
@@ -388,7 +426,7 @@ pub fn simulate(cfg: &SimConfig) -> SimTrace {
             c.window.ttfb += r.ttfb_end - r.start;
             c.window.transfer += t - r.ttfb_end;
             trace.ok_per_sec[sec] += 1.0;
-            if let Some(l) = &mut limiter {
+            if let Some(l) = limiters.get_mut(limiter_of(ci)) {
                 l.on_success(t);
             }
             free_ids.push(id);
