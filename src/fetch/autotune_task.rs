@@ -43,7 +43,11 @@ async fn run(engine: Weak<FetchEngine>, mut controller: ConcurrencyController) {
     const SAMPLE: Duration = Duration::from_millis(10);
     const SAMPLES_PER_WINDOW: u32 = 5;
     let origin = Instant::now();
-    let mut last: Option<(Instant, FetchSnapshot, DemandSnapshot)> = None;
+    // The baseline is taken now, not after a first window: the first
+    // request's first byte (the path's time to first byte, which sizes
+    // the first start-up round) must not fall into an uncounted window.
+    let mut last: Option<(Instant, FetchSnapshot, DemandSnapshot)> =
+        engine.upgrade().map(|e| (origin, e.stats.snapshot(), e.demand.snapshot()));
     let (mut inflight_sum, mut samples) = (0.0, 0u32);
     loop {
         tokio::time::sleep(SAMPLE).await;
