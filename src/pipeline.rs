@@ -34,6 +34,11 @@ use crate::shard::{Sample, ShardParser};
 use crate::source::Dataset;
 use crate::{Error, Result};
 
+/// The most samples a batch may hold: 2^20, far beyond any training batch,
+/// and small enough that the per-batch sample lists stay small (2^31, as
+/// a hostile client asked, aborted the daemon allocating 120 GB).
+pub const MAX_BATCH_SAMPLES: usize = 1 << 20;
+
 /// Pipeline settings.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
@@ -84,8 +89,11 @@ impl PipelineConfig {
     /// Checks the settings before anything starts.
     pub fn validate(&self) -> Result<()> {
         self.order.validate()?;
-        if self.batch_size == 0 {
-            return Err(Error::Config("--batch-size must be at least 1".into()));
+        if self.batch_size == 0 || self.batch_size > MAX_BATCH_SAMPLES {
+            return Err(Error::Config(format!(
+                "--batch-size must be between 1 and {MAX_BATCH_SAMPLES}, not {}",
+                self.batch_size
+            )));
         }
         Ok(())
     }
@@ -382,7 +390,9 @@ fn batch_loop<W: BatchWriter>(
     let new_epoch = |epoch: u64| EpochBatcher {
         epoch,
         index: 0,
-        pending: Vec::with_capacity(cfg.batch_size),
+        // Grows with what arrives: a batch's samples are also bounded by
+        // the memory budget, long before `batch_size` where samples are big.
+        pending: Vec::with_capacity(cfg.batch_size.min(4096)),
         pending_bytes: 0,
         shuffle: (cfg.order.shuffle_buffer > 1).then(|| {
             let rng = stream_rng("samples", &[cfg.order.seed, epoch, cfg.order.rank as u64]);

@@ -13,7 +13,10 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+/// The longest request line read from a ring-socket peer.
+const MAX_REQUEST_BYTES: u64 = 1024;
 use tokio::net::{UnixListener, UnixStream};
 
 use super::service::DaemonState;
@@ -43,9 +46,13 @@ async fn hand_over(stream: UnixStream, state: &DaemonState) -> std::io::Result<(
     let uid = stream.peer_cred()?.uid();
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await;
+    // A request is a session id and a token (~100 bytes): read at most
+    // `MAX_REQUEST_BYTES`, so a peer sending endless bytes without a
+    // newline costs a bounded buffer, not the node's memory.
+    let mut bounded = (&mut reader).take(MAX_REQUEST_BYTES);
+    let read = tokio::time::timeout(Duration::from_secs(5), bounded.read_line(&mut line)).await;
     let mut stream = reader.into_inner();
-    if !matches!(read, Ok(Ok(n)) if n > 0) {
+    if !matches!(read, Ok(Ok(n)) if n > 0 && line.ends_with('\n')) {
         return stream.write_all(b"error: expected '<session> <fd_token>\\n'\n").await;
     }
     let mut words = line.split_whitespace();

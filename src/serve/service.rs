@@ -110,8 +110,12 @@ struct Plan {
 
 impl StokerService {
     async fn plan(&self, r: &proto::OpenStreamRequest) -> Result<Plan, Status> {
-        if r.batch_size == 0 {
-            return Err(Status::invalid_argument("batch_size must be at least 1"));
+        if r.batch_size == 0 || r.batch_size as usize > crate::pipeline::MAX_BATCH_SAMPLES {
+            return Err(Status::invalid_argument(format!(
+                "batch_size must be between 1 and {}, not {}",
+                crate::pipeline::MAX_BATCH_SAMPLES,
+                r.batch_size
+            )));
         }
         let world_size = r.world_size.max(1);
         let order = OrderConfig {

@@ -1,0 +1,66 @@
+"""Hostile requests against the real daemon: each is refused or bounded, the
+daemon stays up, its memory stays bounded, and a normal client keeps working."""
+
+import os
+import socket
+import threading
+
+import pytest
+
+import stoker
+
+
+def take(loader, n):
+    out = []
+    for batch in loader:
+        out.append(batch.num_samples)
+        batch.release()
+        if len(out) == n:
+            break
+    loader.close()
+    return out
+
+
+def test_extreme_requests_are_refused_or_bounded(daemon, dataset):
+    client = daemon.client()
+    base = daemon.rss_bytes()
+    # A batch of 2^31 samples: a named error, not an abort allocating it.
+    with pytest.raises(stoker.StokerError) as e:
+        list(client.loader(dataset.url, batch_size=2**31))
+    assert e.value.code == "INVALID_ARGUMENT" and "batch_size" in e.value.message
+    # "Forever" (2^64 - 1 epochs), also from the last epoch number: the
+    # plan is drawn lazily, so the stream starts at once and costs one epoch.
+    assert take(client.loader(dataset.url, batch_size=8, epochs=2**64 - 1), 3) == [8, 8, 8]
+    assert take(client.loader(dataset.url, batch_size=8, epoch=2**64 - 1, epochs=2), 2) == [8, 8]
+    assert daemon.rss_bytes() < base + (256 << 20), (base, daemon.rss_bytes())
+    # The daemon still serves a normal client.
+    assert sum(take(client.loader(dataset.url, batch_size=8), 2)) == 16
+
+
+def test_ring_socket_peers_sending_endless_bytes_cost_bounded_memory(daemon, dataset):
+    base = daemon.rss_bytes()
+    sent = []
+
+    def flood():
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(daemon.socket + ".ring")
+            zeros = bytes(1 << 20)
+            n = 0
+            try:
+                for _ in range(256):  # up to 256 MiB, no newline
+                    s.sendall(zeros)
+                    n += len(zeros)
+            except OSError:
+                pass  # the daemon hung up: what we want
+            sent.append(n)
+
+    threads = [threading.Thread(target=flood) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(not t.is_alive() for t in threads)
+    # Each peer was cut off long before its 256 MiB went through.
+    assert max(sent) < 64 << 20, sent
+    assert daemon.rss_bytes() < base + (64 << 20), (base, daemon.rss_bytes())
+    assert sum(take(daemon.client().loader(dataset.url, batch_size=8), 2)) == 16
