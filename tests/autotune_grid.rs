@@ -270,13 +270,7 @@ fn goodput_returns_after_the_cap_lifts() {
 #[test]
 fn many_controllers_share_a_rate_capped_store_fairly() {
     let cap = 2000.0;
-    let model = StoreModel {
-        per_conn_bps: 50.0 * MB,
-        ttfb_secs: 0.02,
-        ttfb_jitter: 0.2,
-        link_bps: 100.0 * GBPS,
-        rate_cap: Some(cap),
-    };
+    let model = capped_store(cap, 100.0 * GBPS);
     let mut lines = String::from(
         "| controllers | accepted/s / cap | 503s | Jain fairness |\n| ---: | ---: | ---: | ---: |\n",
     );
@@ -300,6 +294,18 @@ fn many_controllers_share_a_rate_capped_store_fairly() {
     assert!(failures.is_empty(), "{lines}");
 }
 
+/// A store of 50 MB/s connections, 20 ms to first byte, capped at `cap`
+/// requests per second behind a link of `link_bps`.
+fn capped_store(cap: f64, link_bps: f64) -> StoreModel {
+    StoreModel {
+        per_conn_bps: 50.0 * MB,
+        ttfb_secs: 0.02,
+        ttfb_jitter: 0.2,
+        link_bps,
+        rate_cap: Some(cap),
+    }
+}
+
 /// 1,000 independent daemons (each its own limiter and controller, as on
 /// 1,000 nodes) on one store capped in requests per second, with a link so
 /// wide that the cap binds at any part size: the cap is used and parts
@@ -309,13 +315,7 @@ fn many_controllers_share_a_rate_capped_store_fairly() {
 #[test]
 fn a_fleet_of_independent_daemons_shares_a_request_cap() {
     let cap = 2000.0;
-    let model = StoreModel {
-        per_conn_bps: 50.0 * MB,
-        ttfb_secs: 0.02,
-        ttfb_jitter: 0.2,
-        link_bps: 10_000.0 * GBPS,
-        rate_cap: Some(cap),
-    };
+    let model = capped_store(cap, 10_000.0 * GBPS);
     let n = 1000;
     let client =
         ControllerConfig { initial_part_bytes: 1 << 20, max_inflight_bytes: 1 << 30, ..auto() };

@@ -195,7 +195,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         );
     }
     let (mut report, settled) =
-        run_once_settled(args, &dataset, fetch, cfg, emulated, true, args.duration).await?;
+        run_once(args, &dataset, fetch, cfg, emulated, true, args.duration).await?;
     if cached_age.is_some() {
         report.concurrency.limit.source = Provenance::Cached;
         if report.part_bytes.source == Provenance::Autotuned {
@@ -283,7 +283,7 @@ async fn sweep(args: &BenchArgs, dataset: &Dataset, emulated: bool) -> anyhow::R
                 Some(c) => (format!("concurrency {c:>4}"), ConcurrencyArg::Fixed(*c)),
                 None => ("auto            ".to_string(), ConcurrencyArg::Auto),
             };
-            let r = run_once(
+            let (r, _) = run_once(
                 args,
                 dataset,
                 fetch_config(args, concurrency),
@@ -375,21 +375,9 @@ fn median_round(rs: &[BenchReport]) -> Option<&BenchReport> {
     sorted.get(sorted.len().saturating_sub(1) / 2).copied()
 }
 
-/// One run of the pipeline with `fetch` settings.
+/// One run of the pipeline with `fetch` settings, and what the autotuner
+/// settled on (for the tuning cache).
 async fn run_once(
-    args: &BenchArgs,
-    dataset: &Dataset,
-    fetch: FetchConfig,
-    cfg: PipelineConfig,
-    emulated: bool,
-    show_progress: bool,
-    duration: Option<f64>,
-) -> anyhow::Result<BenchReport> {
-    Ok(run_once_settled(args, dataset, fetch, cfg, emulated, show_progress, duration).await?.0)
-}
-
-/// As [`run_once`], with what the autotuner settled on (for the cache).
-async fn run_once_settled(
     args: &BenchArgs,
     dataset: &Dataset,
     fetch: FetchConfig,
