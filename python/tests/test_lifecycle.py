@@ -108,11 +108,20 @@ def test_tcp_serves_health_but_not_sessions(s3, dataset):
         from stoker._proto import stoker_pb2 as pb
         from stoker._proto import stoker_pb2_grpc as pb_grpc
 
+        # No session calls over TCP at all: not OpenStream, and not Release
+        # or Stats, which would let anyone who reaches the port free another
+        # session's slot or read its figures.
         stub = pb_grpc.StokerStub(channel)
         with pytest.raises(grpc.RpcError) as e:
             next(stub.OpenStream(pb.OpenStreamRequest(url=dataset.url, batch_size=4)))
-        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert stub.Stats(pb.StatsRequest(), timeout=10).sessions == 0
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        for call in (lambda: stub.Stats(pb.StatsRequest(), timeout=10),
+                     lambda: stub.Release(pb.ReleaseRequest(session="x"), timeout=10)):
+            with pytest.raises(grpc.RpcError) as e:
+                call()
+            assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        # The Unix socket still serves them.
+        assert d.client().stats() is not None
         channel.close()
     finally:
         d.stop()

@@ -116,9 +116,12 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     let mut listening = format!("unix:{} (ring: {})", cfg.socket.display(), ring_path.display());
     if let Some(tcp) = tcp {
         listening.push_str(&format!(", tcp:{}", tcp.local_addr()?));
+        // Health only: sessions (open, release, stats) belong on the Unix
+        // socket, where the peer's UID is checked. Over TCP, anyone who
+        // could reach the port could release another session's slot (its
+        // batch then overwritten while held) or read its stats.
         let server = Server::builder()
             .add_service(health_service)
-            .add_service(service)
             .serve_with_incoming_shutdown(TcpListenerStream::new(tcp), stop_signal(stopped));
         servers.spawn(async move { server.await.context("serving TCP") });
     }

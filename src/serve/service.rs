@@ -97,6 +97,22 @@ fn column(c: &Column) -> proto::Column {
     }
 }
 
+/// The peer's UID: every session call comes over the Unix socket (the
+/// daemon's TCP port serves health only), where the kernel vouches for it.
+fn peer_uid<T>(request: &Request<T>) -> Result<u32, Status> {
+    request
+        .extensions()
+        .get::<tonic::transport::server::UdsConnectInfo>()
+        .and_then(|info| info.peer_cred)
+        .map(|cred| cred.uid())
+        .ok_or_else(|| {
+            Status::failed_precondition(
+                "session calls go over the Unix socket (the ring's descriptor travels over it, \
+                 and the peer's user is checked there); TCP serves health only",
+            )
+        })
+}
+
 fn random_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
@@ -211,17 +227,7 @@ impl proto::stoker_server::Stoker for StokerService {
         }
         // The ring's descriptor can only travel over the Unix socket, to
         // the same user.
-        let uid = request
-            .extensions()
-            .get::<tonic::transport::server::UdsConnectInfo>()
-            .and_then(|info| info.peer_cred)
-            .map(|cred| cred.uid())
-            .ok_or_else(|| {
-                Status::failed_precondition(
-                    "sessions are opened over the Unix socket (the ring's descriptor travels over \
-                     it); TCP serves health, Stats and Release",
-                )
-            })?;
+        let uid = peer_uid(&request)?;
         let r = request.into_inner();
         let plan = self.plan(&r).await?;
         let (ring, ring_bytes) = self.ring_for(&r)?;
@@ -285,11 +291,17 @@ impl proto::stoker_server::Stoker for StokerService {
         &self,
         request: Request<proto::ReleaseRequest>,
     ) -> Result<Response<proto::ReleaseReply>, Status> {
+        let uid = peer_uid(&request)?;
         let r = request.into_inner();
         let Some(session) = self.state.session(&r.session) else {
             // The stream ended (its ring is gone with it): nothing to free.
             return Ok(Response::new(proto::ReleaseReply { refused: r.leases }));
         };
+        // Only the session's own user frees its slots: another user's
+        // release would let the daemon overwrite a batch still being read.
+        if session.uid != uid && uid != 0 {
+            return Err(Status::permission_denied("not your session"));
+        }
         let refused = r
             .leases
             .into_iter()
@@ -305,6 +317,7 @@ impl proto::stoker_server::Stoker for StokerService {
         &self,
         request: Request<proto::StatsRequest>,
     ) -> Result<Response<proto::StatsReply>, Status> {
+        let uid = peer_uid(&request)?;
         let r = request.into_inner();
         let state = &self.state;
         let mut reply = proto::StatsReply {
@@ -324,7 +337,8 @@ impl proto::stoker_server::Stoker for StokerService {
         if !r.session.is_empty() {
             let s = state
                 .session(&r.session)
-                .ok_or_else(|| Status::not_found(format!("no session {}", r.session)))?;
+                .filter(|s| s.uid == uid || uid == 0)
+                .ok_or_else(|| Status::not_found("no such session of yours"))?;
             let fetch = s.engine.stats.snapshot();
             let table = s.ring.slots();
             reply.batches = s.stats.batches.load(Ordering::Relaxed);
