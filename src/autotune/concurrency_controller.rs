@@ -330,7 +330,10 @@ impl ConcurrencyController {
             return c;
         }
         if c.cfg.fixed_part_bytes.is_none() {
-            c.part_bytes = warm.part_bytes.clamp(c.cfg.min_part_bytes, c.cfg.max_part_bytes);
+            // Within this run's caps: a smaller memory budget than the last
+            // run's must not be handed parts it cannot hold.
+            let cap = c.cfg.max_part_bytes.min(c.cfg.max_inflight_bytes).max(c.cfg.min_part_bytes);
+            c.part_bytes = warm.part_bytes.clamp(c.cfg.min_part_bytes, cap);
         }
         // The latency scales with the part, as in `double_part_bytes`.
         let scale = c.part_bytes as f64 / warm.part_bytes as f64;
@@ -1024,6 +1027,11 @@ mod tests {
         let w = c.warm_start().expect("settled");
         assert!((w.min_latency_secs - 0.54).abs() < 1e-9, "{w:?}");
         assert_eq!(w.part_bytes, 2 * PART);
+        // A smaller budget than the last run's: parts it can hold.
+        let small = ControllerConfig { max_inflight_bytes: 4 << 20, ..ControllerConfig::default() };
+        let big = WarmStart { part_bytes: 64 << 20, ..warm };
+        let c = ConcurrencyController::warm(small, &big);
+        assert_eq!((c.part_bytes(), c.concurrency()), (4 << 20, 1));
     }
 
     #[test]
