@@ -25,7 +25,6 @@ pub struct ShardParser {
     tar: TarStream,
     grouper: SampleGrouper,
     samples: u64,
-    decoded: Vec<Bytes>,
 }
 
 impl ShardParser {
@@ -39,7 +38,6 @@ impl ShardParser {
             head: Vec::new(),
             zstd: None,
             samples: 0,
-            decoded: Vec::new(),
         }
     }
 
@@ -72,10 +70,12 @@ impl ShardParser {
     }
 
     fn feed(&mut self, part: Bytes, out: &mut Vec<Sample>) -> Result<(), ShardError> {
-        match &mut self.zstd {
-            Some(z) => {
-                z.push(&part, &mut self.decoded)?;
-                self.drain_decoded(out)
+        match self.zstd.take() {
+            Some(mut z) => {
+                // Each decompressed chunk goes to the tar parser at once.
+                let r = z.push(&part, &mut |chunk| self.feed_tar(chunk, out));
+                self.zstd = Some(z);
+                r
             }
             None => self.feed_tar(part, out),
         }
@@ -88,9 +88,8 @@ impl ShardParser {
             self.start(&head)?;
             self.feed(head, out)?;
         }
-        if let Some(z) = &mut self.zstd {
-            z.finish(&mut self.decoded)?;
-            self.drain_decoded(out)?;
+        if let Some(mut z) = self.zstd.take() {
+            z.finish(&mut |chunk| self.feed_tar(chunk, out))?;
         }
         self.tar.finish()?;
         if let Some(sample) = self.grouper.finish() {
@@ -101,13 +100,6 @@ impl ShardParser {
             return Err(ShardError::NoSamples { shard: self.shard.to_string() });
         }
         Ok(self.samples)
-    }
-
-    fn drain_decoded(&mut self, out: &mut Vec<Sample>) -> Result<(), ShardError> {
-        for chunk in std::mem::take(&mut self.decoded) {
-            self.feed_tar(chunk, out)?;
-        }
-        Ok(())
     }
 
     fn feed_tar(&mut self, chunk: Bytes, out: &mut Vec<Sample>) -> Result<(), ShardError> {

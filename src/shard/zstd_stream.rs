@@ -1,9 +1,14 @@
 //! Streaming zstd decompression of pushed chunks.
 //!
 //! Parts arrive in order; each is fed through one decompression context and
-//! the output is cut into owned chunks for the tar parser. The window is
-//! bounded (`WindowLogMax`), so a hostile or odd frame cannot make us
-//! allocate more than 128 MiB of history.
+//! the output is cut into owned chunks, each handed to the tar parser as
+//! soon as it is full. So a part of a few hundred KB that inflates to GBs
+//! (a "zstd bomb") costs one chunk at a time, and the tar parser refuses an
+//! oversized member when its header comes out, as for an uncompressed
+//! shard: the whole part used to be decompressed first (145 KB holding a
+//! 4 GiB member of zeros took RSS to 4.4 GB). The window is bounded
+//! (`WindowLogMax`), so a hostile or odd frame cannot make us allocate more
+//! than 128 MiB of history.
 
 use std::sync::Arc;
 
@@ -66,8 +71,13 @@ impl ZstdStream {
         })
     }
 
-    /// Decompresses `input`, appending each full output chunk to `out`.
-    pub fn push(&mut self, input: &[u8], out: &mut Vec<Bytes>) -> Result<(), ShardError> {
+    /// Decompresses `input`, handing each full output chunk to `sink` as it
+    /// fills (an error from `sink` stops the decompression).
+    pub fn push(
+        &mut self,
+        input: &[u8],
+        sink: &mut dyn FnMut(Bytes) -> Result<(), ShardError>,
+    ) -> Result<(), ShardError> {
         let mut src = InBuffer::around(input);
         while src.pos() < input.len() {
             let before = src.pos();
@@ -79,7 +89,7 @@ impl ZstdStream {
             self.frame_done = hint == 0;
             self.consumed += (src.pos() - before) as u64;
             if self.out.len() == self.out.capacity() {
-                out.push(self.take_chunk());
+                sink(self.take_chunk())?;
             }
         }
         Ok(())
@@ -87,7 +97,10 @@ impl ZstdStream {
 
     /// Flushes what is buffered after the last input and checks the last
     /// frame is complete.
-    pub fn finish(&mut self, out: &mut Vec<Bytes>) -> Result<(), ShardError> {
+    pub fn finish(
+        &mut self,
+        sink: &mut dyn FnMut(Bytes) -> Result<(), ShardError>,
+    ) -> Result<(), ShardError> {
         loop {
             let hint = {
                 let len = self.out.len();
@@ -98,7 +111,7 @@ impl ZstdStream {
             };
             let full = self.out.len() == self.out.capacity();
             if !self.out.is_empty() {
-                out.push(self.take_chunk());
+                sink(self.take_chunk())?;
             }
             if hint == 0 {
                 self.frame_done = true;
