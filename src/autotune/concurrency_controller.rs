@@ -729,6 +729,8 @@ impl ConcurrencyController {
                     // link widened). Ramp again instead of creeping up 10%
                     // a period.
                     self.unsaturated_periods = 0;
+                    // The levels measured before belong to the old path.
+                    self.levels.clear();
                     let best = self.goodput_bps;
                     let from = self.concurrency;
                     self.set_concurrency(from * 2);
