@@ -89,14 +89,20 @@ impl PipelineConfig {
     /// Checks the settings before anything starts.
     pub fn validate(&self) -> Result<()> {
         self.order.validate()?;
-        if self.batch_size == 0 || self.batch_size > MAX_BATCH_SAMPLES {
-            return Err(Error::Config(format!(
-                "--batch-size must be between 1 and {MAX_BATCH_SAMPLES}, not {}",
-                self.batch_size
-            )));
-        }
-        Ok(())
+        check_batch_size(self.batch_size as u64)
     }
+}
+
+/// Whether `n` samples make a batch we accept (see [`MAX_BATCH_SAMPLES`]);
+/// `bench` and the daemon's requests are checked here.
+pub fn check_batch_size(n: u64) -> Result<()> {
+    if n == 0 || n > MAX_BATCH_SAMPLES as u64 {
+        return Err(Error::Config(format!(
+            "the batch size (--batch-size, batch_size) must be between 1 and \
+             {MAX_BATCH_SAMPLES}, not {n}"
+        )));
+    }
+    Ok(())
 }
 
 /// Counters of one pipeline run.

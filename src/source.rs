@@ -28,7 +28,7 @@ pub use emulated_store::{EmulatedStore, RemoteProfile};
 pub use intercepted_store::{GetInterceptor, InterceptedStore};
 pub use shard_list::{ShardRef, is_shard_name, resolve_shards};
 pub use store_error::{StoreFailure, chain, classify};
-pub use store_open::{StoreOptions, open_store};
+pub use store_open::{StoreOptions, open_store, s3_endpoint};
 
 use crate::ErrorKind;
 

@@ -283,7 +283,11 @@ fn bad_input_exits_with_a_one_line_error() {
         (&["bench", "--part-bytes", "lots"], "not a size", 2),
         (&["bench", "--part-bytes", "600MiB"], "more than half of --memory-budget", 2),
         (&["bench", "--concurrency", "0"], "--concurrency must be at least 1", 2),
-        (&["bench", "--batch-size", "2147483648"], "--batch-size must be between 1 and", 2),
+        (
+            &["bench", "--batch-size", "2147483648"],
+            "(--batch-size, batch_size) must be between 1 and",
+            2,
+        ),
         (&["bench", "--world-size", "2", "--rank", "2", "/tmp/"], "--rank 2 is out of range", 2),
     ];
     for (args, want, code) in cases {

@@ -266,10 +266,9 @@ pub struct ConcurrencyController {
     arrivals: bool,
     /// Times to first byte seen: sum and count.
     first_byte_secs: (f64, u64),
-    /// The per-request rate of the start-up rounds that grew: Little's
-    /// latency from arrivals where no part completed yet.
-    growth_per_request_bps: f64,
-    /// The most one request carried in any start-up round.
+    /// The most one request carried in any start-up round measured on
+    /// arrivals: what an added request is judged against, and Little's
+    /// latency where no part has completed yet.
     best_request_bps: f64,
     /// Start-up levels measured on arrivals: (concurrency, best goodput).
     levels: Vec<(usize, f64)>,
@@ -311,7 +310,6 @@ impl ConcurrencyController {
             round: ArrivalRound::new(concurrency),
             arrivals: false,
             first_byte_secs: (0.0, 0),
-            growth_per_request_bps: 0.0,
             best_request_bps: 0.0,
             levels: Vec::new(),
             cfg,
@@ -329,18 +327,20 @@ impl ConcurrencyController {
         if !warm.is_sane() || c.cfg.fixed_concurrency.is_some() {
             return c;
         }
+        // As the last run measured it, then at this run's part size.
+        let run_part = c.part_bytes;
+        c.part_bytes = warm.part_bytes;
+        c.min_latency_secs = warm.min_latency_secs;
+        c.ttfb_share = warm.ttfb_share;
+        c.request_bytes = warm.request_bytes;
         if c.cfg.fixed_part_bytes.is_none() {
             // Within this run's caps: a smaller memory budget than the last
             // run's must not be handed parts it cannot hold.
             let cap = c.cfg.max_part_bytes.min(c.cfg.max_inflight_bytes).max(c.cfg.min_part_bytes);
-            c.part_bytes = warm.part_bytes.clamp(c.cfg.min_part_bytes, cap);
+            c.rescale_parts(warm.part_bytes.clamp(c.cfg.min_part_bytes, cap));
+        } else {
+            c.rescale_parts(run_part);
         }
-        // The latency scales with the part, as in `double_part_bytes`.
-        let scale = c.part_bytes as f64 / warm.part_bytes as f64;
-        let f = warm.ttfb_share;
-        c.min_latency_secs = warm.min_latency_secs * (f + scale * (1.0 - f));
-        c.ttfb_share = f / (f + scale * (1.0 - f));
-        c.request_bytes = warm.request_bytes * scale;
         c.goodput_bps = warm.goodput_bps;
         c.latency_secs = c.min_latency_secs;
         c.concurrency = c.clamp(warm.concurrency);
@@ -538,7 +538,8 @@ impl ConcurrencyController {
                 // round. The plateau, where they do not, uses both.
                 let blended = bps;
                 let bps = counted;
-                if measured.is_some() {
+                if let Some(m) = measured {
+                    self.best_request_bps = self.best_request_bps.max(m.per_request_bps);
                     match self.levels.iter_mut().find(|(c, _)| *c == self.concurrency) {
                         Some(level) => level.1 = level.1.max(bps),
                         None => self.levels.push((self.concurrency, bps)),
@@ -564,11 +565,10 @@ impl ConcurrencyController {
                         self.min_latency_secs = all.latency_secs / all.count as f64;
                         self.ttfb_share = all.ttfb_secs / all.latency_secs;
                         self.request_bytes = all.bytes as f64 / all.count as f64;
-                    } else if let Some(m) = measured {
+                    } else if measured.is_some() {
                         // Short rounds may complete nothing yet: the
-                        // latency from what arrived, a first byte's wait
-                        // and a part at one request's rate.
-                        self.latency_from_arrivals(m);
+                        // latency from what arrived.
+                        self.latency_from_arrivals();
                     }
                 }
                 if growing {
@@ -809,8 +809,7 @@ impl ConcurrencyController {
     /// adds a whole request's rate; near it (the CPU of a 2-core node at
     /// 16 requests: +16 requests added 0.15 of one each, yet 25% in all)
     /// doubling again only queues requests and memory.
-    fn adds_enough(&mut self, m: RoundMeasure, best_bps: f64, before: usize) -> bool {
-        self.best_request_bps = self.best_request_bps.max(m.per_request_bps);
+    fn adds_enough(&self, m: RoundMeasure, best_bps: f64, before: usize) -> bool {
         let added = self.concurrency.saturating_sub(before);
         if before < self.cfg.startup_judged_from || added == 0 {
             return true;
@@ -828,14 +827,13 @@ impl ConcurrencyController {
     /// The uncontended latency from a growing round's arrivals, where no
     /// part has completed yet: by Little's law, a part's bytes over what one
     /// request in flight carried (waits for first bytes included), at the
-    /// best per-request rate of the rounds that grew (the first ones had
-    /// the path to themselves). Completed parts replace it as they come.
-    fn latency_from_arrivals(&mut self, m: RoundMeasure) {
-        if m.per_request_bps <= 0.0 {
+    /// best per-request rate of the start-up rounds (the first ones had the
+    /// path to themselves). Completed parts replace it as they come.
+    fn latency_from_arrivals(&mut self) {
+        if self.best_request_bps <= 0.0 {
             return;
         }
-        self.growth_per_request_bps = self.growth_per_request_bps.max(m.per_request_bps);
-        self.min_latency_secs = self.part_bytes as f64 / self.growth_per_request_bps;
+        self.min_latency_secs = self.part_bytes as f64 / self.best_request_bps;
         let ttfb = self.mean_first_byte_secs().unwrap_or(0.0);
         self.ttfb_share = (ttfb / self.min_latency_secs).min(0.9);
         self.request_bytes = self.part_bytes as f64;
@@ -943,8 +941,16 @@ impl ConcurrencyController {
         if grown <= self.part_bytes {
             return false;
         }
-        let scale = grown as f64 / self.part_bytes as f64;
-        self.part_bytes = grown;
+        self.rescale_parts(grown);
+        true
+    }
+
+    /// Moves to parts of `part_bytes`, rescaling what Little's law knows:
+    /// `scale`× the transfer, the same wait for the first byte, so latency
+    /// L·(f + scale·(1 − f)), of which the wait is f / (f + scale·(1 − f)).
+    fn rescale_parts(&mut self, part_bytes: u64) {
+        let scale = part_bytes as f64 / self.part_bytes.max(1) as f64;
+        self.part_bytes = part_bytes;
         self.concurrency = self.clamp(self.concurrency);
         let f = self.ttfb_share;
         let latency = f + scale * (1.0 - f);
@@ -954,7 +960,6 @@ impl ConcurrencyController {
         // Short last parts stay short; at large shards that is a small error.
         self.request_bytes *= scale;
         self.ttfb_share = f / latency;
-        true
     }
 
     /// At most once a period: requests spent a fifth of their slot time

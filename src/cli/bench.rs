@@ -20,7 +20,7 @@ use crate::autotune::WarmStart;
 use crate::fetch::{FetchConfig, FetchEngine, Provenance, TunePoint};
 use crate::order::OrderConfig;
 use crate::pipeline::{Pipeline, PipelineConfig};
-use crate::source::{Dataset, EmulatedStore, RemoteProfile, StoreOptions};
+use crate::source::{Dataset, EmulatedStore, RemoteProfile, StoreOptions, s3_endpoint};
 use crate::synth::{SynthConfig, write_dataset};
 
 /// Flags of `stoker bench`.
@@ -175,7 +175,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         .map(|cache| {
             let key = cache_key(
                 &dataset.url.endpoint(),
-                endpoint_url(&opts).as_deref(),
+                s3_endpoint(&dataset.url, &opts).as_deref(),
                 args.emulate.as_deref(),
             );
             (cache, key)
@@ -220,20 +220,6 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         });
     }
     Ok(report)
-}
-
-/// The endpoint URL an S3-compatible store was pointed at: `--store-opt`
-/// first, then the environment, as `open_store` applies them.
-fn endpoint_url(opts: &StoreOptions) -> Option<String> {
-    const KEYS: [&str; 3] = ["aws_endpoint", "aws_endpoint_url", "endpoint"];
-    opts.options
-        .iter()
-        .rev()
-        .find(|(k, _)| KEYS.contains(&k.to_ascii_lowercase().as_str()))
-        .map(|(_, v)| v.clone())
-        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
-        .or_else(|| std::env::var("AWS_ENDPOINT").ok())
-        .filter(|v| !v.is_empty())
 }
 
 fn fetch_config(args: &BenchArgs, concurrency: ConcurrencyArg) -> FetchConfig {

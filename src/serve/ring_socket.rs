@@ -14,13 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-
-/// The longest request line read from a ring-socket peer.
-const MAX_REQUEST_BYTES: u64 = 1024;
 use tokio::net::{UnixListener, UnixStream};
 
 use super::service::DaemonState;
 use crate::ring::{RingError, send_fd};
+
+/// The longest request line read from a ring-socket peer.
+const MAX_REQUEST_BYTES: u64 = 1024;
 
 /// Serves descriptor requests until the listener fails.
 pub async fn serve(listener: UnixListener, state: Arc<DaemonState>) {

@@ -126,13 +126,7 @@ struct Plan {
 
 impl StokerService {
     async fn plan(&self, r: &proto::OpenStreamRequest) -> Result<Plan, Status> {
-        if r.batch_size == 0 || r.batch_size as usize > crate::pipeline::MAX_BATCH_SAMPLES {
-            return Err(Status::invalid_argument(format!(
-                "batch_size must be between 1 and {}, not {}",
-                crate::pipeline::MAX_BATCH_SAMPLES,
-                r.batch_size
-            )));
-        }
+        crate::pipeline::check_batch_size(u64::from(r.batch_size)).map_err(|e| status_of(&e))?;
         let world_size = r.world_size.max(1);
         let order = OrderConfig {
             seed: r.seed,

@@ -33,6 +33,30 @@ pub struct StoreOptions {
 static MEMORY_STORES: LazyLock<Mutex<HashMap<String, Arc<InMemory>>>> =
     LazyLock::new(Default::default);
 
+/// The S3 builder for `url`: the environment, then our defaults, then
+/// `opts` (`open_store` and `s3_endpoint` resolve the same way).
+fn s3_builder(url: &DatasetUrl, opts: &StoreOptions) -> Result<AmazonS3Builder, SourceError> {
+    let defaults = [("connect_timeout".to_string(), "10s".to_string())];
+    let mut b = AmazonS3Builder::from_env().with_bucket_name(&url.authority);
+    for (k, v) in defaults.iter().chain(&opts.options) {
+        let key: AmazonS3ConfigKey = k
+            .parse()
+            .map_err(|e| SourceError::BadOption { key: k.to_string(), reason: format!("{e}") })?;
+        b = b.with_config(key, v);
+    }
+    Ok(b)
+}
+
+/// The endpoint URL an S3-compatible store of `url` is reached at, when
+/// one is configured (environment or `opts`, under any of object_store's
+/// names for it); `None` for AWS itself and for other schemes.
+pub fn s3_endpoint(url: &DatasetUrl, opts: &StoreOptions) -> Option<String> {
+    (url.scheme == Scheme::S3)
+        .then(|| s3_builder(url, opts).ok()?.get_config_value(&AmazonS3ConfigKey::Endpoint))
+        .flatten()
+        .filter(|e| !e.is_empty())
+}
+
 /// Builds the store for `url`. Nothing is sent over the network yet.
 pub fn open_store(
     url: &DatasetUrl,
@@ -53,11 +77,7 @@ pub fn open_store(
     let options = || defaults.iter().chain(&opts.options);
     let store: Arc<dyn ObjectStore> = match url.scheme {
         Scheme::S3 => {
-            let mut b = AmazonS3Builder::from_env().with_bucket_name(&url.authority);
-            for (k, v) in options() {
-                let key: AmazonS3ConfigKey = k.parse().map_err(|e| opt_err(k, format!("{e}")))?;
-                b = b.with_config(key, v);
-            }
+            let mut b = s3_builder(url, opts)?;
             // A plain-http endpoint (MinIO, a local test server) was asked
             // for explicitly, so allow it rather than fail on the scheme.
             let endpoint = b.get_config_value(&AmazonS3ConfigKey::Endpoint);
@@ -107,4 +127,21 @@ pub fn open_store(
         }
     };
     Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_endpoint_is_read_under_any_of_its_names() {
+        let url = DatasetUrl::parse("s3://bkt/train/").expect("url");
+        for key in ["aws_endpoint", "aws_endpoint_url", "endpoint", "endpoint_url"] {
+            let opts = StoreOptions { options: vec![(key.into(), "http://10.0.0.2:9000".into())] };
+            assert_eq!(s3_endpoint(&url, &opts).as_deref(), Some("http://10.0.0.2:9000"), "{key}");
+        }
+        let gcs = DatasetUrl::parse("gs://bkt/train/").expect("url");
+        let opts = StoreOptions { options: vec![("endpoint".into(), "http://x".into())] };
+        assert_eq!(s3_endpoint(&gcs, &opts), None);
+    }
 }

@@ -57,7 +57,7 @@ fn range_stream(
 }
 
 impl LargeReads {
-    async fn whole_get(
+    async fn ranged_get(
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
@@ -84,7 +84,7 @@ impl LargeReads {
     }
 }
 
-/// The `S3` impl: GET reads whole, the rest is s3s-fs's. (A macro that
+/// The `S3` impl: GET in 1 MiB pieces, the rest is s3s-fs's. (A macro that
 /// writes the whole impl: `async_trait` must see the expanded methods.)
 macro_rules! large_reads_impl {
     ($($name:ident: $input:ty => $output:ty;)*) => {
@@ -94,7 +94,7 @@ macro_rules! large_reads_impl {
                 &self,
                 req: S3Request<GetObjectInput>,
             ) -> S3Result<S3Response<GetObjectOutput>> {
-                self.whole_get(req).await
+                self.ranged_get(req).await
             }
             $(
                 async fn $name(&self, req: S3Request<$input>) -> S3Result<S3Response<$output>> {
