@@ -20,11 +20,14 @@ mod concurrency_limit;
 mod demand_gauge;
 mod fetch_stats;
 mod memory_budget;
+mod part_data;
 mod part_plan;
 mod part_pool;
 mod part_reader;
 mod part_sharing;
 mod rate_gate;
+mod retry_budget;
+mod retry_loop;
 mod shard_stream;
 
 use std::ops::Range;
@@ -39,11 +42,14 @@ pub use concurrency_limit::{ConcurrencyLimit, ConnPermit};
 pub use demand_gauge::{DemandGauge, DemandSnapshot};
 pub use fetch_stats::{FetchSnapshot, FetchStats};
 pub use memory_budget::{MAX_RESERVATION, MemoryBudget, Reservation};
+pub use part_data::{PartData, WeakPart};
 pub use part_plan::PartPlan;
-pub use part_pool::{PartPool, WeakPart, pooled_bytes, shared_pooled_bytes};
-pub use part_reader::{fetch_part, fetch_part_into, head_shard};
+pub use part_pool::{PartPool, pooled_bytes};
+pub use part_reader::{fetch_part, fetch_part_chunks, head_shard};
 pub use part_sharing::{Claim, PartKey, PartSharing};
 pub use rate_gate::RateGate;
+pub use retry_budget::{RetryBudget, RetryBudgetConfig};
+pub use retry_loop::{GiveUp, RetryLoop};
 pub use shard_stream::{PartEvent, spawn_shard_stream};
 
 use crate::ErrorKind;
@@ -74,8 +80,14 @@ pub struct FetchConfig {
     /// 1 GiB: room for 128 parts of 8 MiB, far more than 16 in flight need,
     /// so the parser can run ahead while the consumer is slow.
     pub memory_budget_bytes: u64,
-    /// 10 attempts: object_store's default number of retries.
+    /// Unbounded by default: the outage tolerance ends a request's retries
+    /// (a count ended them after ~7 s once, and a 30 s SlowDown storm
+    /// killed a benchmark). Tests set a few.
     pub max_attempts: u32,
+    /// 2 minutes: how long a request may go without progress (every
+    /// attempt failing) before it fails with a named error. Store outages
+    /// and SlowDown storms of a minute are common; a job should ride them.
+    pub outage_tolerance: Duration,
     /// 50 ms first backoff, capped at 5 s: a throttled store recovers in
     /// seconds, and longer sleeps only stall the pipeline.
     pub backoff_base: Duration,
@@ -103,7 +115,8 @@ impl Default for FetchConfig {
             part_bytes: 8 << 20,
             concurrency: 16,
             memory_budget_bytes: 1 << 30,
-            max_attempts: 10,
+            max_attempts: u32::MAX,
+            outage_tolerance: Duration::from_secs(120),
             backoff_base: Duration::from_millis(50),
             backoff_cap: Duration::from_secs(5),
             request_timeout: part_reader::default_request_timeout(),

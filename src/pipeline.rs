@@ -325,7 +325,11 @@ fn parse_loop(
                 Ok(())
             }
             PartEvent::Part { data, .. } => match (data.blocking_recv(), parser.as_mut()) {
-                (Ok(Ok(bytes)), Some(p)) => p.push(bytes, &mut out).map_err(Error::from),
+                (Ok(Ok(part)), Some(p)) => part
+                    .into_chunks()
+                    .into_iter()
+                    .try_for_each(|chunk| p.push(chunk, &mut out))
+                    .map_err(Error::from),
                 (Ok(Err(e)), _) => Err(e.into()),
                 (Err(_), _) => Err(Error::Internal("a fetch task ended without a result".into())),
                 (_, None) => Err(Error::Internal("a part arrived outside a shard".into())),

@@ -26,6 +26,7 @@ pub use brace::{expand_braces, has_braces};
 pub use dataset_url::{DatasetUrl, Scheme};
 pub use emulated_store::{EmulatedStore, RemoteProfile};
 pub use intercepted_store::{GetInterceptor, InterceptedStore};
+pub use retry_after::{MAX_RETRY_AFTER, noting_retry_after};
 pub use shard_list::{ShardRef, is_shard_name, resolve_shards};
 pub use store_error::{StoreFailure, chain, classify};
 pub use store_open::{StoreOptions, open_store, s3_endpoint};
@@ -45,6 +46,8 @@ pub enum SourceError {
     Store { url: String, source: object_store::Error },
     #[error("cannot list '{url}': {}", chain(source))]
     List { url: String, source: object_store::Error },
+    #[error("cannot list '{url}' after {attempts} attempt(s): {detail}")]
+    ListUnavailable { url: String, attempts: u32, detail: String },
     #[error("no .tar or .tar.zst shards at '{url}'")]
     NoShards { url: String },
 }
@@ -58,6 +61,7 @@ impl SourceError {
             SourceError::Store { source, .. } | SourceError::List { source, .. } => {
                 classify(source).kind
             }
+            SourceError::ListUnavailable { .. } => ErrorKind::Unavailable,
             SourceError::NoShards { .. } => ErrorKind::NotFound,
         }
     }
@@ -72,11 +76,21 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Parses `url`, opens its store and lists its shards.
+    /// Parses `url`, opens its store and lists its shards (retried as the
+    /// default fetch settings say).
     pub async fn open(url: &str, opts: &StoreOptions) -> Result<Dataset, SourceError> {
+        Self::open_with(url, opts, &crate::fetch::FetchConfig::default()).await
+    }
+
+    /// As [`Dataset::open`], retrying the listing as `retry` says.
+    pub async fn open_with(
+        url: &str,
+        opts: &StoreOptions,
+        retry: &crate::fetch::FetchConfig,
+    ) -> Result<Dataset, SourceError> {
         let url = DatasetUrl::parse(url)?;
         let store = open_store(&url, opts)?;
-        let shards = resolve_shards(&url, store.as_ref()).await?;
+        let shards = resolve_shards(&url, store.as_ref(), retry).await?;
         Ok(Dataset { url, store, shards })
     }
 }

@@ -1,6 +1,7 @@
 //! The autotuner on a real path: the test S3 server behind a proxy that adds
 //! 20 ms to the first byte, caps each connection at 50 MB/s and (in one
-//! test) answers 503 SlowDown above a request-rate cap.
+//! test) answers 503 SlowDown above a request-rate cap. (`Retry-After`,
+//! storms and outages: `store_outages.rs`.)
 
 mod support;
 
@@ -30,7 +31,7 @@ async fn throttling_proxy_cuts_the_rate_and_loses_nothing() {
             ttfb: std::time::Duration::from_millis(5),
             bytes_per_s: 200e6,
             rate_cap: Some(40.0),
-            retry_after: None,
+            ..ProxyConfig::fast()
         },
     )
     .await;
@@ -47,66 +48,6 @@ async fn throttling_proxy_cuts_the_rate_and_loses_nothing() {
     assert!(proxy.throttled.load(std::sync::atomic::Ordering::Relaxed) > 0, "the cap was hit");
 }
 
-/// Reads a dataset through a proxy capping requests at 20/s; returns the
-/// 503s it sent and how many requests arrived 0.1–0.9 s after one of them.
-async fn requests_soon_after_503s(bucket: &str, retry_after: Option<u32>) -> (usize, usize) {
-    let server = S3Server::start().await;
-    // Its own bucket: the rate gate is per endpoint and process-wide.
-    server.bucket(bucket);
-    let cfg = small_synth(4, false);
-    let url = format!("s3://{bucket}/ra/");
-    server.write_synth(&url, &cfg).await;
-    let proxy = Proxy::start(
-        server.addr,
-        ProxyConfig {
-            ttfb: std::time::Duration::from_millis(5),
-            bytes_per_s: 200e6,
-            rate_cap: Some(20.0),
-            retry_after,
-        },
-    )
-    .await;
-    let fetch = FetchConfig {
-        auto_concurrency: true,
-        backoff_base: std::time::Duration::from_millis(5),
-        ..small_fetch()
-    };
-    let opts = proxied_options(&server, &proxy);
-    let dataset = stoker::source::Dataset::open(&url, &opts).await.expect("dataset");
-    // As bench and serve build it: on the endpoint's process-wide gate.
-    let engine = FetchEngine::for_endpoint(dataset.store.clone(), fetch, &dataset.url.endpoint());
-    let batches = run_engine(&dataset, engine, PipelineConfig::default())
-        .await
-        .expect("throttling is transient");
-    assert_every_sample_once(&batches, &cfg, "through the throttling proxy");
-    let arrivals = proxy.arrivals.lock().expect("arrivals").clone();
-    let refusals: Vec<_> = arrivals.iter().filter(|a| a.1).map(|a| a.0).collect();
-    let soon = arrivals
-        .iter()
-        .filter(|(at, _)| {
-            refusals.iter().any(|r| {
-                at.checked_duration_since(*r)
-                    .is_some_and(|d| d.as_secs_f64() > 0.1 && d.as_secs_f64() < 0.9)
-            })
-        })
-        .count();
-    (refusals.len(), soon)
-}
-
-/// `Retry-After: 1` on a 503 stops every request to the store for a second
-/// (object_store drops the header; `source/retry_after.rs` reads it). The
-/// same run without the header shows the check can fail.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retry_after_pauses_every_request() {
-    let started = std::time::Instant::now();
-    let (refused, soon) = requests_soon_after_503s("retry-after", Some(1)).await;
-    println!("Retry-After: 1: {refused} 503s, {:.1} s", started.elapsed().as_secs_f64());
-    assert!(refused > 0, "the cap was hit");
-    assert_eq!(soon, 0, "{soon} requests within a second of one of {refused} 503s");
-    let (refused, soon) = requests_soon_after_503s("no-retry-after", None).await;
-    assert!(refused > 0 && soon > 0, "without the header: {soon} soon after {refused} 503s");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sweep_through_a_slow_proxy_reports_auto_against_static() {
     let server = S3Server::start().await;
@@ -120,7 +61,7 @@ async fn sweep_through_a_slow_proxy_reports_auto_against_static() {
             ttfb: std::time::Duration::from_millis(20),
             bytes_per_s: 50e6,
             rate_cap: None,
-            retry_after: None,
+            ..ProxyConfig::fast()
         },
     )
     .await;

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import os
+import random
 import threading
 import time
 import weakref
@@ -139,6 +140,12 @@ class Batch:
         )
 
 
+def _reconnect_delay(failures: int) -> float:
+    """The longest wait before reconnect number `failures` (1, 2, ...):
+    0.1 s doubling, at most 5 s."""
+    return min(5.0, 0.1 * 2 ** min(failures - 1, 16))
+
+
 class Loader:
     """One stream of batches for one rank; iterate it once. `state` is the
     resume token after the last batch handed out (give it to a new
@@ -255,11 +262,11 @@ class Loader:
 
     def __iter__(self) -> Iterator[Batch]:
         deadline = None
+        failures = 0
         try:
             while True:
                 try:
                     call, ring, session = self._open()
-                    deadline = None
                     while True:
                         self._before_wait()
                         try:
@@ -270,6 +277,7 @@ class Loader:
                             break
                         kind = event.WhichOneof("event")
                         if kind == "batch":
+                            deadline, failures = None, 0
                             with self._lock:
                                 self._held += 1
                             batch = Batch(self, ring, session, event.batch)
@@ -294,7 +302,11 @@ class Loader:
                 if now >= deadline:
                     raise err
                 self.reconnects += 1
-                time.sleep(0.1)
+                failures += 1
+                # Capped exponential backoff, full jitter: a node's ranks
+                # that lost the daemon together must not come back in step
+                # (each reconnect may cost the daemon a listing).
+                time.sleep(random.uniform(0, _reconnect_delay(failures)))
         finally:
             with self._lock:
                 leases = self._take_pending()

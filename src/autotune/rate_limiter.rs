@@ -13,7 +13,12 @@
 //!
 //! The cut goes to 90% of the rate the store just *accepted* (not a fixed
 //! fraction of what we asked for), so the average stays above 90% of the
-//! store's cap. `Retry-After` pauses all requests until then. After a quiet
+//! store's cap. A `Retry-After` is the refused request's own wait (its
+//! retry honours it); only in a storm — several throttled replies in a row
+//! with no success between — does it pause every request. A few such
+//! replies among many answered (B2 sends `Retry-After: 1` with scattered
+//! 503s) once paused the whole endpoint each time: 2.3% of replies cost
+//! 92% of the rate. After a quiet
 //! spell the rate grows multiplicatively, so a cap that is lifted is found
 //! within seconds; once the limit is far above what is asked of it, the
 //! limiter switches itself off. Clock injected: pure and testable.
@@ -42,6 +47,10 @@ pub struct RateLimiterConfig {
     pub burst_secs: f64,
     /// Never below one request per second.
     pub min_rate: f64,
+    /// 3: throttled replies in a row (no success between) that make a
+    /// storm, in which a `Retry-After` pauses every request. Fewer is
+    /// scattered refusals: only the refused request waits.
+    pub storm_in_a_row: u32,
 }
 
 impl Default for RateLimiterConfig {
@@ -55,6 +64,7 @@ impl Default for RateLimiterConfig {
             growth_per_sec: 2.0,
             burst_secs: 0.05,
             min_rate: 1.0,
+            storm_in_a_row: 3,
         }
     }
 }
@@ -79,6 +89,10 @@ pub struct RateLimiter {
     pub throttled: u64,
     /// Requests answered since the last throttle.
     successes_since_throttle: u64,
+    /// Throttled replies since the last success.
+    throttled_in_a_row: u32,
+    /// Times a `Retry-After` paused every request (a storm).
+    pub pauses: u64,
     /// The highest accepted rate seen at a throttle: cuts stop at a quarter
     /// of it, so throttling that does not depend on our rate (a store
     /// answering 503 at random) cannot drive the rate to nothing.
@@ -100,6 +114,8 @@ impl RateLimiter {
             first_request: None,
             throttled: 0,
             successes_since_throttle: 0,
+            throttled_in_a_row: 0,
+            pauses: 0,
             peak_accepted: 0.0,
         }
     }
@@ -164,21 +180,34 @@ impl RateLimiter {
     pub fn on_success(&mut self, now: f64) {
         self.successes.push_back(now);
         self.successes_since_throttle += 1;
+        self.throttled_in_a_row = 0;
         Self::window_rate(&mut self.successes, now);
     }
 
     /// The store asked for no requests for `secs` (`Retry-After`): every
     /// request waits, whatever the rate.
     pub fn pause(&mut self, now: f64, secs: f64) {
+        self.pauses += 1;
         self.paused_until = self.paused_until.max(now + secs.max(0.0));
     }
 
-    /// The store answered 503/429 (its `Retry-After`, if any, comes
-    /// through [`RateLimiter::pause`]: object_store drops the header, so it
-    /// is read where the HTTP reply is, not where the error arrives).
+    /// A throttled reply said `Retry-After: secs` (seen where the HTTP
+    /// reply is, before [`RateLimiter::on_throttle`] hears of it: object_store
+    /// drops the header). The refused request waits that long in any case;
+    /// in a storm every request does. True when it paused every request.
+    pub fn on_retry_after(&mut self, now: f64, secs: f64) -> bool {
+        let storm = self.throttled_in_a_row + 1 >= self.cfg.storm_in_a_row;
+        if storm {
+            self.pause(now, secs);
+        }
+        storm
+    }
+
+    /// The store answered 503/429.
     pub fn on_throttle(&mut self, now: f64) {
         self.advance(now);
         self.throttled += 1;
+        self.throttled_in_a_row = self.throttled_in_a_row.saturating_add(1);
         self.last_throttle = now;
         self.successes_since_throttle = 0;
         if now - self.last_cut < self.cfg.cut_interval_secs {
@@ -253,12 +282,27 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_pauses_everything() {
+    fn retry_after_pauses_everything_only_in_a_storm() {
         let mut l = RateLimiter::new(RateLimiterConfig::default());
-        l.on_throttle(0.0);
-        l.pause(0.0, 2.0);
-        assert_eq!(l.try_acquire(1.0), Err(2.0));
-        assert!(l.try_acquire(2.5).is_ok());
+        send(&mut l, 100, true);
+        // Scattered: a refusal between successes pauses nobody else.
+        for t in [1.0, 1.2, 1.4] {
+            assert!(!l.on_retry_after(t, 2.0));
+            l.on_throttle(t);
+            l.on_success(t + 0.05);
+        }
+        assert!(l.try_acquire(1.5).is_ok());
+        assert_eq!(l.pauses, 0);
+        // Three refusals in a row: a storm; the third pauses every request.
+        assert!(!l.on_retry_after(2.0, 2.0));
+        l.on_throttle(2.0);
+        assert!(!l.on_retry_after(2.1, 2.0));
+        l.on_throttle(2.1);
+        assert!(l.on_retry_after(2.2, 2.0));
+        l.on_throttle(2.2);
+        assert_eq!(l.try_acquire(3.0), Err(4.2));
+        assert!(l.try_acquire(4.5).is_ok());
+        assert_eq!(l.pauses, 1);
     }
 
     #[test]

@@ -159,7 +159,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
             url
         }
     };
-    let mut dataset = Dataset::open(&url, &opts).await?;
+    let mut dataset = Dataset::open_with(&url, &opts, &fetch).await?;
     let emulated = args.emulate.is_some();
     if emulated {
         dataset.store = Arc::new(EmulatedStore::new(dataset.store.clone(), RemoteProfile::REMOTE));

@@ -1,10 +1,12 @@
-//! Reusable part buffers.
+//! Reusable large buffers: parts read from local files, and batches.
 //!
 //! A fresh 8 MiB `Vec` is a fresh mmap: 2,048 page faults to fill it and an
-//! munmap when it is dropped. Parts come and go at hundreds per second, so
-//! buffers go back to a free list when the last slice of a part is dropped
-//! and the next part reuses one, already faulted in and initialised (no
-//! zeroing either: a sink overwrites what it fills).
+//! munmap when it is dropped. Such buffers come and go at hundreds per
+//! second, so they go back to a free list when the last slice of one is
+//! dropped and the next user reuses one, already faulted in and initialised
+//! (no zeroing either: a reader overwrites what it fills). Parts from the
+//! network need none of this: they stay in the HTTP client's own chunks
+//! (`part_data`).
 //!
 //! The free list keeps at most `max_retained_bytes`; live parts are bounded
 //! by the memory budget, so part memory stays under budget + retained.
@@ -13,8 +15,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-
-use super::Reservation;
 
 /// A free list of part buffers.
 #[derive(Debug)]
@@ -74,94 +74,46 @@ impl PartPool {
     }
 }
 
-/// A fetched part: its buffer, the reservation that pays for it, and the
-/// pool it returns to.
-#[derive(Debug)]
-pub struct PartBuffer {
+/// A pooled buffer's first `len` bytes as `Bytes`; the buffer goes back to
+/// `pool` when the last slice of it is dropped.
+pub fn pooled_bytes(data: Vec<u8>, len: usize, pool: Arc<PartPool>) -> Bytes {
+    let len = len.min(data.len());
+    Bytes::from_owner(Pooled { data, len, pool })
+}
+
+struct Pooled {
     data: Vec<u8>,
     len: usize,
     pool: Arc<PartPool>,
-    _reservation: Reservation,
 }
 
-impl AsRef<[u8]> for PartBuffer {
+impl AsRef<[u8]> for Pooled {
     fn as_ref(&self) -> &[u8] {
         &self.data[..self.len]
     }
 }
 
-impl Drop for PartBuffer {
+impl Drop for Pooled {
     fn drop(&mut self) {
         self.pool.give(std::mem::take(&mut self.data));
-    }
-}
-
-/// The first `len` bytes of `data` as `Bytes`; the reservation lives, and
-/// the buffer stays out of the pool, exactly as long as any slice of it.
-pub fn pooled_bytes(
-    data: Vec<u8>,
-    len: usize,
-    reservation: Reservation,
-    pool: Arc<PartPool>,
-) -> Bytes {
-    shared_pooled_bytes(data, len, reservation, pool).0
-}
-
-/// As [`pooled_bytes`], plus a weak handle other sessions can turn into
-/// the same bytes while anyone still holds them (no copy, no second charge
-/// to the budget).
-pub fn shared_pooled_bytes(
-    data: Vec<u8>,
-    len: usize,
-    reservation: Reservation,
-    pool: Arc<PartPool>,
-) -> (Bytes, WeakPart) {
-    let len = len.min(data.len());
-    let part = Arc::new(PartBuffer { data, len, pool, _reservation: reservation });
-    let weak = WeakPart(Arc::downgrade(&part));
-    (Bytes::from_owner(SharedBuffer(part)), weak)
-}
-
-/// A part buffer as long as someone holds it.
-#[derive(Debug, Clone)]
-pub struct WeakPart(std::sync::Weak<PartBuffer>);
-
-impl WeakPart {
-    /// The part's bytes, if they are still alive.
-    pub fn bytes(&self) -> Option<Bytes> {
-        self.0.upgrade().map(|part| Bytes::from_owner(SharedBuffer(part)))
-    }
-
-    pub fn is_alive(&self) -> bool {
-        self.0.strong_count() > 0
-    }
-}
-
-struct SharedBuffer(Arc<PartBuffer>);
-
-impl AsRef<[u8]> for SharedBuffer {
-    fn as_ref(&self) -> &[u8] {
-        self.0.as_ref().as_ref()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fetch::MemoryBudget;
 
-    #[tokio::test]
-    async fn buffers_return_to_the_pool_and_free_the_budget() {
-        let budget = MemoryBudget::new(1000);
+    #[test]
+    fn buffers_return_to_the_pool_when_the_last_slice_goes() {
         let pool = PartPool::new(10_000);
         let buf = pool.take(100);
-        let bytes = pooled_bytes(buf, 60, budget.reserve(100).await, pool.clone());
+        let bytes = pooled_bytes(buf, 60, pool.clone());
         assert_eq!(bytes.len(), 60);
         let slice = bytes.slice(10..20);
         drop(bytes);
-        assert_eq!(budget.used_bytes(), 100);
+        assert_eq!(pool.retained_bytes(), 0, "a slice still holds it");
         drop(slice);
-        assert_eq!(budget.used_bytes(), 0);
+        assert_eq!(pool.retained_bytes(), 100);
         let again = pool.take(80);
         assert_eq!(again.len(), 100, "the same buffer came back");
         assert_eq!(pool.reused.load(Ordering::Relaxed), 1);

@@ -1,6 +1,6 @@
-//! Fetching one part: a range GET streamed into a buffer of exactly the
-//! part's size, retried with backoff, resumed where a broken body stopped,
-//! and pinned to the object's ETag.
+//! Fetching one part: a range GET whose body chunks are kept as they
+//! arrived (no copy), retried with backoff, resumed where a broken body
+//! stopped, and pinned to the object's ETag.
 //!
 //! ```text
 //!  part  [start ─────────────────────────── end)
@@ -9,14 +9,16 @@
 //! ```
 
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt};
-use rand::SeedableRng;
 
-use super::{Backoff, FetchConfig, FetchError, FetchStats, RateGate};
-use crate::source::{ShardRef, chain, classify};
+use super::part_pool::pooled_bytes;
+use super::{FetchConfig, FetchError, FetchStats, PartData, PartPool, RateGate, RetryLoop};
+use crate::source::{ShardRef, chain, classify, noting_retry_after};
 
 /// Why one attempt stopped.
 enum AttemptError {
@@ -27,26 +29,28 @@ enum AttemptError {
     TooLong,
 }
 
-/// A part's destination: a reusable, already initialised buffer (at least
-/// the part's length) and how much of it holds data.
+/// What has arrived of a part: its chunks so far, of `len` in all.
 struct PartSink {
-    data: Vec<u8>,
+    chunks: Vec<Bytes>,
     filled: usize,
     len: usize,
 }
 
 impl PartSink {
-    fn write(&mut self, chunk: &[u8]) -> Result<(), AttemptError> {
+    fn push(&mut self, chunk: Bytes) -> Result<(), AttemptError> {
         if self.filled + chunk.len() > self.len {
             return Err(AttemptError::TooLong);
         }
-        self.data[self.filled..self.filled + chunk.len()].copy_from_slice(chunk);
         self.filled += chunk.len();
+        if !chunk.is_empty() {
+            self.chunks.push(chunk);
+        }
         Ok(())
     }
 }
 
-/// Fetches `range` of `shard` into a new buffer, retrying transient failures.
+/// Fetches `range` of `shard`, retrying transient failures (a one-off
+/// read outside any budget).
 pub async fn fetch_part(
     store: &dyn ObjectStore,
     shard: &ShardRef,
@@ -54,53 +58,45 @@ pub async fn fetch_part(
     e_tag: Option<&str>,
     cfg: &FetchConfig,
     stats: &FetchStats,
-) -> Result<Vec<u8>, FetchError> {
-    let len = (range.end - range.start) as usize;
-    let mut data =
-        fetch_part_into(store, shard, range, e_tag, cfg, stats, vec![0; len], None).await?;
-    data.truncate(len);
-    Ok(data)
+) -> Result<PartData, FetchError> {
+    let chunks = fetch_part_chunks(store, shard, range, e_tag, cfg, stats, None, None).await?;
+    Ok(PartData::unaccounted(chunks))
 }
 
-/// Fetches `range` of `shard` into `data` (at least the range's length, e.g.
-/// a pooled buffer), retrying transient failures; returns `data` with the
-/// part in its first `range.end - range.start` bytes.
-// The request's identity (shard, range, ETag), its context (store, config,
-// stats, gate) and its buffer: bundling them would only rename the list.
+/// Fetches `range` of `shard` as the chunks it arrived in, retrying
+/// transient failures. A local file is read in one positioned read into a
+/// buffer from `pool` (when given).
+// The request's identity (shard, range, ETag) and its context (store,
+// config, stats, pool, gate): bundling them would only rename the list.
 #[allow(clippy::too_many_arguments)]
-pub async fn fetch_part_into(
+pub async fn fetch_part_chunks(
     store: &dyn ObjectStore,
     shard: &ShardRef,
     range: Range<u64>,
     e_tag: Option<&str>,
     cfg: &FetchConfig,
     stats: &FetchStats,
-    data: Vec<u8>,
+    pool: Option<&Arc<PartPool>>,
     gate: Option<&RateGate>,
-) -> Result<Vec<u8>, FetchError> {
+) -> Result<Vec<Bytes>, FetchError> {
     let len = usize::try_from(range.end - range.start)
-        .ok()
-        .filter(|&len| len <= data.len())
-        .ok_or_else(|| FetchError::Internal(format!("buffer too small for part {range:?}")))?;
-    let mut buf = PartSink { data, filled: 0, len };
-    let mut backoff = Backoff::new(cfg.backoff_base, cfg.backoff_cap);
-    let mut rng = rand_chacha::ChaCha8Rng::from_os_rng();
-    let mut attempts = 0u32;
+        .map_err(|_| FetchError::Internal(format!("part {range:?} too large for memory")))?;
+    let mut buf = PartSink { chunks: Vec::new(), filled: 0, len };
+    let mut retry = RetryLoop::new(cfg, gate, stats);
     loop {
-        attempts += 1;
+        retry.begin().await;
         let from = range.start + buf.filled as u64;
-        if let Some(gate) = gate {
-            gate.acquire(stats).await;
-        }
-        FetchStats::add(&stats.requests, 1);
         let sent = std::time::Instant::now();
         let mut ttfb = None;
-        let attempt = tokio::time::timeout(
+        let (attempt, asked) = noting_retry_after(tokio::time::timeout(
             cfg.request_timeout,
-            read_into(store, shard, from..range.end, e_tag, &mut buf, &mut ttfb, stats),
-        )
-        .await
-        .unwrap_or(Err(AttemptError::Timeout));
+            read_into(store, shard, from..range.end, e_tag, &mut buf, &mut ttfb, stats, pool),
+        ))
+        .await;
+        if range.start + buf.filled as u64 > from {
+            retry.progress();
+        }
+        let attempt = attempt.unwrap_or(Err(AttemptError::Timeout));
         let detail = match attempt {
             Ok(()) if buf.filled == len => {
                 FetchStats::add(&stats.parts, 1);
@@ -111,7 +107,7 @@ pub async fn fetch_part_into(
                 if let Some(gate) = gate {
                     gate.on_success();
                 }
-                return Ok(buf.data);
+                return Ok(buf.chunks);
             }
             Ok(()) => format!("short body: {} of {len} bytes", buf.filled),
             Err(AttemptError::Changed { found }) => {
@@ -127,7 +123,12 @@ pub async fn fetch_part_into(
                 let class = classify(&e);
                 if !class.transient {
                     FetchStats::add(&stats.errors, 1);
-                    return Err(FetchError::from_store(shard, Some(range.clone()), attempts, e));
+                    return Err(FetchError::from_store(
+                        shard,
+                        Some(range.clone()),
+                        retry.attempts(),
+                        e,
+                    ));
                 }
                 if class.throttled {
                     FetchStats::add(&stats.throttled, 1);
@@ -147,18 +148,29 @@ pub async fn fetch_part_into(
             }
         };
         FetchStats::add(&stats.errors, 1);
-        if attempts >= cfg.max_attempts {
-            return Err(FetchError::Failed { shard: shard.url.clone(), range, attempts, detail });
+        // Waits the backoff, or the store's own `Retry-After` if longer.
+        match retry.wait(asked).await {
+            Ok(delay) => {
+                let attempts = retry.attempts();
+                tracing::debug!(shard = %shard.url, from, attempts, ?delay, %detail, "Retried part.");
+            }
+            Err(why) => {
+                let (attempts, detail) = (retry.attempts(), format!("{detail}; {why}"));
+                return Err(FetchError::Failed {
+                    shard: shard.url.clone(),
+                    range,
+                    attempts,
+                    detail,
+                });
+            }
         }
-        let delay = backoff.next_delay(&mut rng);
-        tracing::debug!(shard = %shard.url, from, attempts, ?delay, %detail, "Retrying part.");
-        FetchStats::add(&stats.retries, 1);
-        tokio::time::sleep(delay).await;
     }
 }
 
 /// One GET of `range`, appended to `buf`; on a broken body `buf` keeps what
 /// arrived, so the next attempt resumes after it.
+// As `fetch_part_chunks`, plus the attempt's sink and time to first byte.
+#[allow(clippy::too_many_arguments)]
 async fn read_into(
     store: &dyn ObjectStore,
     shard: &ShardRef,
@@ -167,12 +179,8 @@ async fn read_into(
     buf: &mut PartSink,
     ttfb: &mut Option<std::time::Duration>,
     stats: &FetchStats,
+    pool: Option<&Arc<PartPool>>,
 ) -> Result<(), AttemptError> {
-    if buf.data.len() < buf.len {
-        // Lost to a timed-out local read (see below): start the part afresh.
-        buf.data.resize(buf.len, 0);
-        buf.filled = 0;
-    }
     let sent = std::time::Instant::now();
     let opts = GetOptions {
         range: Some(GetRange::Bounded(range.clone())),
@@ -192,40 +200,43 @@ async fn read_into(
     }
     let served = result.range.clone();
     match result.payload {
-        // A local file: one positioned read straight into the buffer, not a
-        // stream of small chunks.
+        // A local file: one positioned read into one buffer, not a stream
+        // of small chunks. If this attempt times out meanwhile, the buffer
+        // is lost with the blocking task and the next attempt re-reads.
         GetResultPayload::File(file, _) => {
             let want = (served.end - served.start) as usize;
             if buf.filled + want > buf.len {
                 return Err(AttemptError::TooLong);
             }
-            // The sink moves into the blocking read. If this attempt times
-            // out meanwhile, what stays behind is an empty sink of the same
-            // length: the next attempt re-reads the part from its start.
-            let mut sink =
-                std::mem::replace(buf, PartSink { data: Vec::new(), filled: 0, len: buf.len });
-            let (sink, read) = tokio::task::spawn_blocking(move || {
+            let pool = pool.cloned();
+            let chunk = tokio::task::spawn_blocking(move || {
                 use std::os::unix::fs::FileExt;
-                let at = sink.filled;
-                let r = file.read_exact_at(&mut sink.data[at..at + want], served.start);
-                if r.is_ok() {
-                    sink.filled += want;
-                }
-                (sink, r)
+                let mut data = match &pool {
+                    Some(pool) => pool.take(want),
+                    None => vec![0; want],
+                };
+                file.read_exact_at(&mut data[..want], served.start)?;
+                Ok(match pool {
+                    Some(pool) => pooled_bytes(data, want, pool),
+                    None => {
+                        data.truncate(want);
+                        Bytes::from(data)
+                    }
+                })
             })
             .await
-            .map_err(|e| AttemptError::Io(std::io::Error::other(e)))?;
-            *buf = sink;
-            if read.is_ok() {
-                FetchStats::add(&stats.arrived_bytes, want as u64);
-            }
-            read.map_err(AttemptError::Io)
+            .map_err(|e| AttemptError::Io(std::io::Error::other(e)))?
+            .map_err(AttemptError::Io)?;
+            buf.push(chunk)?;
+            FetchStats::add(&stats.arrived_bytes, want as u64);
+            Ok(())
         }
         GetResultPayload::Stream(mut stream) => {
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(AttemptError::Store)?;
-                buf.write(&chunk)?;
-                FetchStats::add(&stats.arrived_bytes, chunk.len() as u64);
+                let n = chunk.len() as u64;
+                buf.push(chunk)?;
+                FetchStats::add(&stats.arrived_bytes, n);
             }
             Ok(())
         }
@@ -243,16 +254,13 @@ pub async fn head_shard(
     if let Some(size) = shard.size {
         return Ok((size, shard.e_tag.clone()));
     }
-    let mut backoff = Backoff::new(cfg.backoff_base, cfg.backoff_cap);
-    let mut rng = rand_chacha::ChaCha8Rng::from_os_rng();
-    let mut attempts = 0;
+    let mut retry = RetryLoop::new(cfg, gate, stats);
     loop {
-        attempts += 1;
-        if let Some(gate) = gate {
-            gate.acquire(stats).await;
-        }
-        FetchStats::add(&stats.requests, 1);
-        let e = match tokio::time::timeout(cfg.request_timeout, store.head(&shard.path)).await {
+        retry.begin().await;
+        let (head, asked) =
+            noting_retry_after(tokio::time::timeout(cfg.request_timeout, store.head(&shard.path)))
+                .await;
+        let e = match head {
             Ok(Ok(meta)) => {
                 if let Some(gate) = gate {
                     gate.on_success();
@@ -266,15 +274,21 @@ pub async fn head_shard(
         };
         FetchStats::add(&stats.errors, 1);
         let class = classify(&e);
-        if !class.transient || attempts >= cfg.max_attempts {
-            return Err(FetchError::from_store(shard, None, attempts, e));
+        if !class.transient {
+            return Err(FetchError::from_store(shard, None, retry.attempts(), e));
         }
         FetchStats::add(&stats.throttled, u64::from(class.throttled));
         if let (true, Some(gate)) = (class.throttled, gate) {
             gate.on_throttle();
         }
-        FetchStats::add(&stats.retries, 1);
-        tokio::time::sleep(backoff.next_delay(&mut rng)).await;
+        if let Err(why) = retry.wait(asked).await {
+            let detail = format!("{}; {why}", chain(&e));
+            return Err(FetchError::LookupFailed {
+                shard: shard.url.clone(),
+                attempts: retry.attempts(),
+                detail,
+            });
+        }
     }
 }
 

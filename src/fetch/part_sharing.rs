@@ -23,10 +23,9 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use tokio::sync::watch;
 
-use super::WeakPart;
+use super::{PartData, WeakPart};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PartKey {
@@ -67,7 +66,7 @@ pub enum Claim {
     /// holds budget and a permit, and publish.
     Missing,
     /// Someone fetched it and still holds it.
-    Ready(Bytes),
+    Ready(PartData),
     /// Someone is fetching it.
     Waiting(watch::Receiver<Outcome>),
 }
@@ -92,7 +91,7 @@ impl PartSharing {
         match entries.get(key) {
             Some(Entry::Done { owner, part }) if *owner != me => match part.bytes() {
                 Some(bytes) => {
-                    self.shared_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    self.shared_bytes.fetch_add(bytes.len(), Ordering::Relaxed);
                     Claim::Ready(bytes)
                 }
                 None => Claim::Missing,
@@ -124,10 +123,10 @@ impl PartSharing {
     }
 
     /// Waits for another session's fetch; `None`: fetch it yourself.
-    pub async fn join(&self, mut rx: watch::Receiver<Outcome>) -> Option<Bytes> {
+    pub async fn join(&self, mut rx: watch::Receiver<Outcome>) -> Option<PartData> {
         let weak = rx.wait_for(Option::is_some).await.ok()?.clone().flatten()?;
         let bytes = weak.bytes()?;
-        self.shared_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.shared_bytes.fetch_add(bytes.len(), Ordering::Relaxed);
         Some(bytes)
     }
 }
@@ -160,7 +159,8 @@ impl Drop for Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fetch::{MemoryBudget, PartPool, shared_pooled_bytes};
+    use crate::fetch::MemoryBudget;
+    use bytes::Bytes;
 
     #[tokio::test]
     async fn a_second_claim_gets_the_first_fetch_while_it_is_held() {
@@ -175,10 +175,10 @@ mod tests {
         assert!(matches!(sharing.claim(&key, 1), Claim::Missing), "never one's own");
         let Claim::Waiting(rx) = sharing.claim(&key, 2) else { panic!("second waits") };
         let budget = MemoryBudget::new(100);
-        let (bytes, weak) =
-            shared_pooled_bytes(b"abcd".to_vec(), 4, budget.reserve(4).await, PartPool::new(0));
+        let chunks = vec![Bytes::from_static(b"ab"), Bytes::from_static(b"cd")];
+        let (bytes, weak) = PartData::held(chunks, budget.reserve(4).await);
         publisher.publish(Some(weak));
-        assert_eq!(sharing.join(rx).await.as_deref(), Some(&b"abcd"[..]));
+        assert_eq!(sharing.join(rx).await.map(|p| p.to_vec()), Some(b"abcd".to_vec()));
         let Claim::Ready(again) = sharing.claim(&key, 2) else { panic!("held: ready") };
         assert_eq!(budget.used_bytes(), 4, "charged once");
         drop((bytes, again));
@@ -194,7 +194,7 @@ mod tests {
         let publisher = sharing.start(key.clone(), 1).unwrap();
         let Claim::Waiting(rx) = sharing.claim(&key, 2) else { panic!("in flight") };
         drop(publisher);
-        assert_eq!(sharing.join(rx).await, None);
+        assert!(sharing.join(rx).await.is_none());
         assert!(matches!(sharing.claim(&key, 2), Claim::Missing));
     }
 }

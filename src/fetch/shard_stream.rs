@@ -12,14 +12,12 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
-use super::part_pool::shared_pooled_bytes;
-use super::part_reader::{fetch_part_into, head_shard};
+use super::part_reader::{fetch_part_chunks, head_shard};
 use super::part_sharing::Publisher;
-use super::{Claim, ConnPermit, FetchEngine, FetchError, PartKey, PartPlan, Reservation};
+use super::{Claim, ConnPermit, FetchEngine, FetchError, PartData, PartKey, PartPlan, Reservation};
 use crate::source::ShardRef;
 
 /// What the scheduler sends downstream, in order. `T` is the caller's tag
@@ -29,7 +27,7 @@ pub enum PartEvent<T> {
     /// A shard begins; `size` bytes follow in parts.
     ShardStart { tag: T, shard: Arc<ShardRef>, size: u64 },
     /// The next part of the current shard, once it has arrived.
-    Part { offset: u64, data: oneshot::Receiver<Result<Bytes, FetchError>> },
+    Part { offset: u64, data: oneshot::Receiver<Result<PartData, FetchError>> },
     /// The current shard's parts are all sent.
     ShardEnd,
     /// The shard could not even be looked up.
@@ -54,32 +52,28 @@ fn spawn_fetch(
     engine: &Arc<FetchEngine>,
     shard: &Arc<ShardRef>,
     e_tag: &Option<Arc<str>>,
-    part_bytes: u64,
     fetch: PartFetch,
-) -> oneshot::Receiver<Result<Bytes, FetchError>> {
+) -> oneshot::Receiver<Result<PartData, FetchError>> {
     let (done, data) = oneshot::channel();
     let (engine, shard, e_tag) = (engine.clone(), shard.clone(), e_tag.clone());
     let PartFetch { range, reservation, permit, publisher } = fetch;
-    let len = (range.end - range.start) as usize;
-    // Short last parts take full-size buffers too, so every pooled buffer
-    // fits every later part.
-    let buffer = engine.pool.take(len.max(part_bytes as usize));
+    let len = range.end - range.start;
     tokio::spawn(async move {
-        let r = fetch_part_into(
+        let r = fetch_part_chunks(
             engine.store.as_ref(),
             &shard,
             range,
             e_tag.as_deref(),
             &engine.config,
             &engine.stats,
-            buffer,
+            Some(&engine.pool),
             engine.gate.as_deref(),
         )
         .await;
         drop(permit);
-        let r = r.map(|buf| {
-            crate::fetch::FetchStats::add(&engine.stats.bytes, len as u64);
-            let (bytes, weak) = shared_pooled_bytes(buf, len, reservation, engine.pool.clone());
+        let r = r.map(|chunks| {
+            crate::fetch::FetchStats::add(&engine.stats.bytes, len);
+            let (bytes, weak) = PartData::held(chunks, reservation);
             if let Some(publisher) = publisher {
                 publisher.publish(Some(weak));
             }
@@ -92,7 +86,7 @@ fn spawn_fetch(
 }
 
 /// The bytes a claim leads to, if another session's fetch has them.
-async fn shared_part(engine: &FetchEngine, claim: Claim) -> Option<Bytes> {
+async fn shared_part(engine: &FetchEngine, claim: Claim) -> Option<PartData> {
     match claim {
         Claim::Missing => None,
         Claim::Ready(bytes) => Some(bytes),
@@ -101,7 +95,7 @@ async fn shared_part(engine: &FetchEngine, claim: Claim) -> Option<Bytes> {
 }
 
 /// Sends a part that is already here; false when the parser is gone.
-async fn send_ready<T>(tx: &mpsc::Sender<PartEvent<T>>, offset: u64, bytes: Bytes) -> bool {
+async fn send_ready<T>(tx: &mpsc::Sender<PartEvent<T>>, offset: u64, bytes: PartData) -> bool {
     let (done, data) = oneshot::channel();
     let _ = done.send(Ok(bytes));
     tx.send(PartEvent::Part { offset, data }).await.is_ok()
@@ -213,7 +207,7 @@ async fn schedule<T: Send + 'static>(
                 }
             };
             let fetch = PartFetch { range, reservation, permit, publisher };
-            let data = spawn_fetch(&engine, &shard, &e_tag, part_bytes, fetch);
+            let data = spawn_fetch(&engine, &shard, &e_tag, fetch);
             if tx.send(PartEvent::Part { offset, data }).await.is_err() {
                 return;
             }

@@ -26,6 +26,11 @@ impl Engines {
         }
     }
 
+    /// The fetch settings every engine starts from (retries included).
+    pub fn config(&self) -> &FetchConfig {
+        &self.config
+    }
+
     /// Gives pooled part buffers back to the allocator (no session left).
     pub fn trim(&self) {
         self.pool.clear();

@@ -137,8 +137,9 @@ impl StokerService {
             shuffle_buffer: r.shuffle_buffer as usize,
         };
         order.validate().map_err(|e| status_of(&e))?;
-        let dataset =
-            Dataset::open(&r.url, &self.state.store).await.map_err(|e| status_of(&e.into()))?;
+        let dataset = Dataset::open_with(&r.url, &self.state.store, self.state.engines.config())
+            .await
+            .map_err(|e| status_of(&e.into()))?;
         let mut fields = r.fields.clone();
         fields.sort();
         fields.dedup();

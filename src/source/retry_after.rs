@@ -1,9 +1,12 @@
 //! Honouring `Retry-After`. object_store turns a 503 or 429 into an error
 //! and drops the reply's headers, so the header is read here, between
-//! object_store and its HTTP client, and pauses the endpoint's request-rate
-//! gate: every stream and session on that store waits, not just the request
-//! that was refused.
+//! object_store and its HTTP client. The refused request's retry waits
+//! that long: the wait is noted for the request's task ([`noting_retry_after`]
+//! around the attempt). The endpoint's request-rate gate hears of it too,
+//! and pauses every request only in a storm (see the rate limiter).
 
+use std::cell::Cell;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -19,6 +22,22 @@ use crate::fetch::RateGate;
 /// answer from the retries' backoff and the rate limiter; a bad header must
 /// not stall training for an hour.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+tokio::task_local! {
+    /// The `Retry-After` the current attempt's reply carried.
+    static ASKED: Cell<Option<Duration>>;
+}
+
+/// Runs one request attempt, returning its outcome and the `Retry-After`
+/// (capped at [`MAX_RETRY_AFTER`]) its reply carried, if any.
+pub async fn noting_retry_after<F: Future>(attempt: F) -> (F::Output, Option<Duration>) {
+    ASKED
+        .scope(Cell::new(None), async move {
+            let out = attempt.await;
+            (out, ASKED.with(Cell::get))
+        })
+        .await
+}
 
 /// Builds object_store's usual (reqwest) client, wrapped so that throttling
 /// replies pause `gate`.
@@ -58,9 +77,17 @@ impl HttpService for RetryAfterService {
                 .and_then(|v| parse_retry_after(v, SystemTime::now()))
         {
             if pause > MAX_RETRY_AFTER {
-                tracing::warn!(?pause, max = ?MAX_RETRY_AFTER, "The store asked for a long pause (Retry-After); pausing for the maximum.");
+                tracing::warn!(?pause, max = ?MAX_RETRY_AFTER, "The store asked for a long pause (Retry-After); waiting the maximum.");
             }
-            self.gate.pause(pause.min(MAX_RETRY_AFTER));
+            let pause = pause.min(MAX_RETRY_AFTER);
+            // Outside an attempt (a listing): the gate alone.
+            let _ = ASKED.try_with(|asked| asked.set(Some(pause)));
+            if self.gate.on_retry_after(pause) {
+                tracing::debug!(
+                    ?pause,
+                    "A storm of throttled replies: every request waits (Retry-After)."
+                );
+            }
         }
         Ok(reply)
     }
@@ -80,6 +107,18 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_noted_retry_after_belongs_to_its_attempt() {
+        let note = |d| async move {
+            let _ = ASKED.try_with(|a| a.set(Some(d)));
+        };
+        let (_, asked) = noting_retry_after(note(Duration::from_secs(2))).await;
+        assert_eq!(asked, Some(Duration::from_secs(2)));
+        let (_, asked) = noting_retry_after(async {}).await;
+        assert_eq!(asked, None, "a fresh attempt starts with none");
+        note(Duration::from_secs(1)).await; // outside any attempt: ignored
+    }
 
     #[test]
     fn seconds_and_dates() {

@@ -7,7 +7,8 @@ use object_store::ObjectStore;
 use object_store::path::Path;
 
 use super::brace::{expand_braces, has_braces};
-use super::{DatasetUrl, SourceError};
+use super::{DatasetUrl, SourceError, chain, classify, noting_retry_after};
+use crate::fetch::{FetchConfig, FetchStats, RateGate, RetryLoop};
 
 /// One shard object. Size and ETag are known when the shard came from a
 /// listing; the fetch engine asks the store (HEAD) otherwise.
@@ -26,10 +27,12 @@ pub fn is_shard_name(key: &str) -> bool {
 }
 
 /// The shards `url` names: a brace pattern in the order written, a single
-/// shard, or every shard below a prefix in lexical order.
+/// shard, or every shard below a prefix in lexical order (a listing,
+/// retried as `retry` says, as every store call is).
 pub async fn resolve_shards(
     url: &DatasetUrl,
     store: &dyn ObjectStore,
+    retry: &FetchConfig,
 ) -> Result<Vec<Arc<ShardRef>>, SourceError> {
     let key = url.key.as_str();
     let shards = if has_braces(key) {
@@ -57,7 +60,7 @@ pub async fn resolve_shards(
             e_tag: None,
         })]
     } else {
-        list_prefix(url, store).await?
+        list_retrying(url, store, retry).await?
     };
     if shards.is_empty() {
         return Err(SourceError::NoShards { url: url.to_url() });
@@ -70,6 +73,46 @@ fn parse_key(url: &DatasetUrl, key: &str) -> Result<Path, SourceError> {
         url: url.object_url(key),
         reason: format!("invalid object key: {e}"),
     })
+}
+
+/// Lists `url`'s prefix, retrying transient failures (a whole listing
+/// again: pages are cheap next to an outage) on the endpoint's gate.
+async fn list_retrying(
+    url: &DatasetUrl,
+    store: &dyn ObjectStore,
+    cfg: &FetchConfig,
+) -> Result<Vec<Arc<ShardRef>>, SourceError> {
+    let gate = cfg.rate_limit.then(|| RateGate::for_endpoint(&url.endpoint()));
+    let stats = FetchStats::default();
+    let mut retry = RetryLoop::new(cfg, gate.as_deref(), &stats);
+    loop {
+        retry.begin().await;
+        let (listed, asked) = noting_retry_after(list_prefix(url, store)).await;
+        let e = match listed {
+            Err(SourceError::List { source, .. }) if classify(&source).transient => source,
+            done => {
+                if let (Ok(_), Some(gate)) = (&done, &gate) {
+                    gate.on_success();
+                }
+                return done;
+            }
+        };
+        if let (true, Some(gate)) = (classify(&e).throttled, &gate) {
+            gate.on_throttle();
+        }
+        match retry.wait(asked).await {
+            Ok(delay) => {
+                tracing::debug!(url = %url.to_url(), ?delay, error = %chain(&e), "Retried a listing.");
+            }
+            Err(why) => {
+                return Err(SourceError::ListUnavailable {
+                    url: url.to_url(),
+                    attempts: retry.attempts(),
+                    detail: format!("{}; {why}", chain(&e)),
+                });
+            }
+        }
+    }
 }
 
 async fn list_prefix(

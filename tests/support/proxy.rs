@@ -4,7 +4,9 @@
 //! Per request: the request head is held for `ttfb` before it is forwarded
 //! (so the reply's first byte comes that much later); if requests arrive
 //! faster than `rate_cap` per second, the proxy answers 503 SlowDown itself
-//! (with `Retry-After` when asked to: S3 sends none, B2 and Azure do).
+//! (with `Retry-After` when asked to: S3 sends none, B2 and Azure do);
+//! with `refuse_every: n`, it refuses every n-th request too, whatever the
+//! rate (a store's scattered 503s).
 //! Per connection: replies flow no faster than `bytes_per_s`.
 //! Assumes what the object_store client does: one request at a time per
 //! connection, bodies only with a Content-Length.
@@ -26,14 +28,39 @@ pub struct ProxyConfig {
     pub rate_cap: Option<f64>,
     /// Seconds for the 503's `Retry-After` header (none: no header).
     pub retry_after: Option<u32>,
+    /// Refuse every n-th request (503 SlowDown), whatever the rate.
+    pub refuse_every: Option<u64>,
+    /// Refuse every request from `.0` to `.1` after the proxy started (a
+    /// SlowDown storm, or an outage).
+    pub storm: Option<(Duration, Duration)>,
 }
+
+impl ProxyConfig {
+    /// 5 ms to first byte, 200 MB/s per connection, nothing refused.
+    pub fn fast() -> ProxyConfig {
+        ProxyConfig {
+            ttfb: Duration::from_millis(5),
+            bytes_per_s: 200e6,
+            rate_cap: None,
+            retry_after: None,
+            refuse_every: None,
+            storm: None,
+        }
+    }
+}
+
+/// One request the proxy saw: when, whether it refused it, and its
+/// request line plus `Range` (what names a part's retry).
+pub type Arrival = (Instant, bool, String);
 
 /// A running proxy; stops when dropped.
 pub struct Proxy {
     pub addr: SocketAddr,
     pub throttled: Arc<AtomicU64>,
     /// When each request head arrived, and whether it was refused.
-    pub arrivals: Arc<Mutex<Vec<(Instant, bool)>>>,
+    pub arrivals: Arc<Mutex<Vec<Arrival>>>,
+    /// When it started (its `storm` counts from here).
+    pub started: Instant,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -47,7 +74,10 @@ impl Drop for Proxy {
 #[derive(Clone)]
 struct Log {
     throttled: Arc<AtomicU64>,
-    arrivals: Arc<Mutex<Vec<(Instant, bool)>>>,
+    arrivals: Arc<Mutex<Vec<Arrival>>>,
+    /// Requests seen, for `refuse_every`.
+    seen: Arc<AtomicU64>,
+    started: Instant,
 }
 
 /// Token bucket of the rate cap: 100 ms of burst.
@@ -63,7 +93,13 @@ impl Proxy {
         let throttled = Arc::new(AtomicU64::new(0));
         let bucket = Arc::new(Mutex::new(Bucket { tokens: 1.0, last: Instant::now() }));
         let arrivals = Arc::new(Mutex::new(Vec::new()));
-        let log = Log { throttled: throttled.clone(), arrivals: arrivals.clone() };
+        let started = Instant::now();
+        let log = Log {
+            throttled: throttled.clone(),
+            arrivals: arrivals.clone(),
+            seen: Arc::new(AtomicU64::new(0)),
+            started,
+        };
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else { continue };
@@ -73,7 +109,7 @@ impl Proxy {
                 });
             }
         });
-        Proxy { addr, throttled, arrivals, task }
+        Proxy { addr, throttled, arrivals, started, task }
     }
 }
 
@@ -161,8 +197,15 @@ async fn serve(
             pending.extend_from_slice(&buf[..n]);
         }
         let request: Vec<u8> = pending.drain(..head_end + body_len).collect();
-        let admitted = admit(&bucket, cfg.rate_cap);
-        log.arrivals.lock().expect("arrivals").push((Instant::now(), !admitted));
+        let nth = log.seen.fetch_add(1, Ordering::Relaxed) + 1;
+        let scattered = cfg.refuse_every.is_some_and(|n| nth.is_multiple_of(n));
+        let since = log.started.elapsed();
+        let storm = cfg.storm.is_some_and(|(from, to)| since >= from && since < to);
+        let admitted = !scattered && !storm && admit(&bucket, cfg.rate_cap);
+        let line = head.lines().next().unwrap_or_default();
+        let range = head.lines().find(|l| l.starts_with("range:")).unwrap_or_default();
+        let name = format!("{line} {range}");
+        log.arrivals.lock().expect("arrivals").push((Instant::now(), !admitted, name));
         if !admitted {
             log.throttled.fetch_add(1, Ordering::Relaxed);
             let retry_after =
