@@ -8,7 +8,7 @@ mod support;
 use std::process::Command;
 
 use serde_json::Value;
-use stoker::fetch::{FetchConfig, FetchEngine};
+use stoker::fetch::FetchConfig;
 use stoker::pipeline::PipelineConfig;
 use support::proxy::{Proxy, ProxyConfig};
 use support::*;
