@@ -16,6 +16,7 @@
 pub mod autotune;
 pub mod batch;
 pub mod cli;
+pub mod echo;
 pub mod error;
 pub mod fetch;
 pub mod order;

@@ -17,9 +17,11 @@ mod ring_socket;
 pub mod ring_writer;
 pub mod service;
 mod session;
+mod user_quota;
 
 pub use daemon::{ServeConfig, ring_socket_path, run};
 pub use service::SessionDefaults;
+pub use user_quota::{UserLimits, UserQuotas};
 
 /// Code generated from `proto/stoker/v1/stoker.proto` by build.rs.
 #[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use stoker::fetch::{FetchConfig, FetchEngine, RateGate};
+use stoker::fetch::{FetchConfig, FetchEngine, FetchStats, RateGate};
 use stoker::pipeline::PipelineConfig;
 use stoker::source::{Dataset, SourceError, StoreOptions};
 use support::proxy::{Arrival, Proxy, ProxyConfig};
@@ -31,6 +31,9 @@ struct Run {
     proxy_started: Instant,
     ended: Instant,
     gate: std::sync::Arc<RateGate>,
+    stats: std::sync::Arc<FetchStats>,
+    /// Replies the proxy stalled.
+    stalled: u64,
 }
 
 /// Reads an 8-shard dataset through a proxy that refuses as `throttle`
@@ -48,13 +51,15 @@ async fn read_through(bucket: &str, throttle: ProxyConfig, fetch: FetchConfig) -
     // As bench and serve build it: on the endpoint's process-wide gate.
     let engine = FetchEngine::for_endpoint(dataset.store.clone(), fetch, &dataset.url.endpoint());
     let gate = engine.gate.clone().expect("rate limiting is on");
+    let stats = engine.stats.clone();
     let batches = run_engine(&dataset, engine, PipelineConfig::default())
         .await
         .expect("refusals are transient");
     let ended = Instant::now();
     assert_every_sample_once(&batches, &cfg, "through the refusing proxy");
     let arrivals = proxy.arrivals.lock().expect("arrivals").clone();
-    Run { arrivals, proxy_started: proxy.started, ended, gate }
+    let stalled = proxy.stalled.load(std::sync::atomic::Ordering::Relaxed);
+    Run { arrivals, proxy_started: proxy.started, ended, gate, stats, stalled }
 }
 
 /// A few 503s with `Retry-After: 1` among many answers (B2 does this):
@@ -144,6 +149,26 @@ async fn an_outage_costs_a_bounded_number_of_requests_and_loses_nothing() {
     assert!(during <= 10 + 3 + 8 + 2 * 8 + 3, "{during} requests into a 5 s outage");
     assert!(waited > 0, "the budget never held a retry back");
     assert!(recovered < Duration::from_secs(10), "{recovered:?} to finish after the outage");
+}
+
+/// One reply in 20 stops after 4 KiB and the connection goes quiet: the
+/// part resumes on another connection after about a part time (at least
+/// 2 s), not after the 60 s request timeout; nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_connection_costs_a_part_time_not_a_timeout() {
+    let throttle = ProxyConfig { stall_every: Some(20), ..ProxyConfig::fast() };
+    let started = Instant::now();
+    let run = read_through("stalls", throttle, many_parts()).await;
+    let took = started.elapsed();
+    let stalls = run.stats.stalls.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "{} stalled replies, {stalls} stalls detected, {:.1} s",
+        run.stalled,
+        took.as_secs_f64()
+    );
+    assert!(run.stalled >= 3, "the proxy stalled {} replies", run.stalled);
+    assert_eq!(stalls, run.stalled, "every stall detected, nothing else called one");
+    assert!(took < Duration::from_secs(30), "{took:?}: a stall cost the request timeout");
 }
 
 /// A listing refused for a second is retried, not the end of the job; one

@@ -64,3 +64,35 @@ def test_ring_socket_peers_sending_endless_bytes_cost_bounded_memory(daemon, dat
     assert max(sent) < 64 << 20, sent
     assert daemon.rss_bytes() < base + (64 << 20), (base, daemon.rss_bytes())
     assert sum(take(daemon.client().loader(dataset.url, batch_size=8), 2)) == 16
+
+
+def test_one_user_cannot_hold_every_session_and_a_failed_one_frees_its_ring(s3, dataset):
+    from conftest import Daemon, wait_for
+
+    d = Daemon(s3.env, "--max-sessions-per-user", "2")
+    try:
+        client = d.client()
+        held = [iter(client.loader(dataset.url, batch_size=8, slots=2)) for _ in range(2)]
+        first = [next(it) for it in held]
+        # A third session of the same user is refused by name, before any
+        # listing or ring is made for it.
+        with pytest.raises(stoker.StokerError) as e:
+            next(iter(client.loader(dataset.url, batch_size=8)))
+        assert e.value.code == "RESOURCE_EXHAUSTED", e.value
+        assert "max-sessions-per-user" in e.value.message, e.value.message
+        for b in first:
+            b.release()
+        for it in held:
+            it.close()
+        wait_for(lambda: client.stats()["sessions"] == 0, 10, "the sessions to end")
+        # A session whose shards are missing fails after its ring was made:
+        # the ring's memory comes back at once, not after a grace period.
+        bucket = dataset.url.split("/")[2]
+        missing = f"s3://{bucket}/nothing-here-{{0..3}}.tar"
+        with pytest.raises(stoker.StokerError) as e:
+            list(client.loader(missing, batch_size=8))
+        assert e.value.code == "NOT_FOUND", e.value
+        wait_for(lambda: client.stats()["ring_bytes"] == 0, 5, "the failed session's ring to go")
+        assert sum(take(client.loader(dataset.url, batch_size=8), 2)) == 16
+    finally:
+        d.stop()

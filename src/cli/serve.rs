@@ -18,8 +18,9 @@ pub struct ServeArgs {
     /// path plus ".ring".
     #[arg(long, env = "STOKER_SOCKET", default_value = "/run/stoker/stoker.sock")]
     pub socket: PathBuf,
-    /// Also serve gRPC (health, Stats, Release; not sessions) on this TCP
-    /// address, e.g. 0.0.0.0:7070 for kubelet gRPC probes.
+    /// Also serve gRPC health (only: sessions, Release and Stats need the
+    /// Unix socket's peer check) on this TCP address, e.g. 0.0.0.0:7070 for
+    /// kubelet gRPC probes.
     #[arg(long, value_name = "ADDR")]
     pub tcp: Option<SocketAddr>,
     #[command(flatten)]
@@ -35,6 +36,13 @@ pub struct ServeArgs {
     /// (RESOURCE_EXHAUSTED). Ring pages are only resident once written.
     #[arg(long, default_value = "8GiB", value_parser = parse_bytes)]
     pub ring_memory: u64,
+    /// Sessions one user (the client's UID) may hold at once.
+    #[arg(long, default_value_t = 256)]
+    pub max_sessions_per_user: usize,
+    /// Cap on one user's rings together (default: --ring-memory). Set it
+    /// below --ring-memory where several users share a node.
+    #[arg(long, value_parser = parse_bytes)]
+    pub ring_memory_per_user: Option<u64>,
     /// Batches built ahead of the client per session.
     #[arg(long, default_value_t = 2)]
     pub prefetch: usize,
@@ -58,6 +66,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         defaults: SessionDefaults {
             ring_bytes: args.ring_bytes,
             ring_memory: args.ring_memory,
+            max_sessions_per_user: args.max_sessions_per_user.max(1),
+            ring_memory_per_user: args.ring_memory_per_user.unwrap_or(args.ring_memory),
             slots: args.slots,
             prefetch_batches: args.prefetch.max(1),
             shuffle_bytes: crate::pipeline::PipelineConfig::default().shuffle_bytes,

@@ -30,6 +30,8 @@ pub struct FetchStats {
     pub transfer_us: AtomicU64,
     /// Attempts that timed out.
     pub timeouts: AtomicU64,
+    /// Attempts abandoned because their bytes stopped arriving.
+    pub stalls: AtomicU64,
     /// Microseconds requests waited on the request-rate limiter.
     pub rate_limited_us: AtomicU64,
 }
@@ -49,12 +51,31 @@ pub struct FetchSnapshot {
     pub ttfb_us: u64,
     pub transfer_us: u64,
     pub timeouts: u64,
+    pub stalls: u64,
     pub rate_limited_us: u64,
 }
 
 impl FetchStats {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// How long a reply may send nothing (no headers, or no next body
+    /// chunk) before its connection counts as stalled and the part resumes
+    /// on another: twice the mean part time so far, so a stall costs about
+    /// one part time, not the request timeout; at least 2 s (a lossy path's
+    /// retransmission timeouts back off to seconds); 10 s before any part
+    /// has completed; never more than `request_timeout`.
+    pub fn stall_after(&self, request_timeout: std::time::Duration) -> std::time::Duration {
+        let parts = self.parts.load(Ordering::Relaxed);
+        let secs = if parts == 0 {
+            10.0
+        } else {
+            let us =
+                self.ttfb_us.load(Ordering::Relaxed) + self.transfer_us.load(Ordering::Relaxed);
+            (2.0 * us as f64 / 1e6 / parts as f64).max(2.0)
+        };
+        std::time::Duration::from_secs_f64(secs).min(request_timeout)
     }
 
     pub fn snapshot(&self) -> FetchSnapshot {
@@ -72,6 +93,7 @@ impl FetchStats {
             ttfb_us: get(&self.ttfb_us),
             transfer_us: get(&self.transfer_us),
             timeouts: get(&self.timeouts),
+            stalls: get(&self.stalls),
             rate_limited_us: get(&self.rate_limited_us),
         }
     }

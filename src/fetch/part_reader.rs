@@ -23,8 +23,13 @@ use crate::source::{ShardRef, chain, classify, noting_retry_after};
 /// Why one attempt stopped.
 enum AttemptError {
     Store(object_store::Error),
-    Changed { found: String },
+    Changed {
+        found: String,
+    },
     Timeout,
+    /// No bytes for this long: the connection is abandoned, the part
+    /// resumes on another.
+    Stalled(Duration),
     Io(std::io::Error),
     TooLong,
 }
@@ -88,9 +93,20 @@ pub async fn fetch_part_chunks(
         let from = range.start + buf.filled as u64;
         let sent = std::time::Instant::now();
         let mut ttfb = None;
+        let stall = stats.stall_after(cfg.request_timeout);
         let (attempt, asked) = noting_retry_after(tokio::time::timeout(
             cfg.request_timeout,
-            read_into(store, shard, from..range.end, e_tag, &mut buf, &mut ttfb, stats, pool),
+            read_into(
+                store,
+                shard,
+                from..range.end,
+                e_tag,
+                &mut buf,
+                &mut ttfb,
+                stats,
+                pool,
+                stall,
+            ),
         ))
         .await;
         if range.start + buf.filled as u64 > from {
@@ -142,6 +158,10 @@ pub async fn fetch_part_chunks(
                 FetchStats::add(&stats.timeouts, 1);
                 format!("no complete reply within {:?}", cfg.request_timeout)
             }
+            Err(AttemptError::Stalled(quiet)) => {
+                FetchStats::add(&stats.stalls, 1);
+                format!("no bytes for {quiet:?}: the connection stalled")
+            }
             Err(AttemptError::Io(e)) => format!("reading the local file: {e}"),
             Err(AttemptError::TooLong) => {
                 "the store sent more bytes than the range asked for".into()
@@ -167,9 +187,11 @@ pub async fn fetch_part_chunks(
     }
 }
 
-/// One GET of `range`, appended to `buf`; on a broken body `buf` keeps what
-/// arrived, so the next attempt resumes after it.
-// As `fetch_part_chunks`, plus the attempt's sink and time to first byte.
+/// One GET of `range`, appended to `buf`; on a broken or stalled body `buf`
+/// keeps what arrived, so the next attempt resumes after it. `stall`: the
+/// longest the reply may send nothing (headers, or the next chunk).
+// As `fetch_part_chunks`, plus the attempt's sink, time to first byte and
+// stall limit.
 #[allow(clippy::too_many_arguments)]
 async fn read_into(
     store: &dyn ObjectStore,
@@ -180,6 +202,7 @@ async fn read_into(
     ttfb: &mut Option<std::time::Duration>,
     stats: &FetchStats,
     pool: Option<&Arc<PartPool>>,
+    stall: Duration,
 ) -> Result<(), AttemptError> {
     let sent = std::time::Instant::now();
     let opts = GetOptions {
@@ -187,7 +210,10 @@ async fn read_into(
         if_match: e_tag.map(str::to_string),
         ..GetOptions::default()
     };
-    let result = store.get_opts(&shard.path, opts).await.map_err(AttemptError::Store)?;
+    let result = tokio::time::timeout(stall, store.get_opts(&shard.path, opts))
+        .await
+        .map_err(|_| AttemptError::Stalled(stall))?
+        .map_err(AttemptError::Store)?;
     let waited = sent.elapsed();
     *ttfb = Some(waited);
     FetchStats::add(&stats.first_bytes, 1);
@@ -232,7 +258,11 @@ async fn read_into(
             Ok(())
         }
         GetResultPayload::Stream(mut stream) => {
-            while let Some(chunk) = stream.next().await {
+            // Dropping the stream on a stall closes its connection.
+            while let Some(chunk) = tokio::time::timeout(stall, stream.next())
+                .await
+                .map_err(|_| AttemptError::Stalled(stall))?
+            {
                 let chunk = chunk.map_err(AttemptError::Store)?;
                 let n = chunk.len() as u64;
                 buf.push(chunk)?;

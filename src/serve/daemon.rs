@@ -93,6 +93,10 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         store: cfg.store.clone(),
         defaults: cfg.defaults.clone(),
         sessions: Default::default(),
+        quotas: super::UserQuotas::new(super::UserLimits {
+            sessions: cfg.defaults.max_sessions_per_user,
+            ring_bytes: cfg.defaults.ring_memory_per_user,
+        }),
         ring_bytes: Default::default(),
         draining: watch::channel(false).0,
     });

@@ -35,6 +35,9 @@ pub struct SessionDefaults {
     pub ring_bytes: u64,
     /// Cap on the rings of all sessions together.
     pub ring_memory: u64,
+    /// Caps on what one user (peer UID) may hold at once.
+    pub max_sessions_per_user: usize,
+    pub ring_memory_per_user: u64,
     pub slots: u32,
     pub prefetch_batches: usize,
     pub shuffle_bytes: u64,
@@ -47,6 +50,8 @@ pub struct DaemonState {
     pub store: StoreOptions,
     pub defaults: SessionDefaults,
     pub sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// Per-user caps on sessions and ring bytes.
+    pub quotas: super::UserQuotas,
     pub ring_bytes: Arc<AtomicU64>,
     /// True once SIGTERM arrived: no new sessions, streams end.
     pub draining: watch::Sender<bool>,
@@ -75,7 +80,9 @@ pub struct StokerService {
 /// A named error as a gRPC status: the kind picks the code, the message
 /// keeps the context (shard URL, offset, hint).
 pub fn status_of(e: &Error) -> Status {
-    let message = format!("{e}");
+    // Bounded: an error that echoes a huge request must still fit gRPC's
+    // trailer, or the client sees a transport error instead of this one.
+    let message = crate::echo::bounded(&e.to_string(), crate::echo::MAX_MESSAGE_BYTES);
     match e.kind() {
         ErrorKind::InvalidArgument => Status::invalid_argument(message),
         ErrorKind::NotFound => Status::not_found(message),
@@ -185,15 +192,22 @@ impl StokerService {
         Ok(Plan { dataset, pipeline, tokens })
     }
 
-    fn ring_for(
-        &self,
-        r: &proto::OpenStreamRequest,
-    ) -> Result<(Arc<SessionRing>, RingReservation), Status> {
+    /// The ring a request asks for: slots, bytes per slot, bytes in all.
+    fn ring_size(&self, r: &proto::OpenStreamRequest) -> (u32, u64, u64) {
         let d = &self.state.defaults;
         let slots = if r.slots == 0 { d.slots } else { r.slots.clamp(2, 1024) };
         let asked = if r.ring_bytes == 0 { d.ring_bytes } else { r.ring_bytes };
-        let slot_bytes = (asked / slots as u64).div_ceil(4096) * 4096;
-        let bytes = slot_bytes * slots as u64;
+        // Saturating: a request for 2^64 bytes is refused by the caps, not
+        // wrapped into a small ring.
+        let slot_bytes = (asked / u64::from(slots)).div_ceil(4096).saturating_mul(4096);
+        (slots, slot_bytes, slot_bytes.saturating_mul(u64::from(slots)))
+    }
+
+    fn ring_for(
+        &self,
+        (slots, slot_bytes, bytes): (u32, u64, u64),
+    ) -> Result<(Arc<SessionRing>, RingReservation), Status> {
+        let d = &self.state.defaults;
         let reservation = RingReservation::take(&self.state.ring_bytes, bytes, d.ring_memory)
             .ok_or_else(|| {
                 Status::resource_exhausted(format!(
@@ -203,7 +217,9 @@ impl StokerService {
                     self.state.ring_bytes.load(Ordering::Relaxed)
                 ))
             })?;
-        let ring = SessionRing::new("stoker-ring", slots, slot_bytes as usize)
+        let slot_bytes = usize::try_from(slot_bytes)
+            .map_err(|_| Status::resource_exhausted("a ring slot larger than memory"))?;
+        let ring = SessionRing::new("stoker-ring", slots, slot_bytes)
             .map_err(|e| Status::resource_exhausted(format!("creating the session's ring: {e}")))?;
         Ok((Arc::new(ring), reservation))
     }
@@ -224,8 +240,12 @@ impl proto::stoker_server::Stoker for StokerService {
         // the same user.
         let uid = peer_uid(&request)?;
         let r = request.into_inner();
+        // The user's share first: a runaway client is refused before any
+        // listing or ring is made for it.
+        let size = self.ring_size(&r);
+        let quota = self.state.quotas.take(uid, size.2).map_err(Status::resource_exhausted)?;
         let plan = self.plan(&r).await?;
-        let (ring, ring_bytes) = self.ring_for(&r)?;
+        let (ring, ring_bytes) = self.ring_for(size)?;
         let engine = self.state.engines.for_dataset(&plan.dataset);
         let pipeline = Pipeline::start_with(
             &plan.dataset,
@@ -242,6 +262,7 @@ impl proto::stoker_server::Stoker for StokerService {
             engine,
             stats: SessionStats::default(),
             ring_bytes,
+            quota,
             fd_sent: watch::channel(false).0,
         });
         let info = proto::RingInfo {
@@ -256,7 +277,10 @@ impl proto::stoker_server::Stoker for StokerService {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(session.id.clone(), session.clone());
-        tracing::info!(session = %session.id, url = %r.url, rank = r.rank, world = r.world_size, "session opened");
+        // Session ids are capabilities (with the peer check): debug only.
+        let url = crate::echo::redacted_url(&r.url);
+        tracing::info!(uid, %url, rank = r.rank, world = r.world_size, "session opened");
+        tracing::debug!(session = %session.id, "session id");
         let (tx, rx) = mpsc::channel(4);
         let event = proto::StreamEvent { event: Some(Event::Ring(info)) };
         tx.send(Ok(event)).await.map_err(|_| Status::cancelled("the client left"))?;
@@ -271,13 +295,14 @@ impl proto::stoker_server::Stoker for StokerService {
             }
             // Ours goes first, so the map's is the last: once the session
             // is gone from Stats, its ring memory is given back too.
-            let id = session.id.clone();
+            let (id, uid) = (session.id.clone(), session.uid);
             drop(session);
             state.remove(&id);
             if state.session_count() == 0 {
                 state.engines.trim();
             }
-            tracing::info!(session = %id, "session closed");
+            tracing::info!(uid, "session closed");
+            tracing::debug!(session = %id, "session closed");
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -356,7 +381,8 @@ impl proto::stoker_server::Stoker for StokerService {
 const FD_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Runs one session's stream until it ends, fails, the client leaves, or
-/// the daemon drains. True when the client was still connected at the end.
+/// the daemon drains. True when it ended with every batch sent and the
+/// client still connected (it may not have fetched the ring yet).
 async fn drive(
     state: &DaemonState,
     session: &Session,
@@ -398,8 +424,13 @@ async fn drive(
                 })
             }
             Some(Err(e)) => {
-                tracing::warn!(session = %session.id, error = %e, "session failed");
-                return tx.send(Err(status_of(&e))).await.is_ok();
+                let status = status_of(&e);
+                tracing::warn!(uid = session.uid, error = %status.message(), "session failed");
+                // No grace period for a failed stream: its ring memory goes
+                // back now, not after 30 s (32 failing sessions once held
+                // every byte of it, and every new session failed meanwhile).
+                let _ = tx.send(Err(status)).await;
+                return false;
             }
             None => Event::End(proto::StreamEnd {
                 batches: session.stats.batches.load(Ordering::Relaxed),

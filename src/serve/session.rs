@@ -20,6 +20,8 @@ pub struct Session {
     pub stats: SessionStats,
     /// The ring's bytes, counted against the daemon's ring memory.
     pub ring_bytes: RingReservation,
+    /// This session's share of its user's caps.
+    pub quota: super::user_quota::QuotaGuard,
     /// Set once the client has the ring's descriptor.
     pub fd_sent: tokio::sync::watch::Sender<bool>,
 }

@@ -10,6 +10,15 @@
 //! sequence and `{`/`}` must survive until brace expansion.
 
 use super::SourceError;
+use crate::echo::redacted_url;
+
+/// The longest dataset URL accepted (brace patterns included). Far above
+/// any real one; well below what breaks a request signer (64 KB panicked).
+pub const MAX_URL_BYTES: usize = 8192;
+
+/// The longest object key: S3's, GCS's and Azure's limit (local paths:
+/// 4096, the usual `PATH_MAX`).
+pub const MAX_KEY_BYTES: usize = 1024;
 
 /// Which kind of object store a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,10 +60,15 @@ impl DatasetUrl {
     /// Parses `s3://`, `s3a://`, `gs://`, `az://`, `azure://`, `abfs(s)://`,
     /// `http(s)://`, `file://`, `memory://` URLs and plain local paths.
     pub fn parse(url: &str) -> Result<DatasetUrl, SourceError> {
-        let bad =
-            |reason: &str| SourceError::BadUrl { url: url.to_string(), reason: reason.to_string() };
+        let bad = |reason: &str| SourceError::BadUrl {
+            url: redacted_url(url),
+            reason: reason.to_string(),
+        };
         if url.trim().is_empty() {
             return Err(bad("the URL is empty"));
+        }
+        if url.len() > MAX_URL_BYTES {
+            return Err(bad(&format!("{} bytes, more than {MAX_URL_BYTES}", url.len())));
         }
         let Some((scheme, rest)) = url.split_once("://") else {
             if url.contains(':') && !url.starts_with('/') && !url.starts_with('.') {
@@ -106,11 +120,26 @@ impl DatasetUrl {
         Ok(DatasetUrl { scheme: Scheme::File, authority: String::new(), key })
     }
 
-    /// The URL of one object in this store, for messages and `--keys-out`.
+    /// The URL of one object in this store, for messages and `--keys-out`
+    /// (credentials in the authority redacted).
     pub fn object_url(&self, key: &str) -> String {
         match self.scheme {
             Scheme::File => format!("file:///{key}"),
-            s => format!("{}://{}/{key}", s.prefix(), self.authority),
+            s => {
+                let shown = match self.authority.rsplit_once('@') {
+                    Some((_, host)) => format!("REDACTED@{host}"),
+                    None => self.authority.clone(),
+                };
+                format!("{}://{shown}/{key}", s.prefix())
+            }
+        }
+    }
+
+    /// The longest key this store takes.
+    pub fn max_key_bytes(&self) -> usize {
+        match self.scheme {
+            Scheme::File | Scheme::Http | Scheme::Https => 4096,
+            _ => MAX_KEY_BYTES,
         }
     }
 
@@ -146,6 +175,17 @@ mod tests {
         assert_eq!((u.scheme, u.key.as_str()), (Scheme::File, "tmp/data/"));
         let u = DatasetUrl::parse("file:///tmp/x.tar").unwrap();
         assert_eq!(u.object_url(&u.key), "file:///tmp/x.tar");
+    }
+
+    #[test]
+    fn credentials_are_not_echoed_and_length_is_bounded() {
+        let u = DatasetUrl::parse("http://user:secret@host:9000/b/x.tar").unwrap();
+        assert_eq!(u.to_url(), "http://REDACTED@host:9000/b/x.tar");
+        let long = format!("s3://b/{}", "k".repeat(70_000));
+        let err = DatasetUrl::parse(&long).unwrap_err().to_string();
+        assert!(err.len() < 512 && err.contains("70007 bytes"), "{err}");
+        let err = DatasetUrl::parse("ftp://user:secret@h/x").unwrap_err().to_string();
+        assert!(!err.contains("secret"), "{err}");
     }
 
     #[test]

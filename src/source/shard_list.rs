@@ -38,9 +38,10 @@ pub async fn resolve_shards(
     let shards = if has_braces(key) {
         let mut shards = Vec::new();
         let expanded = expand_braces(key).map_err(|e| match e {
-            SourceError::BadPattern { reason, .. } => {
-                SourceError::BadPattern { pattern: url.to_url(), reason }
-            }
+            SourceError::BadPattern { reason, .. } => SourceError::BadPattern {
+                pattern: crate::echo::redacted_url(&url.to_url()),
+                reason,
+            },
             other => other,
         })?;
         for key in expanded {
@@ -69,9 +70,16 @@ pub async fn resolve_shards(
 }
 
 fn parse_key(url: &DatasetUrl, key: &str) -> Result<Path, SourceError> {
-    Path::parse(key).map_err(|e| SourceError::BadUrl {
-        url: url.object_url(key),
-        reason: format!("invalid object key: {e}"),
+    let bad = |reason: String| SourceError::BadUrl {
+        url: crate::echo::redacted_url(&url.object_url(key)),
+        reason,
+    };
+    if key.len() > url.max_key_bytes() {
+        let (len, max) = (key.len(), url.max_key_bytes());
+        return Err(bad(format!("the object key is {len} bytes, more than the store's {max}")));
+    }
+    Path::parse(key).map_err(|e| {
+        bad(format!("invalid object key: {}", crate::echo::bounded(&e.to_string(), 256)))
     })
 }
 

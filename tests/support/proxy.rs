@@ -33,6 +33,9 @@ pub struct ProxyConfig {
     /// Refuse every request from `.0` to `.1` after the proxy started (a
     /// SlowDown storm, or an outage).
     pub storm: Option<(Duration, Duration)>,
+    /// Stall every n-th reply: its first 4 KiB flow, then nothing more
+    /// on that connection until the client gives up on it.
+    pub stall_every: Option<u64>,
 }
 
 impl ProxyConfig {
@@ -45,6 +48,7 @@ impl ProxyConfig {
             retry_after: None,
             refuse_every: None,
             storm: None,
+            stall_every: None,
         }
     }
 }
@@ -59,6 +63,8 @@ pub struct Proxy {
     pub throttled: Arc<AtomicU64>,
     /// When each request head arrived, and whether it was refused.
     pub arrivals: Arc<Mutex<Vec<Arrival>>>,
+    /// Replies stalled.
+    pub stalled: Arc<AtomicU64>,
     /// When it started (its `storm` counts from here).
     pub started: Instant,
     task: tokio::task::JoinHandle<()>,
@@ -77,6 +83,7 @@ struct Log {
     arrivals: Arc<Mutex<Vec<Arrival>>>,
     /// Requests seen, for `refuse_every`.
     seen: Arc<AtomicU64>,
+    stalled: Arc<AtomicU64>,
     started: Instant,
 }
 
@@ -94,10 +101,12 @@ impl Proxy {
         let bucket = Arc::new(Mutex::new(Bucket { tokens: 1.0, last: Instant::now() }));
         let arrivals = Arc::new(Mutex::new(Vec::new()));
         let started = Instant::now();
+        let stalled = Arc::new(AtomicU64::new(0));
         let log = Log {
             throttled: throttled.clone(),
             arrivals: arrivals.clone(),
             seen: Arc::new(AtomicU64::new(0)),
+            stalled: stalled.clone(),
             started,
         };
         let task = tokio::spawn(async move {
@@ -109,7 +118,7 @@ impl Proxy {
                 });
             }
         });
-        Proxy { addr, throttled, arrivals, started, task }
+        Proxy { addr, throttled, arrivals, stalled, started, task }
     }
 }
 
@@ -147,15 +156,26 @@ async fn serve(
     // connection then sent its next reply at loopback speed), only 5 ms,
     // so that a timer that wakes late does not lower the rate.
     let writer = client_tx.clone();
+    // Bytes relayed so far, and where to stop relaying (a stalled reply).
+    let relayed = Arc::new(AtomicU64::new(0));
+    let stall_at = Arc::new(AtomicU64::new(u64::MAX));
+    let (relayed_w, stall_at_r) = (relayed.clone(), stall_at.clone());
     let replies = tokio::spawn(async move {
         const SLACK: Duration = Duration::from_millis(5);
         let mut buf = vec![0u8; 64 << 10];
         let mut free_at = Instant::now();
         loop {
-            let n = match server_rx.read(&mut buf).await {
+            let mut n = match server_rx.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            let at = relayed_w.load(Ordering::Relaxed);
+            let stop = stall_at_r.load(Ordering::Relaxed);
+            let stalls = at + n as u64 >= stop;
+            if stalls {
+                n = stop.saturating_sub(at) as usize;
+            }
+            relayed_w.fetch_add(n as u64, Ordering::Relaxed);
             let now = Instant::now();
             free_at = free_at.max(now.checked_sub(SLACK).unwrap_or(now))
                 + Duration::from_secs_f64(n as f64 / cfg.bytes_per_s);
@@ -164,6 +184,11 @@ async fn serve(
             }
             if writer.lock().await.write_all(&buf[..n]).await.is_err() {
                 return;
+            }
+            if stalls {
+                // Nothing more on this connection; the request loop ends
+                // this task when the client hangs up.
+                std::future::pending::<()>().await;
             }
         }
     });
@@ -216,6 +241,11 @@ async fn serve(
             );
             client_tx.lock().await.write_all(reply.as_bytes()).await?;
             continue;
+        }
+        if cfg.stall_every.is_some_and(|n| nth.is_multiple_of(n)) {
+            log.stalled.fetch_add(1, Ordering::Relaxed);
+            // Every earlier reply is complete (one request at a time).
+            stall_at.store(relayed.load(Ordering::Relaxed) + 4096, Ordering::Relaxed);
         }
         tokio::time::sleep(cfg.ttfb).await;
         server_tx.write_all(&request).await?;
