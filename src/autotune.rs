@@ -17,6 +17,8 @@ mod concurrency_controller;
 mod gap_cover;
 mod observation;
 mod rate_limiter;
+// Test support (the grid test, `examples/sim_cell`), not library API.
+#[doc(hidden)]
 pub mod sim_store;
 mod warm_start;
 

@@ -1,0 +1,161 @@
+//! The controller's settings, each with where its value comes from.
+
+/// Controller settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControllerConfig {
+    /// 1 request: the first round measures the uncontended latency, which
+    /// Little's law needs later (at 4, a small link is already shared).
+    pub initial_concurrency: usize,
+    pub min_concurrency: usize,
+    pub max_concurrency: usize,
+    /// Bytes in flight may not exceed this (the fetch memory budget).
+    pub max_inflight_bytes: u64,
+    /// 8 MiB, the AWS CRT default; doubled when the request rate binds.
+    pub initial_part_bytes: u64,
+    pub min_part_bytes: u64,
+    /// 64 MiB: beyond this a retry costs too much.
+    pub max_part_bytes: u64,
+    /// Pin concurrency (the user said `--concurrency N`).
+    pub fixed_concurrency: Option<usize>,
+    /// Pin part size (`--part-bytes`).
+    pub fixed_part_bytes: Option<u64>,
+    /// 3 request latencies per steady period, and at least 50 ms.
+    pub steady_latencies: f64,
+    pub min_window_secs: f64,
+    /// 1.5 latencies per start-up round judged on completions (BBR's
+    /// round is one; half more lets the doubled requests' first parts
+    /// land).
+    pub startup_latencies: f64,
+    /// 2 latencies of settling after a shrink: the requests still in
+    /// flight drain before new ones start (a dip of about a request
+    /// latency), and judging that dip would undo every large shrink.
+    pub shrink_settle_latencies: f64,
+    /// 0.3: weight of the newest window in the smoothed request latency.
+    pub latency_smoothing: f64,
+    /// 0.5: weight of the newest period in the smoothed steady goodput.
+    pub goodput_smoothing: f64,
+    /// Startup: growth that counts as growth (BBR's 25%), and patience (3).
+    pub startup_growth: f64,
+    pub startup_patience: u32,
+    /// Startup also ends after two rounds without growth whose requests
+    /// took this many uncontended latencies (2): they queue.
+    pub queued_latency: f64,
+    /// On arrived bytes, the exit shrinks to at least 3/4 of the top
+    /// level: the ramp reaches it within seconds, and a shrink by half left
+    /// requests in cohorts (started together, waiting for first bytes
+    /// together) for longer than the ramp took.
+    pub exit_keep: f64,
+    /// Requests held above Little's law's need (5%), and the band within
+    /// which the target is ignored (15%).
+    pub headroom: f64,
+    pub hysteresis: f64,
+    /// Headroom learnt from a shrink undone (×1.25) or a kept probe, at
+    /// most 2×, decaying 3% a steady period back to `headroom`: re-learnt,
+    /// not kept forever (at 1% a period, a headroom raised by a wave, not a
+    /// real need, cost connections for 30 s).
+    pub undo_headroom_growth: f64,
+    pub max_headroom: f64,
+    pub headroom_decay: f64,
+    /// A steady step goes at most ×1.5 up and ×0.75 down: Little's target
+    /// from one period can be far off after a change of path.
+    pub max_step_up: f64,
+    pub max_step_down: f64,
+    /// Goodput grows with requests when Little's target is 8% above the
+    /// concurrency held; two such periods in a row re-enter start-up
+    /// (capacity appeared: a cap lifted, a link widened).
+    pub unsaturated_margin: f64,
+    /// The consumer is the bottleneck when its ready queue stayed 90% full
+    /// and it waited under 5% of the period: shed a tenth of the requests.
+    pub demand_fill: f64,
+    pub demand_wait_share: f64,
+    pub demand_shed: f64,
+    /// Requests spent over 10% of their slot time waiting on the rate
+    /// limiter: the store's request rate binds, and goodput says nothing
+    /// about how many requests the path needs (concurrency holds).
+    pub rate_bound_share: f64,
+    /// Over 20% of slot time on the rate limiter in a period: each request
+    /// must carry more, so parts double.
+    pub rate_part_share: f64,
+    /// Timeouts: too many connections for the path; cut by 30%.
+    pub timeout_cut: f64,
+    /// Share of the path the requests in flight keep busy despite their
+    /// time-to-first-byte gaps (97%; see `gap_cover`).
+    pub fill: f64,
+    /// Upward probes: every 8 periods, +15%, kept on a 5% gain; each probe
+    /// that fails doubles the wait, up to 4× (a probe costs connections).
+    pub probe_every: u32,
+    /// The wait after start-up and after a kept probe (2 periods): then
+    /// the path may well have more room.
+    pub probe_soon: u32,
+    pub probe_step: f64,
+    pub accept_gain: f64,
+    pub probe_backoff_max: u32,
+    /// Completions a steady period needs before it is judged (20: one
+    /// completion is then 5% of the count, the gain judged on).
+    pub judged_completions: u64,
+    /// On arrived bytes, a doubling grows only if each added request added
+    /// 30% of what one request carried alone, from 8 requests up: below 8,
+    /// a 100 ms measure holds a few parts, and one request's wait for its
+    /// next first byte swings the sum by a quarter.
+    pub startup_added_share: f64,
+    pub startup_judged_from: usize,
+    /// Start-up rounds on arrived bytes (see `arrival_round`): measured
+    /// over 2 times to first byte and at least 100 ms (two of the engine's
+    /// 50 ms windows), after at most 3 times to first byte of waiting for
+    /// the added requests' first bytes.
+    pub round_measure_ttfbs: f64,
+    pub round_min_measure_secs: f64,
+    pub round_settle_ttfbs: f64,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            initial_concurrency: 1,
+            min_concurrency: 1,
+            max_concurrency: 1024,
+            max_inflight_bytes: 1 << 30,
+            initial_part_bytes: 8 << 20,
+            min_part_bytes: 1 << 20,
+            max_part_bytes: 64 << 20,
+            fixed_concurrency: None,
+            fixed_part_bytes: None,
+            steady_latencies: 3.0,
+            min_window_secs: 0.05,
+            startup_latencies: 1.5,
+            shrink_settle_latencies: 2.0,
+            latency_smoothing: 0.3,
+            goodput_smoothing: 0.5,
+            startup_growth: 1.25,
+            startup_patience: 3,
+            queued_latency: 2.0,
+            exit_keep: 0.75,
+            headroom: 1.05,
+            hysteresis: 0.15,
+            undo_headroom_growth: 1.25,
+            max_headroom: 2.0,
+            headroom_decay: 0.97,
+            max_step_up: 1.5,
+            max_step_down: 0.75,
+            unsaturated_margin: 1.08,
+            demand_fill: 0.9,
+            demand_wait_share: 0.05,
+            demand_shed: 0.9,
+            rate_bound_share: 0.1,
+            rate_part_share: 0.2,
+            timeout_cut: 0.7,
+            fill: 0.97,
+            probe_every: 8,
+            probe_soon: 2,
+            probe_step: 0.15,
+            accept_gain: 0.05,
+            probe_backoff_max: 4,
+            judged_completions: 20,
+            startup_added_share: 0.3,
+            startup_judged_from: 8,
+            round_measure_ttfbs: 2.0,
+            round_min_measure_secs: 0.1,
+            round_settle_ttfbs: 3.0,
+        }
+    }
+}

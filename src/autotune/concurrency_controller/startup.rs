@@ -1,0 +1,218 @@
+//! Start-up: BBR's ramp, then an exit to the knee.
+//!
+//! * Double while goodput grows by a quarter per round; after three rounds
+//!   without that (or three at the concurrency cap), or two whose requests
+//!   took twice the uncontended latency (they queue), the pipe is full.
+//! * Where the engine reports bytes as they arrive (it and the simulator
+//!   do), a round is judged on them (`arrival_round`): it waits for the
+//!   added requests' first bytes, then measures for max(2 TTFB, 100 ms), a
+//!   few hundred ms where a round of completed parts took a part's latency
+//!   and more.
+//! * From 8 requests up, a doubling grows only if each added request
+//!   carried 30% of what one request carried alone: near a knee set by CPU
+//!   or the server, +25% in all can still be +0.15 of a request each, and
+//!   doubling again only queues.
+//! * At the exit it holds what Little's law says the plateau needs, at
+//!   least the smallest level measured within 5% of the plateau, and
+//!   shrinks by at most a quarter (on arrivals; half on completions).
+//! * Without arrivals a round lasts 1.5 request latencies and a completion
+//!   per slot; growth is judged on bytes counted (Little's estimate reads
+//!   high while requests in flight double); the plateau's goodput is the
+//!   mean of its rounds after the first (whose new requests still wait for
+//!   first bytes), each the mean of both estimates.
+
+use super::period::Completed;
+use super::{ConcurrencyController, Judged, Shrink, State};
+use crate::autotune::arrival_round::RoundMeasure;
+
+/// Where a ramp stands: the best goodput so far and the concurrency that
+/// had it, rounds without growth, and the plateau's goodput summed over
+/// its rounds with their count (the first after a doubling is left out:
+/// its new requests are still waiting for their first bytes).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Ramp {
+    pub best_bps: f64,
+    pub best_concurrency: usize,
+    pub stalled: u32,
+    pub plateau: (f64, u32),
+}
+
+impl Ramp {
+    /// A ramp from `concurrency` that had `bps`.
+    pub fn from(best_bps: f64, best_concurrency: usize) -> Ramp {
+        Ramp { best_bps, best_concurrency, stalled: 0, plateau: (0.0, 0) }
+    }
+}
+
+impl ConcurrencyController {
+    /// Judges one start-up round.
+    pub(super) fn judge_startup(&mut self, ramp: Ramp, judged: &Judged) -> State {
+        let Ramp { best_bps, best_concurrency, stalled, plateau } = ramp;
+        let measured = judged.measured;
+        // Growth is judged on counted bytes: Little's estimate overstates
+        // goodput while requests in flight double every round. The plateau,
+        // where they do not, uses both.
+        let blended = judged.bps;
+        let bps = judged.counted;
+        if let Some(m) = measured {
+            self.best_request_bps = self.best_request_bps.max(m.per_request_bps);
+            match self.levels.iter_mut().find(|(c, _)| *c == self.concurrency) {
+                Some(level) => level.1 = level.1.max(bps),
+                None => self.levels.push((self.concurrency, bps)),
+            }
+        }
+        let growing = bps >= best_bps * self.cfg.startup_growth
+            && !judged.demand_met
+            && measured.is_none_or(|m| self.adds_enough(m, best_bps, best_concurrency));
+        if growing {
+            self.learn_latency(judged.done, measured.is_some());
+            let next = self.clamp(self.concurrency * 2);
+            if next == self.concurrency {
+                // At the cap: a plateau by force; judged like one. This
+                // round still grew: its requests had doubled, so counted
+                // bytes, as for growth.
+                return State::Startup(Ramp {
+                    best_bps: bps,
+                    best_concurrency: self.concurrency,
+                    stalled: 1,
+                    plateau: (bps, 1),
+                });
+            }
+            self.concurrency = next;
+            return State::Startup(Ramp::from(bps, self.concurrency / 2));
+        }
+        let full = stalled + 1 >= self.cfg.startup_patience
+            || judged.demand_met
+            // Two rounds without growth while requests take twice the
+            // uncontended latency: they queue on a full path, and a third
+            // round (over a second at 128 requests that wait their turn)
+            // only delays the shrink.
+            || (stalled >= 1 && self.queued(judged.done));
+        if full {
+            // The plateau's mean goodput, not its best round: the best of a
+            // few noisy rounds overstates it, and a shrink judged against
+            // that looks like a loss.
+            let best = (plateau.0 + blended) / f64::from(plateau.1 + 1);
+            return self.exit_startup(
+                best,
+                best_concurrency,
+                measured.is_some(),
+                judged.demand_met,
+            );
+        }
+        State::Startup(Ramp {
+            best_bps: best_bps.max(bps),
+            best_concurrency,
+            stalled: stalled + 1,
+            plateau: if stalled == 0 { plateau } else { (plateau.0 + blended, plateau.1 + 1) },
+        })
+    }
+
+    /// Learns the uncontended latency from a round that grew. Rounds that
+    /// still grew ran uncontended, except perhaps the last two when judged
+    /// on completions (goodput lags a doubling by a round; arrivals are
+    /// measured after the added requests stream, and each of their rounds is
+    /// shorter than a request). The latency is the completion-weighted mean
+    /// of the others: every completion counts, not the luckiest round.
+    fn learn_latency(&mut self, done: Completed, on_arrivals: bool) {
+        self.growth_rounds.push(done);
+        let n = self.growth_rounds.len();
+        let lagging = if on_arrivals { 0 } else { 2 };
+        let trusted = &self.growth_rounds[..n.saturating_sub(lagging).max(1)];
+        let all = trusted.iter().fold(Completed::default(), Completed::plus);
+        if all.count > 0 && all.latency_secs > 0.0 && all.bytes > 0 {
+            self.min_latency_secs = all.latency_secs / all.count as f64;
+            self.ttfb_share = all.ttfb_secs / all.latency_secs;
+            self.request_bytes = all.bytes as f64 / all.count as f64;
+        } else if on_arrivals {
+            // Short rounds may complete nothing yet: the latency from what
+            // arrived.
+            self.latency_from_arrivals();
+        }
+    }
+
+    /// The pipe is full at `best` goodput: hold what Little's law says it
+    /// needs, at least half the last concurrency that grew (the ramp
+    /// overshoots by up to 2×) and at most the top level (growth under 25%
+    /// is still growth: at a few requests, the last ones fill
+    /// time-to-first-byte gaps).
+    fn exit_startup(
+        &mut self,
+        best: f64,
+        best_concurrency: usize,
+        on_arrivals: bool,
+        demand_met: bool,
+    ) -> State {
+        // On arrivals each level's goodput is measured: hold at least the
+        // smallest level that came within 5% of the plateau (the knee as
+        // measured; Little's law at the uncontended latency undercounts
+        // where requests that started together keep waiting for first bytes
+        // together, or where latency grows with load).
+        let knee = self
+            .levels
+            .iter()
+            .filter(|(_, level_bps)| *level_bps >= best * (1.0 - self.cfg.accept_gain))
+            .map(|(c, _)| *c)
+            .min()
+            .unwrap_or(0);
+        let needed = self.little_target(best).max(knee);
+        let from = self.concurrency;
+        let half = (best_concurrency / 2).max(1);
+        let lo = if on_arrivals {
+            half.max((from as f64 * self.cfg.exit_keep).floor() as usize)
+        } else {
+            half
+        };
+        self.goodput_bps = best;
+        self.set_concurrency(needed.clamp(lo, from.max(lo)));
+        if self.concurrency < from && !demand_met {
+            // Judged like any shrink: undone if it costs goodput (when
+            // latency grows with load, Little's law at the uncontended
+            // latency undercounts).
+            self.last_shrink = Some(Shrink::from(best_concurrency.max(self.concurrency), best));
+        }
+        // Little's law at the uncontended latency is a guess where latency
+        // grows with load: check it soon.
+        self.probe_interval = self.cfg.probe_soon;
+        State::Steady { settle: true, periods: 0 }
+    }
+
+    /// Whether the requests a doubling added each carried a fair share of
+    /// what one request carries alone (`startup_added_share`), judged from
+    /// `startup_judged_from` requests up. Below the knee every added request
+    /// adds a whole request's rate; near it (the CPU of a 2-core node at
+    /// 16 requests: +16 requests added 0.15 of one each, yet 25% in all)
+    /// doubling again only queues requests and memory.
+    fn adds_enough(&self, m: RoundMeasure, best_bps: f64, before: usize) -> bool {
+        let added = self.concurrency.saturating_sub(before);
+        if before < self.cfg.startup_judged_from || added == 0 {
+            return true;
+        }
+        let gain = m.bps - best_bps;
+        gain >= self.cfg.startup_added_share * added as f64 * self.best_request_bps
+    }
+
+    /// The uncontended latency from a growing round's arrivals, where no
+    /// part has completed yet: by Little's law, a part's bytes over what one
+    /// request in flight carried (waits for first bytes included), at the
+    /// best per-request rate of the start-up rounds (the first ones had the
+    /// path to themselves). Completed parts replace it as they come.
+    fn latency_from_arrivals(&mut self) {
+        if self.best_request_bps <= 0.0 {
+            return;
+        }
+        self.min_latency_secs = self.part_bytes as f64 / self.best_request_bps;
+        let ttfb = self.mean_first_byte_secs().unwrap_or(0.0);
+        self.ttfb_share = (ttfb / self.min_latency_secs).min(0.9);
+        self.request_bytes = self.part_bytes as f64;
+    }
+
+    /// Whether the requests completed in a period took `queued_latency`×
+    /// the uncontended latency on average: they queue on a full path.
+    fn queued(&self, done: Completed) -> bool {
+        done.count > 0
+            && self.min_latency_secs.is_finite()
+            && done.latency_secs / done.count as f64
+                > self.cfg.queued_latency * self.min_latency_secs
+    }
+}

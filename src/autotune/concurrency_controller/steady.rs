@@ -1,0 +1,109 @@
+//! Steady state: follow Little's law, undo shrinks that cost goodput, and
+//! start an upward probe every few periods.
+//!
+//! When the path is not full, goodput grows with concurrency and Little's
+//! target rises with it; when it is full, more requests only queue, so the
+//! target stays at the knee. Changes smaller than the hysteresis band are
+//! ignored; each change is followed by a period to settle (two latencies
+//! after a shrink, while the requests in flight drain), and a shrink that
+//! costs goodput in two judged periods in a row is undone and raises the
+//! headroom (one period can fall in the trough of a wave: requests started
+//! together finish together, and the link idles while their successors
+//! wait for first bytes).
+
+use super::startup::Ramp;
+use super::{ConcurrencyController, Judged, Shrink, State};
+
+impl ConcurrencyController {
+    /// Judges one settled steady period (`periods` judged since the last
+    /// change).
+    pub(super) fn judge_steady(&mut self, periods: u32, judged: &Judged) -> State {
+        if let Some(shrink) = self.last_shrink.filter(|s| self.lost_since(s, judged)) {
+            return self.judge_loss(shrink, periods);
+        }
+        self.last_shrink = None;
+        let bps = judged.bps;
+        let s = self.cfg.goodput_smoothing;
+        self.goodput_bps =
+            if self.goodput_bps == 0.0 { bps } else { (1.0 - s) * self.goodput_bps + s * bps };
+        self.headroom = (self.headroom * self.cfg.headroom_decay).max(self.cfg.headroom);
+        let c = self.concurrency as f64;
+        let demand_met = judged.demand_met;
+        // Requests waited on the rate limiter: the store's request rate is
+        // the bottleneck, not the path, so goodput says nothing about how
+        // many requests the path needs.
+        let rate_bound = judged.rate_limited_secs > self.cfg.rate_bound_share * judged.secs * c;
+        // When a probe is due: larger parts, where they let fewer requests
+        // keep the path busy, in one step (each change costs a settling
+        // period).
+        if periods + 1 >= self.probe_interval && !rate_bound && !demand_met {
+            while self.gap_bound(self.goodput_bps) && self.double_part_bytes() {}
+        }
+        let target = self.little_target(self.goodput_bps);
+        let from = self.concurrency;
+        let band = 1.0 + self.cfg.hysteresis;
+        // Goodput grows in step with requests: not full yet.
+        let unsaturated =
+            target as f64 >= c * self.cfg.unsaturated_margin && !rate_bound && !demand_met;
+        let next = if demand_met {
+            // The consumer is the bottleneck: shed some.
+            (c * self.cfg.demand_shed).floor() as usize
+        } else if rate_bound {
+            self.concurrency
+        } else if target as f64 > c * band {
+            target.min((c * self.cfg.max_step_up).ceil() as usize)
+        } else if (target as f64) < c / band {
+            target.max((c * self.cfg.max_step_down).floor() as usize)
+        } else {
+            self.concurrency
+        };
+        if unsaturated && self.unsaturated_periods >= 1 {
+            // Twice in a row: capacity appeared (a cap lifted, a link
+            // widened). Ramp again instead of creeping up a step a period.
+            self.unsaturated_periods = 0;
+            // The levels measured before belong to the old path.
+            self.levels.clear();
+            let best = self.goodput_bps;
+            self.set_concurrency(from * 2);
+            return State::Startup(Ramp::from(best, from));
+        }
+        if self.set_concurrency(next) {
+            if next < from {
+                self.last_shrink = Some(Shrink::from(from, self.goodput_bps));
+            }
+            // The path changed: probe at the usual pace again.
+            self.probe_interval = self.cfg.probe_every;
+            self.unsaturated_periods = if unsaturated { self.unsaturated_periods + 1 } else { 0 };
+            return State::Steady { settle: true, periods: 0 };
+        }
+        if periods + 1 >= self.probe_interval && !demand_met {
+            return self.start_probe(c);
+        }
+        State::Steady { settle: false, periods: periods + 1 }
+    }
+
+    /// Whether a period lost goodput against what the last shrink had.
+    /// Both estimates must agree: Little's overstates goodput right after a
+    /// ramp (requests in flight doubled, the latencies seen are older),
+    /// counted bytes come in waves.
+    fn lost_since(&self, shrink: &Shrink, judged: &Judged) -> bool {
+        let lost = shrink.before_bps * (1.0 - self.cfg.accept_gain);
+        judged.bps < lost && judged.counted < lost
+    }
+
+    /// A period after a shrink lost goodput: the first loss is noted (it
+    /// may be a trough), the second undoes the shrink (Little's law
+    /// undercounted: the latency estimate is low, or jitter needs slack)
+    /// and holds more headroom from now on.
+    fn judge_loss(&mut self, shrink: Shrink, periods: u32) -> State {
+        if shrink.losses == 0 {
+            self.last_shrink = Some(Shrink { losses: 1, ..shrink });
+            return State::Steady { settle: false, periods };
+        }
+        self.last_shrink = None;
+        self.set_concurrency(shrink.from);
+        self.goodput_bps = shrink.before_bps;
+        self.headroom = (self.headroom * self.cfg.undo_headroom_growth).min(self.cfg.max_headroom);
+        State::Steady { settle: true, periods: 0 }
+    }
+}
