@@ -17,10 +17,12 @@ mod ring_socket;
 pub mod ring_writer;
 pub mod service;
 mod session;
+mod url_policy;
 mod user_quota;
 
 pub use daemon::{ServeConfig, ring_socket_path, run};
 pub use service::SessionDefaults;
+pub use url_policy::UrlPolicy;
 pub use user_quota::{UserLimits, UserQuotas};
 
 /// Code generated from `proto/stoker/v1/stoker.proto` by build.rs.

@@ -79,6 +79,7 @@ fn help_documents_every_command() {
         "--drop-last",
         "--store-opt",
         "--no-tuning-cache",
+        "--outage-tolerance",
     ] {
         assert!(bench.contains(flag), "bench --help lacks {flag}");
     }

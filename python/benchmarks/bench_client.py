@@ -67,7 +67,7 @@ def main() -> int:
             subprocess.run([args.bin, "gen", url, "--shards", "32", "--shard-bytes", "32MiB"],
                            check=True, stdout=subprocess.DEVNULL)
         socket = tmp + "/stoker.sock"
-        daemon = subprocess.Popen([args.bin, "serve", "--socket", socket], stderr=subprocess.DEVNULL)
+        daemon = subprocess.Popen([args.bin, "serve", "--socket", socket, "--allow-url", "*"], stderr=subprocess.DEVNULL)
         try:
             for _ in range(200):
                 try:

@@ -213,6 +213,7 @@ def local_dataset(tmp_path_factory) -> Dataset:
 
 @pytest.fixture
 def local_daemon():
-    d = Daemon({})
+    # Local files are off unless the operator allows them.
+    d = Daemon({}, "--allow-url", "file:///tmp/*")
     yield d
     d.stop()

@@ -96,3 +96,13 @@ def test_one_user_cannot_hold_every_session_and_a_failed_one_frees_its_ring(s3, 
         assert sum(take(client.loader(dataset.url, batch_size=8), 2)) == 16
     finally:
         d.stop()
+
+
+def test_local_files_and_metadata_addresses_are_refused_by_default(daemon, dataset, tmp_path):
+    client = daemon.client()
+    for url in [str(tmp_path) + "/", "file:///etc/x.tar", "http://169.254.169.254/latest/x.tar"]:
+        with pytest.raises(stoker.StokerError) as e:
+            next(iter(client.loader(url, batch_size=8)))
+        assert e.value.code == "PERMISSION_DENIED", (url, e.value)
+    # The store the operator configured still reads.
+    assert sum(take(client.loader(dataset.url, batch_size=8), 2)) == 16

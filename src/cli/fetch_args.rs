@@ -5,7 +5,7 @@ use clap::Args;
 use super::size_arg::parse_bytes;
 use crate::fetch::FetchConfig;
 
-/// `--concurrency`, `--part-bytes`, `--memory-budget`.
+/// `--concurrency`, `--part-bytes`, `--memory-budget`, `--outage-tolerance`.
 #[derive(Debug, Clone, Args)]
 pub struct FetchArgs {
     /// Range-GET requests in flight (per endpoint): `auto` lets the
@@ -20,6 +20,10 @@ pub struct FetchArgs {
     /// session) [default: 1GiB].
     #[arg(long, value_parser = parse_bytes)]
     pub memory_budget: Option<u64>,
+    /// Seconds a request may go without progress (every attempt failing:
+    /// an outage, a SlowDown storm) before it fails with a named error.
+    #[arg(long, default_value_t = 120.0, value_name = "SECS")]
+    pub outage_tolerance: f64,
 }
 
 /// `--concurrency`: `auto` or a number.
@@ -54,6 +58,14 @@ impl FetchArgs {
             part_bytes: self.part_bytes.unwrap_or(defaults.part_bytes),
             auto_part_bytes: self.part_bytes.is_none() && auto,
             memory_budget_bytes: self.memory_budget.unwrap_or(defaults.memory_budget_bytes),
+            // A day at most; NaN or below zero: no tolerance at all.
+            outage_tolerance: std::time::Duration::from_secs_f64(
+                if self.outage_tolerance.is_nan() {
+                    0.0
+                } else {
+                    self.outage_tolerance.clamp(0.0, 86_400.0)
+                },
+            ),
             ..defaults
         }
     }

@@ -43,6 +43,13 @@ pub struct ServeArgs {
     /// below --ring-memory where several users share a node.
     #[arg(long, value_parser = parse_bytes)]
     pub ring_memory_per_user: Option<u64>,
+    /// Dataset URLs clients may name: a pattern ending in '*' allows every
+    /// URL it prefixes (s3://bucket/train/*, file:///data/*, '*'); others
+    /// must match whole. Repeatable. Without it: object stores and http(s),
+    /// no local files, and never link-local or metadata addresses unless a
+    /// pattern names them.
+    #[arg(long = "allow-url", value_name = "PATTERN")]
+    pub allow_urls: Vec<String>,
     /// Batches built ahead of the client per session.
     #[arg(long, default_value_t = 2)]
     pub prefetch: usize,
@@ -68,6 +75,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ring_memory: args.ring_memory,
             max_sessions_per_user: args.max_sessions_per_user.max(1),
             ring_memory_per_user: args.ring_memory_per_user.unwrap_or(args.ring_memory),
+            urls: crate::serve::UrlPolicy::new(args.allow_urls).map_err(anyhow::Error::msg)?,
             slots: args.slots,
             prefetch_batches: args.prefetch.max(1),
             shuffle_bytes: crate::pipeline::PipelineConfig::default().shuffle_bytes,

@@ -38,6 +38,8 @@ pub struct SessionDefaults {
     /// Caps on what one user (peer UID) may hold at once.
     pub max_sessions_per_user: usize,
     pub ring_memory_per_user: u64,
+    /// Which dataset URLs clients may name (`--allow-url`).
+    pub urls: super::UrlPolicy,
     pub slots: u32,
     pub prefetch_batches: usize,
     pub shuffle_bytes: u64,
@@ -144,6 +146,10 @@ impl StokerService {
             shuffle_buffer: r.shuffle_buffer as usize,
         };
         order.validate().map_err(|e| status_of(&e))?;
+        let url = crate::source::DatasetUrl::parse(&r.url).map_err(|e| status_of(&e.into()))?;
+        self.state.defaults.urls.check(&url).map_err(|why| {
+            Status::permission_denied(crate::echo::bounded(&why, crate::echo::MAX_MESSAGE_BYTES))
+        })?;
         let dataset = Dataset::open_with(&r.url, &self.state.store, self.state.engines.config())
             .await
             .map_err(|e| status_of(&e.into()))?;
