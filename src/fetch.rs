@@ -94,6 +94,10 @@ pub struct FetchConfig {
     pub backoff_cap: Duration,
     /// Per attempt; see [`part_reader::default_request_timeout`].
     pub request_timeout: Duration,
+    /// The shortest silence that counts as a stalled connection (2 s: a
+    /// lossy path's retransmission timeouts back off to seconds); see
+    /// [`FetchStats::stall_after`].
+    pub stall_floor: Duration,
     /// 16 shards' HEAD requests ahead of the scheduler, so a shard's size is
     /// known before its first part is due.
     pub head_lookahead: usize,
@@ -120,6 +124,7 @@ impl Default for FetchConfig {
             backoff_base: Duration::from_millis(50),
             backoff_cap: Duration::from_secs(5),
             request_timeout: part_reader::default_request_timeout(),
+            stall_floor: Duration::from_secs(2),
             head_lookahead: 16,
             auto_concurrency: false,
             auto_part_bytes: false,

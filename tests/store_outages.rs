@@ -151,7 +151,7 @@ async fn an_outage_costs_a_bounded_number_of_requests_and_loses_nothing() {
     assert!(recovered < Duration::from_secs(10), "{recovered:?} to finish after the outage");
 }
 
-/// One reply in 20 stops after 4 KiB and the connection goes quiet: the
+/// One reply in 20 stops after 600 bytes and the connection goes quiet: the
 /// part resumes on another connection after about a part time (at least
 /// 2 s), not after the 60 s request timeout; nothing lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

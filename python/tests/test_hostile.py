@@ -106,3 +106,86 @@ def test_local_files_and_metadata_addresses_are_refused_by_default(daemon, datas
         assert e.value.code == "PERMISSION_DENIED", (url, e.value)
     # The store the operator configured still reads.
     assert sum(take(client.loader(dataset.url, batch_size=8), 2)) == 16
+
+
+def _extreme_u32(rng):
+    return rng.choice([0, 1, 2, 3, 7, 64, 1024, 2**20, 2**20 + 1, 2**31, 2**32 - 1, rng.randrange(2**32)])
+
+
+def _extreme_u64(rng):
+    return rng.choice([0, 1, 2, 2**32, 2**63, 2**64 - 2, 2**64 - 1, rng.randrange(2**64)])
+
+
+def _hostile_request(rng, good_url):
+    """One generated OpenStreamRequest: every field drawn from edge values,
+    garbage and (sometimes) sane ones."""
+    from stoker._proto import stoker_pb2 as pb
+
+    junk = lambda n: bytes(rng.randrange(256) for _ in range(n))  # noqa: E731
+    url = rng.choice([
+        good_url,
+        good_url + "{0..9999999}.tar",
+        good_url[:-1] + "{" * 50,
+        "s3://" + "b" * rng.choice([1, 64, 10_000]) + "/x/",
+        "s3://bucket/" + "k/" * rng.choice([10, 600, 5000]),
+        "http://169.254.169.254/latest/x.tar",
+        "http://user:secret@127.0.0.1:1/x.tar",
+        "file:///etc/passwd",
+        "/proc/self/mem",
+        "",
+        "\x00\x01",
+        "s3://bucket/" + "é" * 3000,
+        junk(rng.randrange(1, 200)).decode("latin-1"),
+    ])
+    return pb.OpenStreamRequest(
+        url=url,
+        batch_size=_extreme_u32(rng),
+        rank=_extreme_u32(rng),
+        world_size=_extreme_u32(rng),
+        seed=_extreme_u64(rng),
+        epoch=_extreme_u64(rng),
+        shuffle_buffer=_extreme_u32(rng),
+        shuffle_shards=rng.random() < 0.5,
+        fields=[junk(rng.randrange(0, 40)).decode("latin-1") for _ in range(rng.choice([0, 1, 3, 200]))],
+        drop_last=rng.random() < 0.5,
+        state=rng.choice([b"", junk(rng.randrange(1, 64)), b"{" * 1000, junk(5000)]),
+        epochs=_extreme_u64(rng),
+        ring_bytes=_extreme_u64(rng),
+        slots=_extreme_u32(rng),
+        states=[junk(rng.randrange(0, 100)) for _ in range(rng.choice([0, 2, 1000]))],
+    )
+
+
+def test_a_thousand_generated_hostile_requests_leave_the_daemon_serving(daemon, dataset):
+    """Seeded, so a failure replays. Each request gets a named gRPC status
+    (or a stream) at once; error messages stay under 4 KB; the daemon stays
+    up, its RSS bounded, and a normal client works alongside."""
+    import random
+
+    import grpc
+
+    rng = random.Random(20261201)
+    client = daemon.client()
+    base = daemon.rss_bytes()
+    codes = {}
+    for i in range(1000):
+        req = _hostile_request(rng, dataset.url)
+        call = client._stub.OpenStream(req, timeout=20)
+        try:
+            first = next(call)
+            codes["ok"] = codes.get("ok", 0) + 1
+            assert first.WhichOneof("event") == "ring"
+        except grpc.RpcError as e:
+            code = e.code().name
+            assert code not in ("UNKNOWN", "DEADLINE_EXCEEDED"), (i, req.url[:80], code, e.details())
+            assert len(e.details() or "") <= 4096, (i, len(e.details()))
+            codes[code] = codes.get(code, 0) + 1
+        finally:
+            call.cancel()
+        if i % 100 == 99:
+            assert daemon.proc.poll() is None, f"the daemon died after request {i}"
+            # A normal client alongside.
+            assert sum(take(client.loader(dataset.url, batch_size=8), 1)) == 8
+    print("codes:", codes)
+    assert codes.get("INVALID_ARGUMENT", 0) > 100 and codes.get("ok", 0) > 0, codes
+    assert daemon.rss_bytes() < base + (512 << 20), (base, daemon.rss_bytes())

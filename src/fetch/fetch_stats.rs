@@ -63,17 +63,22 @@ impl FetchStats {
     /// How long a reply may send nothing (no headers, or no next body
     /// chunk) before its connection counts as stalled and the part resumes
     /// on another: twice the mean part time so far, so a stall costs about
-    /// one part time, not the request timeout; at least 2 s (a lossy path's
-    /// retransmission timeouts back off to seconds); 10 s before any part
-    /// has completed; never more than `request_timeout`.
-    pub fn stall_after(&self, request_timeout: std::time::Duration) -> std::time::Duration {
+    /// one part time, not the request timeout; at least `floor` (2 s by
+    /// default: a lossy path's retransmission timeouts back off to
+    /// seconds); 10 s before any part has completed; never more than
+    /// `request_timeout`.
+    pub fn stall_after(
+        &self,
+        floor: std::time::Duration,
+        request_timeout: std::time::Duration,
+    ) -> std::time::Duration {
         let parts = self.parts.load(Ordering::Relaxed);
         let secs = if parts == 0 {
             10.0
         } else {
             let us =
                 self.ttfb_us.load(Ordering::Relaxed) + self.transfer_us.load(Ordering::Relaxed);
-            (2.0 * us as f64 / 1e6 / parts as f64).max(2.0)
+            (2.0 * us as f64 / 1e6 / parts as f64).max(floor.as_secs_f64())
         };
         std::time::Duration::from_secs_f64(secs).min(request_timeout)
     }

@@ -93,7 +93,7 @@ pub async fn fetch_part_chunks(
         let from = range.start + buf.filled as u64;
         let sent = std::time::Instant::now();
         let mut ttfb = None;
-        let stall = stats.stall_after(cfg.request_timeout);
+        let stall = stats.stall_after(cfg.stall_floor, cfg.request_timeout);
         let (attempt, asked) = noting_retry_after(tokio::time::timeout(
             cfg.request_timeout,
             read_into(

@@ -174,9 +174,16 @@ impl StokerService {
         if !r.state.is_empty() && !r.states.is_empty() {
             return Err(Status::invalid_argument("give either state (resume) or states (reshard)"));
         }
-        let (start, tokens) =
-            resume_plan::start(&r.state, &r.states, &settings, r.epoch..end_epoch)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (start, tokens) = resume_plan::start(
+            &r.state,
+            &r.states,
+            &settings,
+            r.epoch..end_epoch,
+        )
+        .map_err(|e| {
+            let why = e.to_string();
+            Status::invalid_argument(crate::echo::bounded(&why, crate::echo::MAX_MESSAGE_BYTES))
+        })?;
         let mut pipeline = PipelineConfig {
             order,
             epochs,

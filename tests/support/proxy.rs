@@ -33,9 +33,49 @@ pub struct ProxyConfig {
     /// Refuse every request from `.0` to `.1` after the proxy started (a
     /// SlowDown storm, or an outage).
     pub storm: Option<(Duration, Duration)>,
-    /// Stall every n-th reply: its first 4 KiB flow, then nothing more
+    /// Stall every n-th reply: its first 600 bytes flow, then nothing more
     /// on that connection until the client gives up on it.
     pub stall_every: Option<u64>,
+    /// Every n-th range GET gets a fault, the kinds of [`Fault::ALL`] in
+    /// turn (the fault matrix).
+    pub fault_every: Option<u64>,
+}
+
+/// What the fault matrix injects into a range GET.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fault {
+    Status500,
+    Status502,
+    SlowDown503,
+    TooMany429,
+    /// 503 SlowDown with `Retry-After: 1`.
+    SlowDownRetryAfter,
+    /// The reply is cut (FIN) inside its status line or headers.
+    CutHeaders,
+    /// The reply is cut (FIN) after 600 bytes of it (inside the body of
+    /// a 1,000-byte part: the headers are ~350).
+    CutBody,
+    /// After 600 bytes nothing more comes; the connection stays open.
+    Stall,
+    /// `200 OK` carrying an S3 XML error document instead of the range.
+    XmlError200,
+    /// `206` whose Content-Range is one byte off what was asked.
+    WrongContentRange,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 10] = [
+        Fault::Status500,
+        Fault::Status502,
+        Fault::SlowDown503,
+        Fault::TooMany429,
+        Fault::SlowDownRetryAfter,
+        Fault::CutHeaders,
+        Fault::CutBody,
+        Fault::Stall,
+        Fault::XmlError200,
+        Fault::WrongContentRange,
+    ];
 }
 
 impl ProxyConfig {
@@ -49,6 +89,7 @@ impl ProxyConfig {
             refuse_every: None,
             storm: None,
             stall_every: None,
+            fault_every: None,
         }
     }
 }
@@ -65,6 +106,8 @@ pub struct Proxy {
     pub arrivals: Arc<Mutex<Vec<Arrival>>>,
     /// Replies stalled.
     pub stalled: Arc<AtomicU64>,
+    /// Faults injected, by kind.
+    pub faults: Arc<Mutex<std::collections::HashMap<Fault, u64>>>,
     /// When it started (its `storm` counts from here).
     pub started: Instant,
     task: tokio::task::JoinHandle<()>,
@@ -85,6 +128,9 @@ struct Log {
     seen: Arc<AtomicU64>,
     stalled: Arc<AtomicU64>,
     started: Instant,
+    /// Range GETs seen, for `fault_every`, and faults by kind.
+    ranged: Arc<AtomicU64>,
+    faults: Arc<Mutex<std::collections::HashMap<Fault, u64>>>,
 }
 
 /// Token bucket of the rate cap: 100 ms of burst.
@@ -102,12 +148,15 @@ impl Proxy {
         let arrivals = Arc::new(Mutex::new(Vec::new()));
         let started = Instant::now();
         let stalled = Arc::new(AtomicU64::new(0));
+        let faults = Arc::new(Mutex::new(std::collections::HashMap::new()));
         let log = Log {
             throttled: throttled.clone(),
             arrivals: arrivals.clone(),
             seen: Arc::new(AtomicU64::new(0)),
             stalled: stalled.clone(),
             started,
+            ranged: Arc::new(AtomicU64::new(0)),
+            faults: faults.clone(),
         };
         let task = tokio::spawn(async move {
             loop {
@@ -118,7 +167,7 @@ impl Proxy {
                 });
             }
         });
-        Proxy { addr, throttled, arrivals, stalled, started, task }
+        Proxy { addr, throttled, arrivals, stalled, faults, started, task }
     }
 }
 
@@ -136,6 +185,53 @@ fn admit(bucket: &Mutex<Bucket>, cap: Option<f64>) -> bool {
         false
     }
 }
+
+/// The reply the proxy sends itself for `fault`, instead of forwarding
+/// (`None`: the fault is done to the server's reply).
+fn canned_reply(fault: Fault, range: &str) -> Option<Vec<u8>> {
+    let xml = |code: &str| {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected</Message></Error>"
+        )
+    };
+    let reply = |status: &str, extra: &str, body: &str| {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n{extra}\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    };
+    Some(match fault {
+        Fault::Status500 => reply("500 Internal Server Error", "", &xml("InternalError")),
+        Fault::Status502 => reply("502 Bad Gateway", "", ""),
+        Fault::SlowDown503 => reply("503 Slow Down", "", SLOW_DOWN),
+        Fault::TooMany429 => reply("429 Too Many Requests", "", &xml("TooManyRequests")),
+        Fault::SlowDownRetryAfter => reply("503 Slow Down", "Retry-After: 1\r\n", SLOW_DOWN),
+        Fault::XmlError200 => reply("200 OK", "", &xml("InternalError")),
+        Fault::WrongContentRange => {
+            // "range: bytes=a-b": answer a+1..=b+1 with as many bytes.
+            let (a, b) = range
+                .trim_start_matches("range:")
+                .trim()
+                .trim_start_matches("bytes=")
+                .split_once('-')
+                .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))?;
+            let body = "X".repeat((b - a + 1) as usize);
+            let extra = format!("Content-Range: bytes {}-{}/{}\r\n", a + 1, b + 1, b + 1_000_000);
+            let mut r = reply("206 Partial Content", &extra, "");
+            // Content-Length of the body, not of the empty string above.
+            let head = String::from_utf8_lossy(&r)
+                .replace("Content-Length: 0", &format!("Content-Length: {}", body.len()));
+            r = head.into_bytes();
+            r.extend_from_slice(body.as_bytes());
+            r
+        }
+        Fault::CutHeaders | Fault::CutBody | Fault::Stall => return None,
+    })
+}
+
+/// Where a cut or stalled reply stops: past the headers, inside the body.
+const CUT_AT: u64 = 600;
 
 const SLOW_DOWN: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
 
@@ -159,7 +255,9 @@ async fn serve(
     // Bytes relayed so far, and where to stop relaying (a stalled reply).
     let relayed = Arc::new(AtomicU64::new(0));
     let stall_at = Arc::new(AtomicU64::new(u64::MAX));
-    let (relayed_w, stall_at_r) = (relayed.clone(), stall_at.clone());
+    // At `stall_at`: true, close the connection (FIN); false, go quiet.
+    let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (relayed_w, stall_at_r, cut_r) = (relayed.clone(), stall_at.clone(), cut.clone());
     let replies = tokio::spawn(async move {
         const SLACK: Duration = Duration::from_millis(5);
         let mut buf = vec![0u8; 64 << 10];
@@ -186,6 +284,10 @@ async fn serve(
                 return;
             }
             if stalls {
+                if cut_r.load(Ordering::Relaxed) {
+                    let _ = writer.lock().await.shutdown().await;
+                    return;
+                }
                 // Nothing more on this connection; the request loop ends
                 // this task when the client hangs up.
                 std::future::pending::<()>().await;
@@ -242,10 +344,29 @@ async fn serve(
             client_tx.lock().await.write_all(reply.as_bytes()).await?;
             continue;
         }
+        let fault = if range.is_empty() {
+            None
+        } else {
+            let k = log.ranged.fetch_add(1, Ordering::Relaxed) + 1;
+            cfg.fault_every.filter(|n| k.is_multiple_of(*n)).map(|n| {
+                let kind = Fault::ALL[((k / n - 1) % Fault::ALL.len() as u64) as usize];
+                *log.faults.lock().expect("faults").entry(kind).or_default() += 1;
+                kind
+            })
+        };
+        if let Some(reply) = fault.and_then(|f| canned_reply(f, range)) {
+            client_tx.lock().await.write_all(&reply).await?;
+            continue;
+        }
+        if let Some(f @ (Fault::CutHeaders | Fault::CutBody | Fault::Stall)) = fault {
+            let keep = if f == Fault::CutHeaders { 40 } else { CUT_AT };
+            cut.store(f != Fault::Stall, Ordering::Relaxed);
+            stall_at.store(relayed.load(Ordering::Relaxed) + keep, Ordering::Relaxed);
+        }
         if cfg.stall_every.is_some_and(|n| nth.is_multiple_of(n)) {
             log.stalled.fetch_add(1, Ordering::Relaxed);
             // Every earlier reply is complete (one request at a time).
-            stall_at.store(relayed.load(Ordering::Relaxed) + 4096, Ordering::Relaxed);
+            stall_at.store(relayed.load(Ordering::Relaxed) + CUT_AT, Ordering::Relaxed);
         }
         tokio::time::sleep(cfg.ttfb).await;
         server_tx.write_all(&request).await?;
