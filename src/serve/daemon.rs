@@ -97,6 +97,7 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
             sessions: cfg.defaults.max_sessions_per_user,
             ring_bytes: cfg.defaults.ring_memory_per_user,
         }),
+        opening: tokio::sync::Semaphore::new(4),
         ring_bytes: Default::default(),
         draining: watch::channel(false).0,
     });

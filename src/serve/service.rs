@@ -54,6 +54,9 @@ pub struct DaemonState {
     pub sessions: Mutex<HashMap<String, Arc<Session>>>,
     /// Per-user caps on sessions and ring bytes.
     pub quotas: super::UserQuotas,
+    /// Datasets being opened at once (listings, pattern expansion): each
+    /// may hold a million-shard list while it is built.
+    pub opening: tokio::sync::Semaphore,
     pub ring_bytes: Arc<AtomicU64>,
     /// True once SIGTERM arrived: no new sessions, streams end.
     pub draining: watch::Sender<bool>,
@@ -150,9 +153,16 @@ impl StokerService {
         self.state.defaults.urls.check(&url).map_err(|why| {
             Status::permission_denied(crate::echo::bounded(&why, crate::echo::MAX_MESSAGE_BYTES))
         })?;
+        let opening = self
+            .state
+            .opening
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("stoker is shutting down"))?;
         let dataset = Dataset::open_with(&r.url, &self.state.store, self.state.engines.config())
             .await
             .map_err(|e| status_of(&e.into()))?;
+        drop(opening);
         let mut fields = r.fields.clone();
         fields.sort();
         fields.dedup();

@@ -7,9 +7,11 @@
 
 use super::SourceError;
 
-/// The most names one pattern may expand to; a typo such as `{0..99999999}`
-/// should be an error, not an out-of-memory.
-pub const MAX_EXPANSION: usize = 10_000_000;
+/// The most names one pattern may expand to (as many as a prefix listing
+/// may return): a typo such as `{0..99999999}` should be an error, not an
+/// out-of-memory. A million shards is a LAION-5B-sized dataset several
+/// times over; each costs ~150 bytes of shard list per session.
+pub const MAX_EXPANSION: usize = 1_000_000;
 
 /// One piece of a parsed pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 use object_store::path::Path;
 
@@ -36,23 +36,14 @@ pub async fn resolve_shards(
 ) -> Result<Vec<Arc<ShardRef>>, SourceError> {
     let key = url.key.as_str();
     let shards = if has_braces(key) {
-        let mut shards = Vec::new();
-        let expanded = expand_braces(key).map_err(|e| match e {
-            SourceError::BadPattern { reason, .. } => SourceError::BadPattern {
-                pattern: crate::echo::redacted_url(&url.to_url()),
-                reason,
-            },
-            other => other,
-        })?;
-        for key in expanded {
-            shards.push(Arc::new(ShardRef {
-                url: url.object_url(&key),
-                path: parse_key(url, &key)?,
-                size: None,
-                e_tag: None,
-            }));
-        }
-        shards
+        // Up to a million names, a second of CPU: off the async workers.
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || expand_pattern(&url)).await.map_err(|e| {
+            SourceError::BadPattern {
+                pattern: String::new(),
+                reason: format!("expanding the pattern failed: {e}"),
+            }
+        })??
     } else if !key.is_empty() && !key.ends_with('/') && is_shard_name(key) {
         vec![Arc::new(ShardRef {
             url: url.to_url(),
@@ -67,6 +58,27 @@ pub async fn resolve_shards(
         return Err(SourceError::NoShards { url: url.to_url() });
     }
     Ok(shards)
+}
+
+/// The shards a brace pattern names, in the order written.
+fn expand_pattern(url: &DatasetUrl) -> Result<Vec<Arc<ShardRef>>, SourceError> {
+    let expanded = expand_braces(&url.key).map_err(|e| match e {
+        SourceError::BadPattern { reason, .. } => {
+            SourceError::BadPattern { pattern: crate::echo::redacted_url(&url.to_url()), reason }
+        }
+        other => other,
+    })?;
+    expanded
+        .into_iter()
+        .map(|key| {
+            Ok(Arc::new(ShardRef {
+                url: url.object_url(&key),
+                path: parse_key(url, &key)?,
+                size: None,
+                e_tag: None,
+            }))
+        })
+        .collect()
 }
 
 fn parse_key(url: &DatasetUrl, key: &str) -> Result<Path, SourceError> {
@@ -132,9 +144,20 @@ async fn list_prefix(
     let mut metas: Vec<_> = store
         .list(prefix.as_ref())
         .try_filter(|m| futures::future::ready(is_shard_name(m.location.as_ref())))
+        // One more than allowed tells that there are too many.
+        .take(super::brace::MAX_EXPANSION + 1)
         .try_collect()
         .await
         .map_err(|source| SourceError::List { url: url.to_url(), source })?;
+    if metas.len() > super::brace::MAX_EXPANSION {
+        return Err(SourceError::BadPattern {
+            pattern: crate::echo::redacted_url(&url.to_url()),
+            reason: format!(
+                "more than {} shards below this prefix: name a narrower one",
+                super::brace::MAX_EXPANSION
+            ),
+        });
+    }
     metas.sort_by(|a, b| a.location.as_ref().cmp(b.location.as_ref()));
     Ok(metas
         .into_iter()
