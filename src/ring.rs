@@ -38,6 +38,8 @@ pub enum RingError {
     TooLarge { bytes: u64 },
     #[error("{len} bytes at offset {offset} do not fit a segment of {size} bytes")]
     OutOfBounds { offset: u64, len: u64, size: u64 },
+    #[error("the ring's descriptor is not sealed against shrinking")]
+    Unsealed,
     #[error(transparent)]
     Slot(#[from] SlotError),
 }
@@ -46,9 +48,10 @@ impl RingError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             RingError::Os { .. } => ErrorKind::Internal,
-            RingError::Empty | RingError::OutOfBounds { .. } | RingError::Slot(_) => {
-                ErrorKind::InvalidArgument
-            }
+            RingError::Empty
+            | RingError::OutOfBounds { .. }
+            | RingError::Unsealed
+            | RingError::Slot(_) => ErrorKind::InvalidArgument,
             RingError::TooLarge { .. } => ErrorKind::ResourceExhausted,
         }
     }

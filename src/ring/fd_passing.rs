@@ -79,7 +79,8 @@ mod tests {
     #[test]
     fn a_segment_travels_and_arrives_read_only() {
         let seg = MemfdSegment::create("stoker-test", 1 << 16).unwrap();
-        seg.write_at(100, b"over the socket").unwrap();
+        // SAFETY: this test is the segment's only user.
+        unsafe { seg.write_at(100, b"over the socket") }.unwrap();
         let (daemon, client) = UnixStream::pair().unwrap();
         send_fd(daemon.as_fd(), seg.fd(), b"{\"slots\":4}").unwrap();
         let (fd, payload) = recv_fd(client.as_fd()).unwrap();

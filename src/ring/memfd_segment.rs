@@ -90,16 +90,19 @@ impl MemfdSegment {
         self.fd.as_fd()
     }
 
-    /// Writes `bytes` at `offset`.
+    /// Writes `bytes` at `offset` (the range is checked).
     ///
-    /// The caller must own the slot covering the range (see `SlotTable`);
-    /// the range is checked.
-    pub fn write_at(&self, offset: usize, bytes: &[u8]) -> Result<(), RingError> {
+    /// # Safety
+    ///
+    /// The caller must hold the only claim to the range (a slot in FILLING,
+    /// see `SlotTable`): no other writer and no reader in this process
+    /// while it writes. Safe code could otherwise race two writers.
+    pub unsafe fn write_at(&self, offset: usize, bytes: &[u8]) -> Result<(), RingError> {
         let end = self.check_range(offset, bytes.len())?;
         debug_assert!(end <= self.len);
         // SAFETY: the range lies inside the mapping (checked above), the
-        // mapping lives as long as `self`, and the slot discipline gives the
-        // caller exclusive write access to it.
+        // mapping lives as long as `self`, and the caller's contract gives it
+        // exclusive write access to the range.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 bytes.as_ptr(),
@@ -126,10 +129,16 @@ impl MemfdSegment {
     }
 
     /// Reads `len` bytes at `offset` (tests, diagnostics).
-    pub fn read_at(&self, offset: usize, len: usize) -> Result<Vec<u8>, RingError> {
+    ///
+    /// # Safety
+    ///
+    /// No writer may be writing the range meanwhile (the slot is not in
+    /// FILLING, or the caller is its writer).
+    pub unsafe fn read_at(&self, offset: usize, len: usize) -> Result<Vec<u8>, RingError> {
         let end = self.check_range(offset, len)?;
         let mut out = vec![0u8; end - offset];
-        // SAFETY: in bounds (checked), mapping alive for `self`'s lifetime.
+        // SAFETY: in bounds (checked), mapping alive for `self`'s lifetime,
+        // and no concurrent writer by the caller's contract.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 self.ptr.as_ptr().add(offset),
@@ -159,11 +168,30 @@ pub struct ReadOnlyMapping {
 }
 
 impl ReadOnlyMapping {
-    /// Maps `fd` read-only (`len` bytes).
+    /// Maps `fd` read-only (`len` bytes), once it is known to be a memfd
+    /// sealed against shrinking and at least `len` long: a descriptor that
+    /// could shrink under the mapping would turn reads into SIGBUS.
     pub fn map(fd: BorrowedFd<'_>, len: usize) -> Result<ReadOnlyMapping, RingError> {
         let size = NonZeroUsize::new(len).ok_or(RingError::Empty)?;
-        // SAFETY: a new read-only shared mapping of a sealed memfd whose size
-        // cannot shrink, so every byte of it stays backed.
+        let seals = fcntl(fd, FcntlArg::F_GET_SEALS)
+            .map_err(|e| RingError::Os { what: "fcntl(F_GET_SEALS)", errno: e })?;
+        if SealFlag::from_bits_truncate(seals) & SealFlag::F_SEAL_SHRINK != SealFlag::F_SEAL_SHRINK
+        {
+            return Err(RingError::Unsealed);
+        }
+        let actual = nix::sys::stat::fstat(fd)
+            .map_err(|e| RingError::Os { what: "fstat", errno: e })?
+            .st_size;
+        if u64::try_from(actual).unwrap_or(0) < len as u64 {
+            return Err(RingError::OutOfBounds {
+                offset: 0,
+                len: len as u64,
+                size: actual.max(0) as u64,
+            });
+        }
+        // SAFETY: a new read-only shared mapping of a memfd sealed against
+        // shrinking and at least `len` long (both checked above), so every
+        // byte of it stays backed.
         let ptr = unsafe { mmap(None, size, ProtFlags::PROT_READ, MapFlags::MAP_SHARED, fd, 0) }
             .map_err(|e| RingError::Os { what: "mmap(PROT_READ)", errno: e })?;
         Ok(ReadOnlyMapping { ptr: ptr.cast(), len })
@@ -211,11 +239,13 @@ mod tests {
     #[test]
     fn clients_read_but_cannot_write_or_resize() {
         let seg = MemfdSegment::create("stoker-test", 1 << 20).unwrap();
-        seg.write_at(4096, b"hello ring").unwrap();
+        // SAFETY: this test is the segment's only user (the writes below too).
+        unsafe { seg.write_at(4096, b"hello ring") }.unwrap();
         let ro = ReadOnlyMapping::map(seg.fd(), seg.len()).unwrap();
         assert_eq!(&ro.bytes()[4096..4106], b"hello ring");
         // The daemon's earlier mapping keeps writing; clients see it.
-        seg.write_at(4096, b"HELLO").unwrap();
+        // SAFETY: as above.
+        unsafe { seg.write_at(4096, b"HELLO") }.unwrap();
         assert_eq!(&ro.bytes()[4096..4101], b"HELLO");
         assert_eq!(ReadOnlyMapping::try_map_writable(seg.fd(), seg.len()), Err(nix::Error::EPERM));
         assert_eq!(nix::unistd::ftruncate(seg.fd(), 10), Err(nix::Error::EPERM));
@@ -225,8 +255,23 @@ mod tests {
     #[test]
     fn out_of_bounds_writes_are_errors() {
         let seg = MemfdSegment::create("stoker-test", 4096).unwrap();
-        assert!(matches!(seg.write_at(4090, &[0; 10]), Err(RingError::OutOfBounds { .. })));
-        assert!(matches!(seg.write_at(usize::MAX, &[0; 1]), Err(RingError::OutOfBounds { .. })));
+        // SAFETY: this test is the segment's only user.
+        let r = unsafe { seg.write_at(4090, &[0; 10]) };
+        assert!(matches!(r, Err(RingError::OutOfBounds { .. })));
+        // SAFETY: as above.
+        let r = unsafe { seg.write_at(usize::MAX, &[0; 1]) };
+        assert!(matches!(r, Err(RingError::OutOfBounds { .. })));
         assert!(matches!(MemfdSegment::create("x", 0), Err(RingError::Empty)));
+    }
+
+    #[test]
+    fn a_client_maps_only_a_sealed_segment_as_long_as_it_says() {
+        let seg = MemfdSegment::create("stoker-test", 8192).unwrap();
+        let r = ReadOnlyMapping::map(seg.fd(), 16384);
+        assert!(matches!(r, Err(RingError::OutOfBounds { .. })), "longer than the segment");
+        let plain = memfd_create("unsealed", MFdFlags::MFD_CLOEXEC).unwrap();
+        nix::unistd::ftruncate(&plain, 8192).unwrap();
+        let r = ReadOnlyMapping::map(plain.as_fd(), 8192);
+        assert!(matches!(r, Err(RingError::Unsealed)), "could shrink under the mapping");
     }
 }
