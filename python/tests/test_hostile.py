@@ -195,3 +195,14 @@ def test_a_thousand_generated_hostile_requests_leave_the_daemon_serving(daemon, 
     assert codes.get("INVALID_ARGUMENT", 0) > 100, codes
     assert codes.get("RESOURCE_EXHAUSTED", 0) > 100, codes
     assert daemon.rss_bytes() < base + (512 << 20), (base, daemon.rss_bytes())
+
+
+def test_reconnects_back_off_exponentially_to_five_seconds():
+    """A node's ranks that lost the daemon together must not reconnect in
+    step every 0.1 s (each reconnect may cost a listing): the longest wait
+    doubles from 0.1 s to 5 s, and the wait is drawn below it (jitter)."""
+    from stoker.client import _reconnect_delay
+
+    longest = [_reconnect_delay(n) for n in range(1, 40)]
+    assert longest[:4] == pytest.approx([0.1, 0.2, 0.4, 0.8])
+    assert longest == sorted(longest) and max(longest) == 5.0
