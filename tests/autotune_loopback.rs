@@ -1,7 +1,7 @@
 //! The autotuner on a real path: the test S3 server behind a proxy that adds
 //! 20 ms to the first byte, caps each connection at 50 MB/s and (in one
 //! test) answers 503 SlowDown above a request-rate cap. (`Retry-After`,
-//! storms and outages: `store_outages.rs`.)
+//! storms and outages: `store_faults/outages.rs`.)
 
 mod support;
 

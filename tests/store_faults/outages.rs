@@ -4,15 +4,13 @@
 //! outage costs a bounded number of requests and is ridden out up to the
 //! outage tolerance, then ends in a named error.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::proxy::{Arrival, Proxy, ProxyConfig};
+use crate::support::*;
 use stoker::fetch::{FetchConfig, FetchEngine, FetchStats, RateGate};
 use stoker::pipeline::PipelineConfig;
 use stoker::source::{Dataset, SourceError, StoreOptions};
-use support::proxy::{Arrival, Proxy, ProxyConfig};
-use support::*;
 
 fn proxied_options(server: &S3Server, proxy: &Proxy) -> StoreOptions {
     let mut opts = server.options();

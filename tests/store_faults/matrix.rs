@@ -5,15 +5,13 @@
 //! over a thousand of them in one run: every sample arrives once, byte for
 //! byte; and at 1% faults the retries cost at most 5% more requests.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::proxy::{Fault, Proxy, ProxyConfig};
+use crate::support::*;
 use stoker::fetch::{FetchConfig, FetchEngine, FetchSnapshot};
 use stoker::pipeline::PipelineConfig;
 use stoker::source::Dataset;
-use support::proxy::{Fault, Proxy, ProxyConfig};
-use support::*;
 
 /// Reads 16 shards of 256 KiB in 1,000-byte parts (~4,200 range GETs)
 /// through a proxy that faults every `every`-th range GET; checks every
@@ -63,7 +61,7 @@ async fn a_thousand_faults_of_ten_kinds_lose_nothing() {
     let started = std::time::Instant::now();
     // Without the request-rate limiter: a quarter of all replies faulted,
     // 7.5% of them throttling, would (rightly) slow it to a crawl; the
-    // limiter has its own tests (`autotune_loopback`, `store_outages`).
+    // limiter has its own tests (`autotune_loopback`, `store_faults`).
     let (faults, stats) = read_with_faults("matrix", 4, false).await;
     let total: u64 = faults.values().sum();
     println!(
