@@ -147,10 +147,7 @@ pub async fn fetch_part_chunks(
                     ));
                 }
                 if class.throttled {
-                    FetchStats::add(&stats.throttled, 1);
-                    if let Some(gate) = gate {
-                        gate.on_throttle();
-                    }
+                    retry.throttled();
                 }
                 chain(&e)
             }
@@ -307,9 +304,8 @@ pub async fn head_shard(
         if !class.transient {
             return Err(FetchError::from_store(shard, None, retry.attempts(), e));
         }
-        FetchStats::add(&stats.throttled, u64::from(class.throttled));
-        if let (true, Some(gate)) = (class.throttled, gate) {
-            gate.on_throttle();
+        if class.throttled {
+            retry.throttled();
         }
         if let Err(why) = retry.wait(asked).await {
             let detail = format!("{}; {why}", chain(&e));

@@ -81,6 +81,15 @@ impl<'a> RetryLoop<'a> {
         FetchStats::add(&self.stats.requests, 1);
     }
 
+    /// A reply said slow down (503 SlowDown, 429): counted, and the
+    /// endpoint's rate limiter cuts.
+    pub fn throttled(&self) {
+        FetchStats::add(&self.stats.throttled, 1);
+        if let Some(gate) = self.gate {
+            gate.on_throttle();
+        }
+    }
+
     /// Bytes arrived: the outage clock starts again.
     pub fn progress(&mut self) {
         self.progress_at = Instant::now();

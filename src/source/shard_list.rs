@@ -117,8 +117,8 @@ async fn list_retrying(
                 return done;
             }
         };
-        if let (true, Some(gate)) = (classify(&e).throttled, &gate) {
-            gate.on_throttle();
+        if classify(&e).throttled {
+            retry.throttled();
         }
         match retry.wait(asked).await {
             Ok(delay) => {
