@@ -25,8 +25,17 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "stoker", version, about, long_about)]
 pub struct Cli {
+    /// Log lines as text or as one JSON object per line (for log shippers).
+    #[arg(long, global = true, value_enum, default_value = "text", env = "STOKER_LOG_FORMAT")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -51,17 +60,29 @@ pub fn parse_store_opt(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected KEY=VALUE, got '{text}'"))
 }
 
-fn init_logging() {
+/// Logs go to stderr through `tracing`, filtered by STOKER_LOG (default:
+/// warnings; the daemon also says what it serves, sessions opening and
+/// closing, and draining).
+fn init_logging(format: LogFormat, daemon: bool) {
+    let default = if daemon { "warn,stoker=info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("STOKER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }
 
 /// Runs the CLI; the exit code is 0 on success, 2 for bad input, 1 otherwise.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    let daemon = matches!(cli.command, Command::Serve(_));
+    init_logging(cli.log_format, daemon);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("stoker-io")
@@ -85,7 +106,12 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            if daemon {
+                // The daemon's log may be JSON: its last word is a log line too.
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
             let kind = e
                 .downcast_ref::<crate::Error>()
                 .map(crate::Error::kind)

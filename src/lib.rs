@@ -19,6 +19,7 @@ pub mod cli;
 pub mod echo;
 pub mod error;
 pub mod fetch;
+pub mod metrics;
 pub mod order;
 pub mod pipeline;
 pub mod ring;

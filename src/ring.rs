@@ -23,7 +23,7 @@ mod sync;
 pub use fd_passing::{MAX_PAYLOAD, recv_fd, send_fd};
 pub use memfd_segment::{MemfdSegment, ReadOnlyMapping};
 pub use session_ring::{Filling, Lease, SessionRing};
-pub use slot_table::{SlotError, SlotTable, SlotToken};
+pub use slot_table::{SlotCounts, SlotError, SlotTable, SlotToken};
 
 use crate::ErrorKind;
 

@@ -10,6 +10,7 @@
 //! ```
 
 mod daemon;
+mod daemon_metrics;
 mod engines;
 pub mod resume_plan;
 pub mod resume_token;

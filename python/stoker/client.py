@@ -166,6 +166,10 @@ class Loader:
         self._held = 0
         self._pending: list = []
         self._waiting = False
+        # Seconds spent waiting for batches (input stall): in all, and not
+        # yet told to the daemon (it goes with the next release).
+        self.waited_seconds = 0.0
+        self._unreported_wait_us = 0
         self._in_flight: set = set()
         self._lock = threading.RLock()
 
@@ -195,6 +199,8 @@ class Loader:
         by_session: dict = {}
         for session, lease in leases:
             by_session.setdefault(session, []).append(lease)
+        with self._lock:
+            waited_us, self._unreported_wait_us = self._unreported_wait_us, 0
         for session, group in by_session.items():
             try:
                 # Asynchronous; the daemon refuses stale leases, and a
@@ -203,8 +209,10 @@ class Loader:
                 # done, so the future is kept until then: a lost release
                 # would leave the daemon waiting for the slot for good.
                 future = self._client._stub.Release.future(
-                    pb.ReleaseRequest(session=session, leases=group), timeout=10
+                    pb.ReleaseRequest(session=session, leases=group, waited_us=waited_us),
+                    timeout=10,
                 )
+                waited_us = 0
                 with self._lock:
                     self._in_flight.add(future)
                 future.add_done_callback(self._release_done)
@@ -227,6 +235,11 @@ class Loader:
     def _after_wait(self) -> None:
         with self._lock:
             self._waiting = False
+
+    def _add_wait(self, seconds: float) -> None:
+        with self._lock:
+            self.waited_seconds += seconds
+            self._unreported_wait_us += int(seconds * 1e6)
 
     def _open(self):
         req = pb.OpenStreamRequest()
@@ -269,10 +282,12 @@ class Loader:
                     call, ring, session = self._open()
                     while True:
                         self._before_wait()
+                        asked = time.monotonic()
                         try:
                             event = next(call, None)
                         finally:
                             self._after_wait()
+                            self._add_wait(time.monotonic() - asked)
                         if event is None:
                             break
                         kind = event.WhichOneof("event")

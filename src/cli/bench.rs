@@ -18,6 +18,7 @@ use super::size_arg::{human_bytes, parse_bytes};
 use super::tuning_cache::{TuningCache, cache_key};
 use crate::autotune::WarmStart;
 use crate::fetch::{FetchConfig, FetchEngine, Provenance, TunePoint};
+use crate::metrics::http::MetricsSource;
 use crate::order::OrderConfig;
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::source::{Dataset, EmulatedStore, RemoteProfile, StoreOptions, s3_endpoint};
@@ -99,6 +100,13 @@ pub struct BenchArgs {
     /// Draw goodput, concurrency and part size over time into FILE (.svg or .png).
     #[arg(long, value_name = "FILE")]
     pub plot: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics while the run lasts.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Write the metrics as they stand at the end of the run to FILE
+    /// (Prometheus text format: e.g. for node_exporter's textfile collector).
+    #[arg(long, value_name = "FILE")]
+    pub metrics_out: Option<std::path::PathBuf>,
     /// Start the autotuner from one request instead of where the last run
     /// against this endpoint and bucket settled, and save nothing (the
     /// cache: $XDG_CACHE_HOME/stoker/tuning.json, or STOKER_TUNING_CACHE).
@@ -107,7 +115,25 @@ pub struct BenchArgs {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let report = bench(&args).await?;
+    let server = match args.metrics_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --metrics-addr {addr}"))?;
+            eprintln!("Metrics: http://{}/metrics", listener.local_addr()?);
+            Some(tokio::spawn(crate::metrics::http::serve(listener, live_metrics())))
+        }
+        None => None,
+    };
+    let report = bench(&args).await;
+    if let Some(server) = server {
+        server.abort();
+    }
+    let report = report?;
+    if let Some(path) = &args.metrics_out {
+        let text = crate::metrics::render(&live_metrics().figures())?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
     if args.json {
         eprintln!("{}", report.table());
         println!("{}", serde_json::to_string(&report)?);
@@ -361,6 +387,37 @@ fn median_round(rs: &[BenchReport]) -> Option<&BenchReport> {
     sorted.get(sorted.len().saturating_sub(1) / 2).copied()
 }
 
+/// This process's runs, as its metrics show them: every engine so far
+/// (counters sum over them: a sweep's runs add up) and what was delivered.
+#[derive(Debug, Default)]
+pub struct BenchMetrics {
+    engines: std::sync::Mutex<Vec<(String, Arc<FetchEngine>)>>,
+    delivered: crate::metrics::Delivery,
+}
+
+/// The one `BenchMetrics` of this process.
+pub fn live_metrics() -> Arc<BenchMetrics> {
+    static LIVE: std::sync::LazyLock<Arc<BenchMetrics>> = std::sync::LazyLock::new(Arc::default);
+    LIVE.clone()
+}
+
+impl MetricsSource for BenchMetrics {
+    fn figures(&self) -> crate::metrics::Figures {
+        let engines = self.engines.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let last = engines.last().map(|(_, e)| e.budget.clone());
+        crate::metrics::Figures {
+            engines: engines
+                .iter()
+                .map(|(endpoint, e)| crate::metrics::EngineFigures::of(endpoint, e))
+                .collect(),
+            memory_used_bytes: last.as_ref().map_or(0, |b| b.used_bytes()),
+            memory_budget_bytes: last.as_ref().map_or(0, |b| b.total_bytes()),
+            delivered: self.delivered.delivered(),
+            daemon: None,
+        }
+    }
+}
+
 /// One run of the pipeline with `fetch` settings, and what the autotuner
 /// settled on (for the tuning cache).
 async fn run_once(
@@ -374,6 +431,8 @@ async fn run_once(
 ) -> anyhow::Result<(BenchReport, Option<WarmStart>)> {
     let endpoint = dataset.url.endpoint();
     let engine = FetchEngine::for_endpoint(dataset.store.clone(), fetch.clone(), &endpoint);
+    let metrics = live_metrics();
+    metrics.engines.lock().unwrap_or_else(|p| p.into_inner()).push((endpoint, engine.clone()));
     let cpu_start = cpu_seconds();
     let started = Instant::now();
     let mut pipeline = Pipeline::start(dataset, engine.clone(), cfg)?;
@@ -431,6 +490,7 @@ async fn run_once(
         bytes += batch.payload_bytes();
         samples += batch.num_samples as u64;
         batches += 1;
+        metrics.delivered.add_batch(batch.num_samples as u64, batch.payload_bytes());
         pipeline.recycle(batch);
         progress.set_position(bytes);
     }

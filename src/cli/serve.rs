@@ -59,6 +59,14 @@ pub struct ServeArgs {
     /// Seconds a SIGTERM waits for sessions to end before exiting.
     #[arg(long, default_value_t = 8.0)]
     pub drain_secs: f64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (and /healthz,
+    /// /readyz), e.g. 0.0.0.0:9464. See docs/METRICS.md.
+    #[arg(long, value_name = "ADDR", env = "STOKER_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Report ready (gRPC health, /readyz) only once this dataset URL lists:
+    /// the store is reachable with the daemon's credentials. Retried every 5 s.
+    #[arg(long, value_name = "URL")]
+    pub ready_url: Option<String>,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -81,6 +89,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             shuffle_bytes: crate::pipeline::PipelineConfig::default().shuffle_bytes,
         },
         drain_timeout: Duration::from_secs_f64(args.drain_secs.clamp(0.0, 3600.0)),
+        metrics: args.metrics_addr,
+        ready_url: args.ready_url,
     };
     crate::serve::run(cfg).await
 }

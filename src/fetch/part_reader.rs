@@ -120,6 +120,9 @@ pub async fn fetch_part_chunks(
                 let ttfb = ttfb.unwrap_or(total);
                 FetchStats::add(&stats.ttfb_us, ttfb.as_micros() as u64);
                 FetchStats::add(&stats.transfer_us, total.saturating_sub(ttfb).as_micros() as u64);
+                let histograms = crate::metrics::store();
+                histograms.first_byte.observe(ttfb.as_secs_f64());
+                histograms.transfer.observe(total.saturating_sub(ttfb).as_secs_f64());
                 if let Some(gate) = gate {
                     gate.on_success();
                 }

@@ -142,6 +142,27 @@ impl SlotTable {
     pub fn free_count(&self) -> usize {
         self.words.iter().filter(|w| unpack(w.load(Ordering::Acquire)).1 == FREE).count()
     }
+
+    /// Slots now free, filling and leased (each read once: a moment's view).
+    pub fn counts(&self) -> SlotCounts {
+        let mut c = SlotCounts::default();
+        for w in self.words.iter() {
+            match unpack(w.load(Ordering::Acquire)).1 {
+                FREE => c.free += 1,
+                FILLING => c.filling += 1,
+                _ => c.leased += 1,
+            }
+        }
+        c
+    }
+}
+
+/// How many slots are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlotCounts {
+    pub free: u64,
+    pub filling: u64,
+    pub leased: u64,
 }
 
 #[cfg(all(test, not(feature = "model")))]
@@ -155,6 +176,7 @@ mod tests {
         let b = t.acquire().unwrap();
         assert!(t.acquire().is_none(), "two slots only");
         let lease_a = t.publish(a).unwrap();
+        assert_eq!(t.counts(), SlotCounts { free: 0, filling: 1, leased: 1 });
         assert_eq!(
             t.publish(a),
             Err(SlotError::Stale { slot: a.slot, generation: a.generation }),

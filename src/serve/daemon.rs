@@ -35,6 +35,11 @@ pub struct ServeConfig {
     pub defaults: SessionDefaults,
     /// How long a drain waits for sessions to end before exiting anyway.
     pub drain_timeout: Duration,
+    /// Prometheus metrics, /healthz and /readyz over HTTP.
+    pub metrics: Option<SocketAddr>,
+    /// Readiness waits until this dataset URL lists (the store is
+    /// reachable with the daemon's credentials).
+    pub ready_url: Option<String>,
 }
 
 /// The ring socket's path for a gRPC socket path.
@@ -74,12 +79,8 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     cfg.fetch.validate()?;
     let ring_path = ring_socket_path(&cfg.socket);
     // TCP first: a failure there leaves no socket files behind.
-    let tcp = match cfg.tcp {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?,
-        ),
-        None => None,
-    };
+    let tcp = bind_tcp(cfg.tcp).await?;
+    let metrics = bind_tcp(cfg.metrics).await?;
     let listener = bind_unix(&cfg.socket)?;
     let ring_listener = match bind_unix(&ring_path) {
         Ok(l) => l,
@@ -100,9 +101,16 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         opening: tokio::sync::Semaphore::new(4),
         ring_bytes: Default::default(),
         draining: watch::channel(false).0,
+        counters: Default::default(),
     });
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<StokerServer<StokerService>>().await;
+    // Liveness answers at once; readiness ("" and the service) once the
+    // checks below pass.
+    health.set_service_status(LIVENESS, tonic_health::ServingStatus::Serving).await;
+    health.set_not_serving::<StokerServer<StokerService>>().await;
+    health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    check_memory_limit(&cfg);
+    let readiness = tokio::spawn(become_ready(cfg.clone(), state.clone(), health.clone()));
     let service = StokerServer::new(StokerService { state: state.clone() });
     let (stop, stopped) = watch::channel(false);
     let stop_signal = |mut rx: watch::Receiver<bool>| async move {
@@ -131,7 +139,15 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         servers.spawn(async move { server.await.context("serving TCP") });
     }
     let ring_task = tokio::spawn(ring_socket::serve(ring_listener, state.clone()));
-    eprintln!("stoker: serving on {listening}");
+    let metrics_task = match metrics {
+        Some(listener) => {
+            listening.push_str(&format!(", metrics: http://{}/metrics", listener.local_addr()?));
+            let source = Arc::new(super::daemon_metrics::DaemonMetrics(state.clone()));
+            Some(tokio::spawn(crate::metrics::http::serve(listener, source)))
+        }
+        None => None,
+    };
+    tracing::info!("serving on {listening}");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let failed = tokio::select! {
@@ -146,7 +162,8 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     }
 
     // Drain: refuse new sessions, end the streams, wait for them to go.
-    eprintln!("stoker: draining ({} sessions)", state.session_count());
+    tracing::info!("draining ({} sessions)", state.session_count());
+    readiness.abort();
     let started = Instant::now();
     state.draining.send_replace(true);
     health.set_not_serving::<StokerServer<StokerService>>().await;
@@ -160,8 +177,82 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     let _ =
         tokio::time::timeout(left, async { while servers.join_next().await.is_some() {} }).await;
     ring_task.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     let _ = std::fs::remove_file(&cfg.socket);
     let _ = std::fs::remove_file(&ring_path);
-    eprintln!("stoker: stopped after draining for {:.1} s", started.elapsed().as_secs_f64());
+    tracing::info!("stopped after draining for {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The gRPC health service name kubelet's liveness probe asks about: it
+/// answers SERVING while the process runs, ready or not (the default
+/// name, "", is readiness).
+pub const LIVENESS: &str = "liveness";
+
+async fn bind_tcp(addr: Option<SocketAddr>) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    match addr {
+        Some(addr) => Ok(Some(
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Marks the daemon ready once `--ready-url` lists (retried every 5 s
+/// until it does; the store may come up after the daemon).
+async fn become_ready(
+    cfg: ServeConfig,
+    state: Arc<DaemonState>,
+    health: tonic_health::server::HealthReporter,
+) {
+    if let Some(url) = &cfg.ready_url {
+        let shown = crate::echo::redacted_url(url);
+        loop {
+            match crate::source::Dataset::open_with(url, &cfg.store, &cfg.fetch).await {
+                Ok(d) => {
+                    tracing::info!(url = %shown, shards = d.shards.len(), "store reachable");
+                    break;
+                }
+                Err(e) => {
+                    let error = crate::echo::bounded(&e.to_string(), 512);
+                    tracing::warn!(url = %shown, %error, "not ready: the store is not reachable");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        }
+    }
+    state.counters.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    health.set_serving::<StokerServer<StokerService>>().await;
+    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    tracing::info!("ready");
+}
+
+/// Ring pages and fetched parts count against the daemon's memory (its
+/// container's limit, on Kubernetes): say so at start if the caps cannot
+/// fit, rather than meet the OOM killer under load.
+fn check_memory_limit(cfg: &ServeConfig) {
+    let Some(limit) = cgroup_memory_limit() else { return };
+    let caps = cfg.defaults.ring_memory.saturating_add(cfg.fetch.memory_budget_bytes);
+    if caps > limit {
+        tracing::warn!(
+            ring_memory = cfg.defaults.ring_memory,
+            memory_budget = cfg.fetch.memory_budget_bytes,
+            memory_limit = limit,
+            "--ring-memory plus --memory-budget exceed this container's memory limit: \
+             busy sessions would be OOM-killed; lower them or raise the limit \
+             (docs/OPERATIONS.md, sizing)"
+        );
+    }
+}
+
+/// The memory limit of this process's cgroup (v2, then v1), if it has one.
+fn cgroup_memory_limit() -> Option<u64> {
+    ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .filter_map(|s| s.trim().parse::<u64>().ok())
+        // cgroup v1 says "no limit" with a huge number.
+        .find(|&n| n < 1 << 60)
 }

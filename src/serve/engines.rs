@@ -41,6 +41,12 @@ impl Engines {
         self.by_endpoint.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }
 
+    /// Every engine made so far, with its endpoint.
+    pub fn all_named(&self) -> Vec<(String, Arc<FetchEngine>)> {
+        let map = self.by_endpoint.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
     /// The engine for `dataset`'s endpoint (scheme and bucket/host).
     pub fn for_dataset(&self, dataset: &Dataset) -> Arc<FetchEngine> {
         let endpoint = dataset.url.endpoint();

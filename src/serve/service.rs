@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::daemon_metrics::DaemonCounters;
 use super::engines::Engines;
 use super::proto::{self, stream_event::Event};
 use super::resume_plan::{self, TokenMaker};
@@ -60,6 +61,8 @@ pub struct DaemonState {
     pub ring_bytes: Arc<AtomicU64>,
     /// True once SIGTERM arrived: no new sessions, streams end.
     pub draining: watch::Sender<bool>,
+    /// Totals for metrics, ended sessions included; readiness.
+    pub counters: super::daemon_metrics::DaemonCounters,
 }
 
 impl DaemonState {
@@ -246,16 +249,12 @@ impl StokerService {
             .map_err(|e| Status::resource_exhausted(format!("creating the session's ring: {e}")))?;
         Ok((Arc::new(ring), reservation))
     }
-}
 
-#[tonic::async_trait]
-impl proto::stoker_server::Stoker for StokerService {
-    type OpenStreamStream = ReceiverStream<Result<proto::StreamEvent, Status>>;
-
-    async fn open_stream(
+    /// Opens a session: checks, plans and starts it, and spawns its driver.
+    async fn open(
         &self,
         request: Request<proto::OpenStreamRequest>,
-    ) -> Result<Response<Self::OpenStreamStream>, Status> {
+    ) -> Result<Response<ReceiverStream<Result<proto::StreamEvent, Status>>>, Status> {
         if *self.state.draining.borrow() {
             return Err(Status::unavailable("stoker is shutting down; retry with your last state"));
         }
@@ -287,6 +286,7 @@ impl proto::stoker_server::Stoker for StokerService {
             ring_bytes,
             quota,
             fd_sent: watch::channel(false).0,
+            opened_at: std::time::Instant::now(),
         });
         let info = proto::RingInfo {
             session: session.id.clone(),
@@ -319,6 +319,8 @@ impl proto::stoker_server::Stoker for StokerService {
             // Ours goes first, so the map's is the last: once the session
             // is gone from Stats, its ring memory is given back too.
             let (id, uid) = (session.id.clone(), session.uid);
+            let age = session.opened_at.elapsed().as_micros() as u64;
+            state.counters.ended_session_us.fetch_add(age, Ordering::Relaxed);
             drop(session);
             state.remove(&id);
             if state.session_count() == 0 {
@@ -328,6 +330,21 @@ impl proto::stoker_server::Stoker for StokerService {
             tracing::debug!(session = %id, "session closed");
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+#[tonic::async_trait]
+impl proto::stoker_server::Stoker for StokerService {
+    type OpenStreamStream = ReceiverStream<Result<proto::StreamEvent, Status>>;
+
+    async fn open_stream(
+        &self,
+        request: Request<proto::OpenStreamRequest>,
+    ) -> Result<Response<Self::OpenStreamStream>, Status> {
+        let opened = self.open(request).await;
+        let counters = &self.state.counters;
+        DaemonCounters::count(if opened.is_ok() { &counters.opened } else { &counters.refused });
+        opened
     }
 
     async fn release(
@@ -345,6 +362,8 @@ impl proto::stoker_server::Stoker for StokerService {
         if session.uid != uid && uid != 0 {
             return Err(Status::permission_denied("not your session"));
         }
+        let waited = session.add_wait(r.waited_us);
+        self.state.counters.delivered.wait_us.fetch_add(waited, Ordering::Relaxed);
         let refused = r
             .leases
             .into_iter()
@@ -395,6 +414,9 @@ impl proto::stoker_server::Stoker for StokerService {
             reply.slots_leased = (table.len() - table.free_count()) as u32;
             reply.shared_bytes = s.engine.sharing.shared_bytes.load(Ordering::Relaxed);
             reply.ring_bytes = s.ring_bytes.bytes();
+            reply.consumer_wait_us = s.stats.wait_us.load(Ordering::Relaxed);
+        } else {
+            reply.consumer_wait_us = state.counters.delivered.wait_us.load(Ordering::Relaxed);
         }
         Ok(Response::new(reply))
     }
@@ -432,6 +454,7 @@ async fn drive(
         let event = match next {
             Some(Ok(b)) => {
                 session.stats.add_batch(b.num_samples as u64, b.payload_bytes);
+                state.counters.delivered.add_batch(b.num_samples as u64, b.payload_bytes);
                 let state = tokens.token(b.epoch, b.index + 1, &b.progress);
                 Event::Batch(proto::BatchDescriptor {
                     slot: b.lease.token.slot,
@@ -449,6 +472,7 @@ async fn drive(
             Some(Err(e)) => {
                 let status = status_of(&e);
                 tracing::warn!(uid = session.uid, error = %status.message(), "session failed");
+                DaemonCounters::count(&state.counters.failed);
                 // No grace period for a failed stream: its ring memory goes
                 // back now, not after 30 s (32 failing sessions once held
                 // every byte of it, and every new session failed meanwhile).

@@ -24,20 +24,23 @@ pub struct Session {
     pub quota: super::user_quota::QuotaGuard,
     /// Set once the client has the ring's descriptor.
     pub fd_sent: tokio::sync::watch::Sender<bool>,
+    pub opened_at: std::time::Instant,
 }
 
-#[derive(Debug, Default)]
-pub struct SessionStats {
-    pub batches: AtomicU64,
-    pub samples: AtomicU64,
-    pub bytes: AtomicU64,
-}
+/// What a session delivered and how long its client waited.
+pub type SessionStats = crate::metrics::Delivery;
 
-impl SessionStats {
-    pub fn add_batch(&self, samples: u64, bytes: u64) {
-        self.batches.fetch_add(1, Ordering::Relaxed);
-        self.samples.fetch_add(samples, Ordering::Relaxed);
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+impl Session {
+    /// Adds what the client reports it waited, but never more than the
+    /// session has existed: a client cannot inflate the figure.
+    pub fn add_wait(&self, waited_us: u64) -> u64 {
+        let age = self.opened_at.elapsed().as_micros() as u64;
+        let mut added = 0;
+        let _ = self.stats.wait_us.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+            added = waited_us.min(age.saturating_sub(w));
+            Some(w + added)
+        });
+        added
     }
 }
 

@@ -117,12 +117,14 @@ class SlotLease(_message.Message):
     def __init__(self, slot: _Optional[int] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
-    __slots__ = ("session", "leases")
+    __slots__ = ("session", "leases", "waited_us")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     LEASES_FIELD_NUMBER: _ClassVar[int]
+    WAITED_US_FIELD_NUMBER: _ClassVar[int]
     session: str
     leases: _containers.RepeatedCompositeFieldContainer[SlotLease]
-    def __init__(self, session: _Optional[str] = ..., leases: _Optional[_Iterable[_Union[SlotLease, _Mapping]]] = ...) -> None: ...
+    waited_us: int
+    def __init__(self, session: _Optional[str] = ..., leases: _Optional[_Iterable[_Union[SlotLease, _Mapping]]] = ..., waited_us: _Optional[int] = ...) -> None: ...
 
 class ReleaseReply(_message.Message):
     __slots__ = ("refused",)
@@ -137,7 +139,7 @@ class StatsRequest(_message.Message):
     def __init__(self, session: _Optional[str] = ...) -> None: ...
 
 class StatsReply(_message.Message):
-    __slots__ = ("batches", "samples", "bytes", "requests", "retries", "throttled", "concurrency", "part_bytes", "slots_leased", "sessions", "ring_bytes", "budget_used_bytes", "shared_bytes")
+    __slots__ = ("batches", "samples", "bytes", "requests", "retries", "throttled", "concurrency", "part_bytes", "slots_leased", "sessions", "ring_bytes", "budget_used_bytes", "shared_bytes", "consumer_wait_us")
     BATCHES_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -151,6 +153,7 @@ class StatsReply(_message.Message):
     RING_BYTES_FIELD_NUMBER: _ClassVar[int]
     BUDGET_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
     SHARED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_WAIT_US_FIELD_NUMBER: _ClassVar[int]
     batches: int
     samples: int
     bytes: int
@@ -164,4 +167,5 @@ class StatsReply(_message.Message):
     ring_bytes: int
     budget_used_bytes: int
     shared_bytes: int
-    def __init__(self, batches: _Optional[int] = ..., samples: _Optional[int] = ..., bytes: _Optional[int] = ..., requests: _Optional[int] = ..., retries: _Optional[int] = ..., throttled: _Optional[int] = ..., concurrency: _Optional[int] = ..., part_bytes: _Optional[int] = ..., slots_leased: _Optional[int] = ..., sessions: _Optional[int] = ..., ring_bytes: _Optional[int] = ..., budget_used_bytes: _Optional[int] = ..., shared_bytes: _Optional[int] = ...) -> None: ...
+    consumer_wait_us: int
+    def __init__(self, batches: _Optional[int] = ..., samples: _Optional[int] = ..., bytes: _Optional[int] = ..., requests: _Optional[int] = ..., retries: _Optional[int] = ..., throttled: _Optional[int] = ..., concurrency: _Optional[int] = ..., part_bytes: _Optional[int] = ..., slots_leased: _Optional[int] = ..., sessions: _Optional[int] = ..., ring_bytes: _Optional[int] = ..., budget_used_bytes: _Optional[int] = ..., shared_bytes: _Optional[int] = ..., consumer_wait_us: _Optional[int] = ...) -> None: ...
