@@ -2,6 +2,7 @@
 //! Flags, progress and reports live here; the work is in the library.
 
 pub mod bench;
+pub mod config_file;
 pub mod fetch_args;
 pub mod generate;
 pub mod plot;
@@ -12,7 +13,7 @@ pub mod tuning_cache;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// stoker keeps GPUs fed: it streams WebDataset shards (.tar, .tar.zst) from
 /// object storage (S3, GCS, Azure, HTTP, local files) with parallel range-GETs
@@ -50,6 +51,16 @@ pub enum Command {
     /// Run the node daemon: trainer ranks open sessions over a Unix socket
     /// and receive batches in shared memory (see docs/CLIENT.md).
     Serve(serve::ServeArgs),
+    /// The daemon's configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the settings `stoker serve` would run with (same flags,
+    /// environment and --config file) and where each came from.
+    Show(serve::ServeArgs),
 }
 
 /// Parses `KEY=VALUE`.
@@ -78,9 +89,43 @@ fn init_logging(format: LogFormat, daemon: bool) {
     };
 }
 
+/// `stoker config show`: one row per setting.
+fn show_config(
+    root: &clap::Command,
+    matches: &clap::ArgMatches,
+    added: &config_file::Added,
+) -> ExitCode {
+    let show = root
+        .find_subcommand("config")
+        .and_then(|c| c.find_subcommand("show"))
+        .zip(matches.subcommand_matches("config").and_then(|m| m.subcommand_matches("show")));
+    let Some((cmd, m)) = show else { return ExitCode::FAILURE };
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::NOTHING);
+    table.set_header(["setting", "value", "from"]);
+    for (name, value, source) in config_file::effective(cmd, m, added) {
+        table.add_row([name, value, source.name().to_string()]);
+    }
+    println!("{table}");
+    ExitCode::SUCCESS
+}
+
 /// Runs the CLI; the exit code is 0 on success, 2 for bad input, 1 otherwise.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let root = Cli::command();
+    let env = |k: &str| std::env::var(k).ok();
+    let (argv, added) = match config_file::apply(std::env::args_os().collect(), &root, &env) {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let matches = root.clone().get_matches_from(argv);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Command::Config(ConfigCommand::Show(_)) = &cli.command {
+        return show_config(&root, &matches, &added);
+    }
     let daemon = matches!(cli.command, Command::Serve(_));
     init_logging(cli.log_format, daemon);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -99,6 +144,7 @@ pub fn main() -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Gen(args) => generate::run(args).await,
             Command::Serve(args) => serve::run(args).await,
+            Command::Config(_) => Ok(()),
         }
     });
     // Do not wait for stray fetch tasks after an early stop.

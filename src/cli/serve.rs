@@ -14,6 +14,11 @@ use crate::source::StoreOptions;
 /// Flags of `stoker serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// A TOML file of settings: any flag below by its long name
+    /// (`ring-memory = "16GiB"`). Flags win over STOKER_<FLAG> environment
+    /// variables, which win over the file. See `stoker config show`.
+    #[arg(long, value_name = "FILE", env = "STOKER_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Unix socket clients connect to (mode 0660); the ring socket is this
     /// path plus ".ring".
     #[arg(long, env = "STOKER_SOCKET", default_value = "/run/stoker/stoker.sock")]
