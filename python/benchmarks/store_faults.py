@@ -1,0 +1,152 @@
+"""What throttling costs, measured with the real binary through the
+fault-injecting proxy (examples/fault_proxy) in front of a local S3 server:
+
+1. scattered Retry-After: `stoker bench` one pass over the data, fault-free
+   and with every 50th request (2%) refused `503 SlowDown` + `Retry-After: 1`,
+   alternating, --rounds times; the ratio of the medians;
+2. a storm: every request refused for --storm seconds, 10 s into a run;
+   delivered bytes scraped from the bench's /metrics every second: requests
+   that reached the store during the storm, and how long after it the rate
+   was back to >= 0.9x the rate before.
+
+Prints one JSON object. Lab figures, not a test:
+    ./scripts/store-faults [--rounds 3] [--storm 60]
+"""
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("STOKER_BIN") or REPO / "target" / "release" / "stoker")
+EXAMPLES = BIN.parent / "examples"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int) -> None:
+    for _ in range(600):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+class ProxyRun:
+    def __init__(self, upstream: str, *flags: str):
+        self.proc = subprocess.Popen([str(EXAMPLES / "fault_proxy"), upstream, *flags],
+                                     stdout=subprocess.PIPE, text=True)
+        self.addr = self.proc.stdout.readline().split()[-1]
+
+    def stop(self) -> dict:
+        self.proc.terminate()
+        line = self.proc.stdout.readline()
+        self.proc.wait(10)
+        return json.loads(line or "{}")
+
+
+def bench(env: dict, proxy: str, url: str, *extra: str) -> dict:
+    done = subprocess.run([str(BIN), "bench", url, "--json", "--no-tuning-cache", *extra],
+                          env={**env, "AWS_ENDPOINT_URL": f"http://{proxy}"},
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def scrape(port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("stoker_delivered_bytes_total "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--storm", type=float, default=60.0, help="seconds of 100%% 503 (0: skip)")
+    ap.add_argument("--part-bytes", default="2MiB")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="stoker-store-faults-", dir="/tmp"))
+    port = free_port()
+    s3 = subprocess.Popen([str(EXAMPLES / "local_s3"), str(tmp / "s3"), f"127.0.0.1:{port}"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        upstream = f"127.0.0.1:{port}"
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": "stoker", "AWS_SECRET_ACCESS_KEY": "stoker-secret",
+               "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true", "AWS_ENDPOINT_URL": f"http://{upstream}"}
+        url = "s3://bench/faults/"
+        subprocess.run([str(BIN), "gen", url, "--shards", "32", "--shard-bytes", "32MiB"], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        report: dict = {"part_bytes": args.part_bytes, "dataset": "32 shards x 32 MiB"}
+
+        clean, refused = [], []
+        faults_seen = {"requests": 0, "refused": 0}
+        for _ in range(args.rounds):
+            for kind in ("clean", "retry_after"):
+                flags = ("--refuse-every", "50", "--retry-after", "1") if kind == "retry_after" else ()
+                p = ProxyRun(upstream, *flags)
+                r = bench(env, p.addr, url, "--part-bytes", args.part_bytes)
+                seen = p.stop()
+                (clean if kind == "clean" else refused).append(r["bytes_per_s"])
+                if kind == "retry_after":
+                    faults_seen["requests"] += seen.get("requests", 0)
+                    faults_seen["refused"] += seen.get("refused", 0)
+        report["scattered_retry_after"] = {
+            "clean_mb_s": [round(x / 1e6) for x in clean],
+            "two_percent_mb_s": [round(x / 1e6) for x in refused],
+            "refused_share": round(faults_seen["refused"] / max(1, faults_seen["requests"]), 4),
+            "ratio_of_medians": round(statistics.median(refused) / statistics.median(clean), 3),
+        }
+
+        if args.storm > 0:
+            start, end = 10.0, 10.0 + args.storm
+            p = ProxyRun(upstream, "--storm", str(start), str(end))
+            t_proxy = time.monotonic()
+            mport = free_port()
+            run = subprocess.Popen([str(BIN), "bench", url, "--epochs", "1000", "--duration", str(end + 25),
+                                    "--no-tuning-cache", "--part-bytes", args.part_bytes,
+                                    "--metrics-addr", f"127.0.0.1:{mport}"],
+                                   env={**env, "AWS_ENDPOINT_URL": f"http://{p.addr}"},
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            series = []
+            while run.poll() is None:
+                try:
+                    series.append((time.monotonic() - t_proxy, scrape(mport)))
+                except OSError:
+                    pass
+                time.sleep(1.0)
+            seen = p.stop()
+            rates = [(t1, (b1 - b0) / (t1 - t0)) for (t0, b0), (t1, b1) in zip(series, series[1:])]
+            before = statistics.median([r for t, r in rates if 4 <= t <= start]) if rates else 0
+            back = next((t - end for t, r in rates if t > end and r >= 0.9 * before), None)
+            report["storm"] = {
+                "seconds": args.storm,
+                "requests_during_storm": seen.get("refused", 0),
+                "rate_before_mb_s": round(before / 1e6),
+                "back_to_0_9x_after_s": None if back is None else round(back, 1),
+                "exit_code": run.returncode,
+            }
+        print(json.dumps(report, indent=1))
+        return 0
+    finally:
+        s3.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
