@@ -47,6 +47,22 @@ pub struct RateLimiterConfig {
     pub burst_secs: f64,
     /// Never below one request per second.
     pub min_rate: f64,
+    /// Refusals a cut does not reduce are the store's own (B2 refuses ~2%
+    /// with `503 + Retry-After` at any rate): 1 to 3 s after a cut, a
+    /// share of refused answers still at half the share that brought the
+    /// cut or more becomes the store's baseline, and later throttles cut
+    /// only above 1.5x it plus `cut_margin`. Cutting for every such reply
+    /// once drove the rate to its floor, a quarter of the peak (0.20x of
+    /// the fault-free rate at 2%, scripts/store-faults).
+    pub cut_margin: f64,
+    /// 5%: the most refusals taken as the store's own.
+    pub max_baseline: f64,
+    /// The baseline halves every this many seconds (a store's cap may
+    /// come back).
+    pub baseline_half_life_secs: f64,
+    /// Answers in the last second below which a share is not judged
+    /// (a node of a fleet hears a few a second: every throttle counts).
+    pub share_min_answers: f64,
     /// 3: throttled replies in a row (no success between) that make a
     /// storm, in which a `Retry-After` pauses every request. Fewer is
     /// scattered refusals: only the refused request waits.
@@ -65,6 +81,10 @@ impl Default for RateLimiterConfig {
             burst_secs: 0.05,
             min_rate: 1.0,
             storm_in_a_row: 3,
+            cut_margin: 0.002,
+            max_baseline: 0.05,
+            baseline_half_life_secs: 120.0,
+            share_min_answers: 20.0,
         }
     }
 }
@@ -82,6 +102,13 @@ pub struct RateLimiter {
     last_throttle: f64,
     successes: VecDeque<f64>,
     issued: VecDeque<f64>,
+    /// The last second's throttled replies.
+    throttles: VecDeque<f64>,
+    /// The refused share that brought the last cut.
+    share_at_cut: f64,
+    /// Refused share the store keeps up whatever our rate, and when learned.
+    baseline_share: f64,
+    baseline_at: f64,
     /// When the first request went: rates over the first second are
     /// counts over the time since, not over a whole second.
     first_request: Option<f64>,
@@ -111,6 +138,10 @@ impl RateLimiter {
             last_throttle: f64::NEG_INFINITY,
             successes: VecDeque::new(),
             issued: VecDeque::new(),
+            throttles: VecDeque::new(),
+            share_at_cut: 0.0,
+            baseline_share: 0.0,
+            baseline_at: 0.0,
             first_request: None,
             throttled: 0,
             successes_since_throttle: 0,
@@ -210,10 +241,31 @@ impl RateLimiter {
         self.throttled_in_a_row = self.throttled_in_a_row.saturating_add(1);
         self.last_throttle = now;
         self.successes_since_throttle = 0;
-        if now - self.last_cut < self.cfg.cut_interval_secs {
+        self.throttles.push_back(now);
+        let refused = Self::window_rate(&mut self.throttles, now);
+        let answered = Self::window_rate(&mut self.successes, now) + refused;
+        let judged = answered >= self.cfg.share_min_answers;
+        let share = if judged { refused / answered } else { 1.0 };
+        let since_cut = now - self.last_cut;
+        let baseline = self.baseline_share
+            * 0.5f64.powf((now - self.baseline_at) / self.cfg.baseline_half_life_secs);
+        if share <= 1.5 * baseline + self.cfg.cut_margin || since_cut < self.cfg.cut_interval_secs {
+            return;
+        }
+        if judged
+            && since_cut <= 3.0
+            && share >= 0.8 * self.share_at_cut
+            && share <= self.cfg.max_baseline
+        {
+            // The last cut did not reduce them: they are the store's own
+            // (up to `max_baseline`: more than that is a cap, however slow
+            // to answer a cut). Learned instead of cutting again.
+            self.baseline_share = self.baseline_share.max(share);
+            self.baseline_at = now;
             return;
         }
         self.last_cut = now;
+        self.share_at_cut = share;
         // A store that throttles 100 ms into the run accepted its requests
         // over 100 ms, not over a second (at least 0.1 s: one lucky early
         // request is not a rate).
@@ -322,6 +374,29 @@ mod tests {
         }
         let _ = l.try_acquire(8.0);
         assert!(l.rate().is_none_or(|r| r > cut * 8.0), "{:?}", l.rate());
+    }
+
+    #[test]
+    fn refusals_a_cut_does_not_reduce_stop_cutting() {
+        let mut l = RateLimiter::new(RateLimiterConfig::default());
+        let mut t = 0.0;
+        // 100 answers a second, every 50th refused, for 20 s.
+        for i in 0..2000 {
+            t = f64::from(i) / 100.0;
+            let _ = l.try_acquire(t);
+            if i % 50 == 49 { l.on_throttle(t) } else { l.on_success(t) }
+        }
+        // One cut (10%) at the first refusal, then the refusals were
+        // found to be the store's: the rate grew back, not down to a
+        // quarter.
+        let rate = l.rate().unwrap_or(f64::INFINITY);
+        assert!(rate >= 95.0, "{rate} after 20 s of 2% scattered refusals");
+        // A real cap on top (1 in 5 refused): cut.
+        for i in 0..100 {
+            let t = t + f64::from(i + 1) / 100.0;
+            if i % 5 == 4 { l.on_throttle(t) } else { l.on_success(t) }
+        }
+        assert!(l.rate().is_some_and(|r| r < rate), "{rate} → {:?}", l.rate());
     }
 
     #[test]
