@@ -18,7 +18,9 @@
 //! with no success between — does it pause every request. A few such
 //! replies among many answered (B2 sends `Retry-After: 1` with scattered
 //! 503s) once paused the whole endpoint each time: 2.3% of replies cost
-//! 92% of the rate. After a quiet
+//! 92% of the rate. Refusals that a cut does not reduce (a store's
+//! scattered 503s, which come at any rate) are learned as the store's own
+//! share, and only throttles above it cut. After a quiet
 //! spell the rate grows multiplicatively, so a cap that is lifted is found
 //! within seconds; once the limit is far above what is asked of it, the
 //! limiter switches itself off. Clock injected: pure and testable.
