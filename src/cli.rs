@@ -121,7 +121,19 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let matches = root.clone().get_matches_from(argv);
+    let matches = match root.clone().try_get_matches_from(argv) {
+        Ok(m) => m,
+        Err(e) => {
+            // A bad value from the file or the environment: say where it
+            // came from, not only which flag it stands for.
+            if let Some(why) = config_file::origin_of(&e, &root, &added) {
+                let _ = e.print();
+                eprintln!("note: {why}");
+                return ExitCode::from(2);
+            }
+            e.exit()
+        }
+    };
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Command::Config(ConfigCommand::Show(_)) = &cli.command {
         return show_config(&root, &matches, &added);

@@ -262,7 +262,7 @@ pub fn render(figures: &Figures) -> prometheus::Result<String> {
     };
     f.counter(
         "stoker_store_requests_total",
-        "Requests sent to object stores (HEAD, GET, LIST; first tries and retries).",
+        "Requests sent to object stores (HEAD and GET; first tries and retries).",
         sum(|s| s.requests),
     )?;
     let (throttled, timeouts, stalls, errors) =

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -31,27 +30,9 @@ from pathlib import Path
 
 import stoker
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(os.environ.get("STOKER_BIN") or REPO / "target" / "release" / "stoker")
-EXAMPLES = BIN.parent / "examples"
+from lab import BIN, FaultProxy, LocalS3
+
 MIB = 1 << 20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port}")
 
 
 def proc_figures(pid: int) -> tuple:
@@ -128,25 +109,16 @@ def main() -> int:
     out = args.out or tmp
     out.mkdir(parents=True, exist_ok=True)
     budget, ring = args.memory_budget_mib * MIB, 64 * MIB
-    procs = []
+    s3 = LocalS3(tmp / "s3")
+    proxy = None
+    daemon = None
     try:
-        s3_port = free_port()
-        s3 = subprocess.Popen([str(EXAMPLES / "local_s3"), str(tmp / "s3"), f"127.0.0.1:{s3_port}"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(s3)
-        wait_port(s3_port)
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": "stoker", "AWS_SECRET_ACCESS_KEY": "stoker-secret",
-               "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true", "STOKER_LOG": "warn",
-               "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}"}
+        env = {**s3.env, "STOKER_LOG": "warn"}
         url = "s3://bench/soak/"
-        subprocess.run([str(BIN), "gen", url, "--shards", "16", "--shard-bytes", "8MiB", "--sample-bytes", "64KiB"],
-                       env=env, check=True, stdout=subprocess.DEVNULL)
+        s3.gen(url, "--shards", "16", "--shard-bytes", "8MiB", "--sample-bytes", "64KiB")
         expected = expected_digests(tmp / "s3" / "bench" / "soak")
-        proxy = subprocess.Popen([str(EXAMPLES / "fault_proxy"), f"127.0.0.1:{s3_port}",
-                                  "--fault-every", str(args.fault_every)],
-                                 stdout=subprocess.PIPE, text=True)
-        procs.append(proxy)
-        proxy_addr = proxy.stdout.readline().split()[-1]
+        proxy = FaultProxy(s3.addr, "--fault-every", str(args.fault_every))
+        proxy_addr = proxy.addr
         sock = str(tmp / "d" / "stoker.sock")
         daemon = Daemon({**env, "AWS_ENDPOINT_URL": f"http://{proxy_addr}"},
                         ["--socket", sock, "--memory-budget", f"{budget}", "--ring-memory", f"{ring}"],
@@ -208,8 +180,7 @@ def main() -> int:
                 break
         loader.close()
         stop.set()
-        proxy.send_signal(signal.SIGTERM)
-        faults = json.loads(proxy.stdout.readline() or "{}").get("faults", {})
+        faults = proxy.stop().get("faults", {})
         with open(out / "samples.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["t_s", "incarnation", "daemon_age_s", "rss_bytes", "anon_bytes", "shmem_bytes", "fds",
@@ -260,13 +231,11 @@ def main() -> int:
         print(json.dumps(report, indent=1))
         return 0 if all(checks.values()) else 1
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-        try:
+        if daemon and daemon.proc.poll() is None:
             daemon.kill()
-        except Exception:  # noqa: BLE001 - already gone
-            pass
+        if proxy:
+            proxy.stop()
+        s3.stop()
 
 
 if __name__ == "__main__":

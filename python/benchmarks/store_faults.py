@@ -15,49 +15,15 @@ Prints one JSON object. Lab figures, not a test:
 
 import argparse
 import json
-import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(os.environ.get("STOKER_BIN") or REPO / "target" / "release" / "stoker")
-EXAMPLES = BIN.parent / "examples"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int) -> None:
-    for _ in range(600):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port}")
-
-
-class ProxyRun:
-    def __init__(self, upstream: str, *flags: str):
-        self.proc = subprocess.Popen([str(EXAMPLES / "fault_proxy"), upstream, *flags],
-                                     stdout=subprocess.PIPE, text=True)
-        self.addr = self.proc.stdout.readline().split()[-1]
-
-    def stop(self) -> dict:
-        self.proc.terminate()
-        line = self.proc.stdout.readline()
-        self.proc.wait(10)
-        return json.loads(line or "{}")
+from lab import BIN, FaultProxy, LocalS3, free_port
 
 
 def bench(env: dict, proxy: str, url: str, *extra: str) -> dict:
@@ -82,17 +48,11 @@ def main() -> int:
     ap.add_argument("--part-bytes", default="2MiB")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="stoker-store-faults-", dir="/tmp"))
-    port = free_port()
-    s3 = subprocess.Popen([str(EXAMPLES / "local_s3"), str(tmp / "s3"), f"127.0.0.1:{port}"],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    s3 = LocalS3(tmp / "s3")
     try:
-        wait_port(port)
-        upstream = f"127.0.0.1:{port}"
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": "stoker", "AWS_SECRET_ACCESS_KEY": "stoker-secret",
-               "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true", "AWS_ENDPOINT_URL": f"http://{upstream}"}
+        upstream, env = s3.addr, s3.env
         url = "s3://bench/faults/"
-        subprocess.run([str(BIN), "gen", url, "--shards", "32", "--shard-bytes", "32MiB"], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
+        s3.gen(url, "--shards", "32", "--shard-bytes", "32MiB")
         report: dict = {"part_bytes": args.part_bytes, "dataset": "32 shards x 32 MiB"}
 
         clean, refused = [], []
@@ -100,7 +60,7 @@ def main() -> int:
         for _ in range(args.rounds):
             for kind in ("clean", "retry_after"):
                 flags = ("--refuse-every", "50", "--retry-after", "1") if kind == "retry_after" else ()
-                p = ProxyRun(upstream, *flags)
+                p = FaultProxy(upstream, *flags)
                 r = bench(env, p.addr, url, "--part-bytes", args.part_bytes)
                 seen = p.stop()
                 (clean if kind == "clean" else refused).append(r["bytes_per_s"])
@@ -116,7 +76,7 @@ def main() -> int:
 
         if args.storm > 0:
             start, end = 10.0, 10.0 + args.storm
-            p = ProxyRun(upstream, "--storm", str(start), str(end))
+            p = FaultProxy(upstream, "--storm", str(start), str(end))
             t_proxy = time.monotonic()
             mport = free_port()
             run = subprocess.Popen([str(BIN), "bench", url, "--epochs", "1000", "--duration", str(end + 25),
@@ -145,7 +105,7 @@ def main() -> int:
         print(json.dumps(report, indent=1))
         return 0
     finally:
-        s3.kill()
+        s3.stop()
 
 
 if __name__ == "__main__":

@@ -42,6 +42,28 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+SERVING, NOT_SERVING = b"\x08\x01", b"\x08\x02"
+
+
+def health_check(port: int):
+    """A call of gRPC health's Check on 127.0.0.1:`port`: `check(service)`
+    returns the reply's bytes (compare with SERVING, NOT_SERVING)."""
+    import grpc
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    call = channel.unary_unary(
+        "/grpc.health.v1.Health/Check", request_serializer=lambda b: b, response_deserializer=lambda b: b
+    )
+
+    def check(service: str = "") -> bytes:
+        name = service.encode()
+        request = bytes([0x0A, len(name)]) + name if name else b""
+        return call(request, timeout=10)
+
+    check.channel = channel
+    return check
+
+
 @dataclass
 class S3:
     env: dict

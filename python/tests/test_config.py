@@ -5,13 +5,13 @@ from a file alone."""
 import os
 import subprocess
 
-from conftest import STOKER_BIN, Daemon, free_port, wait_for
+from conftest import STOKER_BIN, Daemon, free_port
 
 
 def show(*args, env=None):
     done = subprocess.run(
         [STOKER_BIN, "config", "show", *args],
-        env={k: v for k, v in {**os.environ, **(env or {})}.items() if k != "STOKER_LOG"},
+        env={**os.environ, **(env or {})},
         capture_output=True, text=True, timeout=30,
     )
     rows = {}

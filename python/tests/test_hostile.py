@@ -1,7 +1,6 @@
 """Hostile requests against the real daemon: each is refused or bounded, the
 daemon stays up, its memory stays bounded, and a normal client keeps working."""
 
-import os
 import socket
 import threading
 

@@ -6,14 +6,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import grpc
 import pytest
 
 import stoker
-from conftest import STOKER_BIN, Daemon, free_port, make_dataset, wait_for
+from conftest import SERVING, STOKER_BIN, Daemon, free_port, health_check, make_dataset, wait_for
 
 HERE = Path(__file__).resolve().parent
 
@@ -98,13 +97,9 @@ def test_tcp_serves_health_but_not_sessions(s3, dataset):
     port = free_port()
     d = Daemon(s3.env, "--tcp", f"127.0.0.1:{port}")
     try:
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        check = channel.unary_unary(
-            "/grpc.health.v1.Health/Check",
-            request_serializer=lambda b: b,
-            response_deserializer=lambda b: b,
-        )
-        assert check(b"", timeout=10) == b"\x08\x01", "SERVING"
+        check = health_check(port)
+        channel = check.channel
+        assert check() == SERVING
         from stoker._proto import stoker_pb2 as pb
         from stoker._proto import stoker_pb2_grpc as pb_grpc
 

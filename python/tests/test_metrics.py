@@ -6,14 +6,14 @@ import json
 import os
 import re
 import subprocess
-import threading
-import time
 import urllib.error
 import urllib.request
 
-import grpc
+import pytest
 
-from conftest import REPO, STOKER_BIN, Daemon, free_port, wait_for
+import stoker
+
+from conftest import NOT_SERVING, REPO, SERVING, STOKER_BIN, Daemon, free_port, health_check, wait_for
 
 DOCUMENTED = re.findall(r"^\| `(stoker_[a-z_]+)`", (REPO / "docs" / "METRICS.md").read_text(), re.M)
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
@@ -103,12 +103,9 @@ def test_refused_sessions_and_readiness_endpoints(s3, dataset):
     port = free_port()
     d = Daemon(s3.env, "--metrics-addr", f"127.0.0.1:{port}")
     try:
-        import stoker
-
-        try:
+        with pytest.raises(stoker.StokerError) as e:
             next(iter(d.client().loader("s3://stoker-test/nothing-here/", batch_size=4)))
-        except stoker.StokerError as e:
-            assert e.code == "NOT_FOUND", e
+        assert e.value.code == "NOT_FOUND", e.value
         _, series = scrape(port)
         assert series["stoker_sessions_refused_total"] == 1
         for path, code in (("/healthz", 200), ("/readyz", 200)):
@@ -135,13 +132,9 @@ def test_not_ready_until_the_ready_url_lists(s3, dataset):
         "--ready-url", f"s3://{bucket}/",
     )
     try:
-        channel = grpc.insecure_channel(f"127.0.0.1:{tcp}")
-        check = channel.unary_unary(
-            "/grpc.health.v1.Health/Check", request_serializer=lambda b: b, response_deserializer=lambda b: b
-        )
-        liveness = b"\n\x08liveness"
-        assert check(liveness, timeout=10) == b"\x08\x01", "liveness: SERVING"
-        assert check(b"", timeout=10) == b"\x08\x02", "readiness: NOT_SERVING"
+        check = health_check(tcp)
+        assert check("liveness") == SERVING
+        assert check() == NOT_SERVING, "readiness"
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10)
             raise AssertionError("503 expected")
@@ -151,10 +144,10 @@ def test_not_ready_until_the_ready_url_lists(s3, dataset):
         s3.client().create_bucket(Bucket=bucket)
         body = open(REPO / "python" / "tests" / "conftest.py", "rb").read()
         s3.client().put_object(Bucket=bucket, Key="x.tar", Body=body)
-        wait_for(lambda: check(b"", timeout=10) == b"\x08\x01", 20, "readiness")
+        wait_for(lambda: check() == SERVING, 20, "readiness")
         _, series = scrape(port)
         assert series["stoker_ready"] == 1
-        channel.close()
+        check.channel.close()
     finally:
         d.stop()
 

@@ -387,12 +387,30 @@ fn median_round(rs: &[BenchReport]) -> Option<&BenchReport> {
     sorted.get(sorted.len().saturating_sub(1) / 2).copied()
 }
 
-/// This process's runs, as its metrics show them: every engine so far
-/// (counters sum over them: a sweep's runs add up) and what was delivered.
+/// This process's runs, as its metrics show them: the engine of the run
+/// going on, and the figures earlier runs ended with (counters sum over
+/// them all: a sweep's runs add up; the engines themselves are let go).
 #[derive(Debug, Default)]
 pub struct BenchMetrics {
-    engines: std::sync::Mutex<Vec<(String, Arc<FetchEngine>)>>,
+    runs: std::sync::Mutex<BenchRuns>,
     delivered: crate::metrics::Delivery,
+}
+
+#[derive(Debug, Default)]
+struct BenchRuns {
+    ended: Vec<crate::metrics::EngineFigures>,
+    current: Option<(String, Arc<FetchEngine>)>,
+}
+
+impl BenchMetrics {
+    /// A run starts on `engine`: the one before it ends.
+    fn start_run(&self, endpoint: String, engine: Arc<FetchEngine>) {
+        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((endpoint, e)) = runs.current.take() {
+            runs.ended.push(crate::metrics::EngineFigures::of(&endpoint, &e));
+        }
+        runs.current = Some((endpoint, engine));
+    }
 }
 
 /// The one `BenchMetrics` of this process.
@@ -403,15 +421,17 @@ pub fn live_metrics() -> Arc<BenchMetrics> {
 
 impl MetricsSource for BenchMetrics {
     fn figures(&self) -> crate::metrics::Figures {
-        let engines = self.engines.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let last = engines.last().map(|(_, e)| e.budget.clone());
+        let runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        // The current run last: its gauges are the ones shown.
+        let mut engines = runs.ended.clone();
+        let budget = runs.current.as_ref().map(|(endpoint, e)| {
+            engines.push(crate::metrics::EngineFigures::of(endpoint, e));
+            e.budget.clone()
+        });
         crate::metrics::Figures {
-            engines: engines
-                .iter()
-                .map(|(endpoint, e)| crate::metrics::EngineFigures::of(endpoint, e))
-                .collect(),
-            memory_used_bytes: last.as_ref().map_or(0, |b| b.used_bytes()),
-            memory_budget_bytes: last.as_ref().map_or(0, |b| b.total_bytes()),
+            engines,
+            memory_used_bytes: budget.as_ref().map_or(0, |b| b.used_bytes()),
+            memory_budget_bytes: budget.as_ref().map_or(0, |b| b.total_bytes()),
             delivered: self.delivered.delivered(),
             daemon: None,
         }
@@ -432,7 +452,7 @@ async fn run_once(
     let endpoint = dataset.url.endpoint();
     let engine = FetchEngine::for_endpoint(dataset.store.clone(), fetch.clone(), &endpoint);
     let metrics = live_metrics();
-    metrics.engines.lock().unwrap_or_else(|p| p.into_inner()).push((endpoint, engine.clone()));
+    metrics.start_run(endpoint, engine.clone());
     let cpu_start = cpu_seconds();
     let started = Instant::now();
     let mut pipeline = Pipeline::start(dataset, engine.clone(), cfg)?;

@@ -157,6 +157,35 @@ pub fn apply(
     Ok((out, added))
 }
 
+/// For a parse error about a value the file or the environment supplied:
+/// where it came from (`None`: the user typed it, or no value is named).
+pub fn origin_of(e: &clap::Error, root: &Command, added: &Added) -> Option<String> {
+    let named = match e.get(clap::error::ContextKind::InvalidArg)? {
+        clap::error::ContextValue::String(s) => s.clone(),
+        _ => return None,
+    };
+    // "--slots <SLOTS>" names the flag by its long form.
+    let long = named.strip_prefix("--")?.split([' ', '=']).next()?.to_string();
+    let id = CONFIGURED.iter().find_map(|path| {
+        let mut cmd = root;
+        for name in *path {
+            cmd = cmd.find_subcommand(name)?;
+        }
+        let arg = cmd.get_arguments().find(|a| a.get_long() == Some(long.as_str()))?;
+        Some(arg.get_id().to_string())
+    })?;
+    match added.get(&id)? {
+        Source::File => Some(format!(
+            "the value of '{long}' came from the config file (--config or STOKER_CONFIG)"
+        )),
+        Source::Env => Some(format!(
+            "the value of --{long} came from the environment: STOKER_{}",
+            long.to_uppercase().replace('-', "_")
+        )),
+        _ => None,
+    }
+}
+
 /// Index of the first word that is not the program or a global flag.
 fn first_positional(words: &[String]) -> Option<usize> {
     let mut i = 1;
@@ -372,6 +401,31 @@ mod tests {
         assert!(value.contains("--slots"), "{value}");
         let nested = settings("[store]\nx = [1]\n", &[], &[]).expect_err("nested");
         assert!(nested.contains("[store]"), "{nested}");
+    }
+
+    #[test]
+    fn a_bad_value_says_where_it_came_from() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("stoker.toml");
+        std::fs::write(&path, "slots = \"many\"\n").expect("write");
+        let root = Cli::command();
+        let argv: Vec<OsString> =
+            vec!["stoker".into(), "serve".into(), format!("--config={}", path.display()).into()];
+        let no_env = |_: &str| None;
+        let (file_argv, added) = apply(argv.clone(), &root, &no_env).expect("the file reads");
+        let e = root.clone().try_get_matches_from(&file_argv).expect_err("'many' is no number");
+        let why = origin_of(&e, &root, &added).expect("a value from the file");
+        assert!(why.contains("config file") && why.contains("slots"), "{why}");
+        let env = |k: &str| (k == "STOKER_PREFETCH").then(|| "x".to_string());
+        let (env_argv, added) = apply(argv, &root, &env).expect("the file reads");
+        let e = root.clone().try_get_matches_from(&env_argv).expect_err("'x' is no number");
+        let why = origin_of(&e, &root, &added).expect("a value from the environment");
+        assert!(why.contains("STOKER_PREFETCH"), "{why}");
+        // Typed by the user: nothing to add.
+        let typed: Vec<OsString> =
+            ["stoker", "serve", "--slots", "many"].iter().map(OsString::from).collect();
+        let e = root.clone().try_get_matches_from(typed).expect_err("'many' is no number");
+        assert_eq!(origin_of(&e, &root, &Added::new()), None);
     }
 
     #[test]
