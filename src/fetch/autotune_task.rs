@@ -90,6 +90,15 @@ async fn run(engine: Weak<FetchEngine>, mut controller: ConcurrencyController) {
             }),
             consumer_wait_secs: (demand.wait_us - prev_demand.wait_us) as f64 * 1e-6,
         };
+        // STOKER_LOG=stoker::fetch::autotune_task=trace: every window.
+        tracing::trace!(
+            t = format_args!("{:.2}", obs.now_secs),
+            arrived_mb_s = format_args!("{:.0}", obs.arrived_bytes as f64 / window_secs / 1e6),
+            inflight = format_args!("{:.1}", obs.inflight_mean),
+            first_bytes = obs.first_bytes,
+            completions = obs.completions,
+            "Autotune window."
+        );
         let before = (controller.concurrency(), controller.part_bytes(), controller.phase());
         let decision = controller.on_window(&obs);
         if before != (decision.concurrency, decision.part_bytes, decision.phase) {

@@ -12,9 +12,15 @@
 //!   carried 30% of what one request carried alone: near a knee set by CPU
 //!   or the server, +25% in all can still be +0.15 of a request each, and
 //!   doubling again only queues.
+//! * Below 8 requests, a doubling whose added requests each carried 80%
+//!   of a lone request's rate makes the next step ×4 (1, 2, 8, 16, 32:
+//!   three rounds to 32 instead of five). Rounds whose requests each
+//!   carried under 80% shared the path: their latency is not learnt.
 //! * At the exit it holds what Little's law says the plateau needs, at
 //!   least the smallest level measured within 5% of the plateau, and
-//!   shrinks by at most a quarter (on arrivals; half on completions).
+//!   shrinks by at most a quarter (on arrivals; half on completions) —
+//!   unless the top level measured no better than the one below it (from
+//!   8 up): then at least that level, not three quarters of the top.
 //! * Without arrivals a round lasts 1.5 request latencies and a completion
 //!   per slot; growth is judged on bytes counted (Little's estimate reads
 //!   high while requests in flight double); the plateau's goodput is the
@@ -65,7 +71,16 @@ impl ConcurrencyController {
             && !judged.demand_met
             && measured.is_none_or(|m| self.adds_enough(m, best_bps, best_concurrency));
         if growing {
-            self.learn_latency(judged.done, measured.is_some());
+            // A round whose requests each carried well under what one
+            // carried alone grew, but its requests shared the path: their
+            // latency is not the uncontended one (a ×4 step lands past the
+            // knee before it is known).
+            let shared = measured.is_some_and(|m| {
+                m.per_request_bps < self.cfg.startup_fast_share * self.best_request_bps
+            });
+            if !shared || self.growth_rounds.is_empty() {
+                self.learn_latency(judged.done, measured.is_some());
+            }
             let next = self.clamp(self.concurrency * 2);
             if next == self.concurrency {
                 // At the cap: a plateau by force; judged like one. This
@@ -78,8 +93,14 @@ impl ConcurrencyController {
                     plateau: (bps, 1),
                 });
             }
-            self.concurrency = next;
-            return State::Startup(Ramp::from(bps, self.concurrency / 2));
+            let before = self.concurrency;
+            let fast = measured.is_some_and(|m| self.adds_linearly(m, best_bps, best_concurrency));
+            if fast && before < self.cfg.startup_fast_below {
+                self.concurrency = self.clamp(before * self.cfg.startup_fast_factor);
+            } else {
+                self.concurrency = next;
+            }
+            return State::Startup(Ramp::from(bps, before));
         }
         let full = stalled + 1 >= self.cfg.startup_patience
             || judged.demand_met
@@ -158,8 +179,22 @@ impl ConcurrencyController {
         let needed = self.little_target(best).max(knee);
         let from = self.concurrency;
         let half = (best_concurrency / 2).max(1);
-        let lo = if on_arrivals {
-            half.max((from as f64 * self.cfg.exit_keep).floor() as usize)
+        // A quarter below the top level, or below twice the last level that
+        // grew where a fast step (×4) overshot further.
+        let top = from.min(2 * best_concurrency.max(1));
+        let level = |c: usize| self.levels.iter().find(|(l, _)| *l == c).map(|(_, b)| *b);
+        // A top level measured no better than the level below it (from
+        // `startup_judged_from` up, on rounds long enough to trust): the
+        // doubling added nothing, and the level below is the knee (on a
+        // 2-core node 64 requests cost ~1 CPU-s a pass more than 32).
+        let flat_top = best_concurrency >= self.cfg.startup_judged_from
+            && from > best_concurrency
+            && matches!((level(from), level(best_concurrency)),
+                (Some(t), Some(b)) if t <= b * (1.0 + self.cfg.accept_gain));
+        let lo = if on_arrivals && flat_top {
+            best_concurrency
+        } else if on_arrivals {
+            half.max((top as f64 * self.cfg.exit_keep).floor() as usize)
         } else {
             half
         };
@@ -190,6 +225,18 @@ impl ConcurrencyController {
         }
         let gain = m.bps - best_bps;
         gain >= self.cfg.startup_added_share * added as f64 * self.best_request_bps
+    }
+
+    /// Whether the requests the last step added each carried
+    /// `startup_fast_share` of what one request carries alone: far below
+    /// any knee, where the next step may grow faster. Not the first round
+    /// (nothing was added yet).
+    fn adds_linearly(&self, m: RoundMeasure, best_bps: f64, before: usize) -> bool {
+        let added = self.concurrency.saturating_sub(before);
+        added > 0
+            && self.best_request_bps > 0.0
+            && m.bps - best_bps
+                >= self.cfg.startup_fast_share * added as f64 * self.best_request_bps
     }
 
     /// The uncontended latency from a growing round's arrivals, where no

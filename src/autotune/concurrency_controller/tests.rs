@@ -309,3 +309,53 @@ fn a_full_ready_queue_stops_the_ramp() {
     assert!(c.concurrency() <= 4, "{}", c.concurrency());
     assert_eq!(c.phase(), Phase::Steady);
 }
+
+/// 50 ms of a path measured on arrivals: each request carries 40 MB/s, all
+/// together at most `knee` requests' worth (a CPU-bound node); every
+/// request added since the last window has its first byte in it.
+fn arrival_window(c: usize, added: usize, knee: usize) -> WindowObservation {
+    let bps = c.min(knee) as f64 * 40e6;
+    WindowObservation {
+        window_secs: 0.05,
+        arrived_bytes: (bps * 0.05) as u64,
+        first_bytes: added as u64,
+        first_byte_secs_sum: 0.04 * added as f64,
+        inflight_mean: c as f64,
+        ..WindowObservation::default()
+    }
+}
+
+/// The concurrencies start-up visits and the one it exits to.
+fn arrival_ramp(knee: usize) -> (Vec<usize>, usize) {
+    let mut c = ConcurrencyController::new(ControllerConfig::default());
+    let (mut seen, mut last) = (vec![c.concurrency()], 0);
+    for _ in 0..200 {
+        let n = c.concurrency();
+        let d = c.on_window(&arrival_window(n, n.saturating_sub(last), knee));
+        last = n;
+        if c.phase() != Phase::Startup {
+            return (seen, d.concurrency);
+        }
+        if seen.last() != Some(&d.concurrency) {
+            seen.push(d.concurrency);
+        }
+    }
+    panic!("start-up never ended: {seen:?}");
+}
+
+#[test]
+fn a_ramp_far_from_the_knee_grows_fourfold_below_eight() {
+    // 1 → 2 carried a whole request each: ×4 to 8; then ×2 (from 8 up a
+    // ×4 step could land far past a knee not yet seen).
+    let (seen, _) = arrival_ramp(1000);
+    assert_eq!(&seen[..5], &[1, 2, 8, 16, 32], "{seen:?}");
+}
+
+#[test]
+fn a_flat_top_level_exits_to_the_level_below() {
+    // 32 requests reach the knee; 64 add nothing: hold what Little's law
+    // asks of 32's goodput (32 and headroom), not 3/4 of 64.
+    let (seen, held) = arrival_ramp(32);
+    assert_eq!(seen, vec![1, 2, 8, 16, 32, 64]);
+    assert!((32..=36).contains(&held), "held {held}");
+}
