@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod config_file;
+pub mod epoch_boundary;
 pub mod fetch_args;
 pub mod generate;
 pub mod plot;

@@ -180,6 +180,35 @@ fn duration_stops_mid_run_without_an_epoch_verdict() {
     assert_eq!(report["unique_samples"], Value::Null);
 }
 
+/// Three epochs: two boundaries, each with the rate around it and in the
+/// middle of the epoch before (a gap between epochs would show here).
+#[test]
+fn a_multi_epoch_run_reports_its_epoch_boundaries() {
+    let out = ok(&[
+        "bench",
+        "--json",
+        "--synth-shards",
+        "8",
+        "--synth-shard-bytes",
+        "8MiB",
+        "--epochs",
+        "3",
+    ]);
+    let report = last_json(&out);
+    let b = report["epoch_boundaries"].as_array().expect("epoch_boundaries");
+    let epochs: Vec<u64> = b.iter().filter_map(|x| x["epoch"].as_u64()).collect();
+    assert_eq!(epochs, vec![1, 2], "{b:?}");
+    for x in b {
+        let (around, mid) = (&x["around_bytes_per_s"], &x["mid_epoch_bytes_per_s"]);
+        assert!(around.as_f64().expect("around") > 0.0, "{x}");
+        assert!(mid.as_f64().expect("mid") > 0.0, "{x}");
+        let ratio = x["ratio"].as_f64().expect("ratio");
+        let expected = around.as_f64().unwrap_or(0.0) / mid.as_f64().unwrap_or(1.0);
+        assert!((ratio - expected).abs() < 1e-9, "{x}");
+        assert!(x["window_s"].as_f64().expect("window") <= 1.0);
+    }
+}
+
 /// `--sweep --rounds 3`: every setting runs in every round, and the ratio
 /// reported is the median of the rounds' ratios.
 #[test]

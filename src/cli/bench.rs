@@ -474,6 +474,7 @@ async fn run_once(
     let mut duplicates = 0u64;
     let mut epochs_completed = 0u64;
     let mut current_epoch = None;
+    let mut delivery = super::epoch_boundary::DeliveryLog::default();
     let mut finished = false;
     loop {
         let asked = Instant::now();
@@ -507,6 +508,7 @@ async fn run_once(
         if first_batch.is_some_and(|f| started.elapsed().as_secs_f64() < f + 1.0) {
             first_second_bytes += batch.payload_bytes();
         }
+        delivery.push(started.elapsed().as_secs_f64(), batch.payload_bytes(), batch.epoch);
         bytes += batch.payload_bytes();
         samples += batch.num_samples as u64;
         batches += 1;
@@ -600,6 +602,7 @@ async fn run_once(
         sweep: None,
         first_second_bytes_per_s: first_second_bytes as f64 / first_second,
         tuning_cache: None,
+        epoch_boundaries: delivery.boundaries(),
     };
     Ok((report, settled_state))
 }

@@ -162,6 +162,8 @@ pub struct BenchReport {
     pub first_second_bytes_per_s: f64,
     /// The tuning cache, when the run used it (auto, not a sweep).
     pub tuning_cache: Option<TuningCacheReport>,
+    /// Delivery around each boundary between epochs (multi-epoch runs).
+    pub epoch_boundaries: Vec<super::epoch_boundary::EpochBoundary>,
 }
 
 /// What the run did with the tuning cache.
@@ -267,6 +269,19 @@ impl BenchReport {
         ];
         for (k, v) in rows {
             t.add_row([k, v]);
+        }
+        if let Some(worst) = self.epoch_boundaries.iter().min_by(|a, b| a.ratio.total_cmp(&b.ratio))
+        {
+            t.add_row([
+                "epoch boundaries".to_string(),
+                format!(
+                    "{} measured, the slowest at {:.2}× the mid-epoch rate (±{:.2} s at {:.1} s)",
+                    self.epoch_boundaries.len(),
+                    worst.ratio,
+                    worst.window_s,
+                    worst.at_s
+                ),
+            ]);
         }
         if let (Some(u), Some(d)) = (self.unique_samples, self.duplicate_samples) {
             t.add_row([
