@@ -13,6 +13,7 @@
 //! [`pipeline::Pipeline`] wires the stages; the `stoker` binary (`cli`) runs
 //! them as `stoker bench` and writes test sets with `stoker gen`.
 
+pub mod alloc_trim;
 pub mod autotune;
 pub mod batch;
 pub mod cli;

@@ -362,6 +362,24 @@ pub fn render(figures: &Figures) -> prometheus::Result<String> {
         figures.engines.iter().map(|e| e.shared_bytes).sum(),
     )?;
 
+    if let Some(a) = crate::alloc_trim::figures() {
+        f.int_gauge(
+            "stoker_allocator_allocated_bytes",
+            "Bytes in live heap allocations (parts, batches, buffers).",
+            a.allocated,
+        )?;
+        f.int_gauge(
+            "stoker_allocator_resident_bytes",
+            "Heap memory the allocator holds: live, freed but kept for reuse, metadata.",
+            a.resident,
+        )?;
+        f.counter(
+            "stoker_allocator_purges_total",
+            "Times freed heap memory was returned to the kernel to stay near the budget.",
+            a.purges,
+        )?;
+    }
+
     let d = figures.delivered;
     f.counter("stoker_delivered_batches_total", "Batches handed out.", d.batches)?;
     f.counter("stoker_delivered_samples_total", "Samples handed out.", d.samples)?;

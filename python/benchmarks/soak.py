@@ -113,7 +113,7 @@ def main() -> int:
     proxy = None
     daemon = None
     try:
-        env = {**s3.env, "STOKER_LOG": "warn"}
+        env = {**s3.env, "STOKER_LOG": os.environ.get("STOKER_LOG", "warn")}
         url = "s3://bench/soak/"
         s3.gen(url, "--shards", "16", "--shard-bytes", "8MiB", "--sample-bytes", "64KiB")
         expected = expected_digests(tmp / "s3" / "bench" / "soak")
