@@ -239,14 +239,14 @@ fn check_memory_limit(cfg: &ServeConfig) {
     // Sized with room: the heap is trimmed and compacted to the budget
     // (`alloc_trim`; scripts/soak: RSS at most 1.07× budget + rings), but
     // that is reached from above, and a burst can overshoot for a moment.
-    let caps =
-        cfg.defaults.ring_memory.saturating_add(cfg.fetch.memory_budget_bytes.saturating_mul(2));
+    let budget = cfg.fetch.memory_budget_bytes;
+    let caps = cfg.defaults.ring_memory.saturating_add(budget.saturating_add(budget / 4));
     if caps > limit {
         tracing::warn!(
             ring_memory = cfg.defaults.ring_memory,
-            memory_budget = cfg.fetch.memory_budget_bytes,
+            memory_budget = budget,
             memory_limit = limit,
-            "--ring-memory plus twice --memory-budget exceed this container's memory \
+            "--ring-memory plus 1.25 x --memory-budget exceed this container's memory \
              limit: busy sessions would be OOM-killed; lower them or raise the limit \
              (docs/OPERATIONS.md, sizing)"
         );
