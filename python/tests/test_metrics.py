@@ -67,6 +67,10 @@ def test_daemon_metrics_match_a_real_run(s3, dataset):
         assert slots == loader._slots
         assert any(k.startswith("stoker_fetch_concurrency{endpoint=\"s3://stoker-test\"") for k in series)
         assert series["process_resident_memory_bytes"] > 0
+        # The allocator's own figures (jemalloc, in the binary): live heap
+        # within what it holds, which is within the process's RSS.
+        allocated, resident = series["stoker_allocator_allocated_bytes"], series["stoker_allocator_resident_bytes"]
+        assert 0 < allocated <= resident <= series["process_resident_memory_bytes"], (allocated, resident)
 
         # After the session: the totals are the run's.
         client = d.client()
