@@ -237,7 +237,7 @@ async fn become_ready(
 fn check_memory_limit(cfg: &ServeConfig) {
     let Some(limit) = cgroup_memory_limit() else { return };
     // Sized with room: the heap is trimmed and compacted to the budget
-    // (`alloc_trim`; scripts/soak: RSS at most 1.07× budget + rings), but
+    // (`alloc_trim`; scripts/soak: RSS at most 1.17× budget + rings), but
     // that is reached from above, and a burst can overshoot for a moment.
     let budget = cfg.fetch.memory_budget_bytes;
     let caps = cfg.defaults.ring_memory.saturating_add(budget.saturating_add(budget / 4));
