@@ -1,17 +1,21 @@
-//! Keeps the allocator's retained memory within the memory the operator
-//! configured.
+//! Keeps the daemon's heap near the memory the operator configured.
 //!
-//! The binary allocates with jemalloc, which keeps freed pages for reuse
-//! and returns them to the kernel over ~10 s (its dirty-page decay).
-//! Fetched parts are freed in bulk, so under load the daemon held ~1.8× its
-//! fetch budget resident (`scripts/soak`, 256 MiB of budget: median 337,
-//! peak 496 MiB anonymous). Purging on every free (decay 0) bounds that
-//! but doubled the CPU per byte. Here a thread looks every 100 ms and
-//! purges only while jemalloc's resident memory is above the target (the
-//! fetch budget) and it holds more than 32 MiB it could give back. Only
-//! the daemon asks for it: its batches live in the rings (shared memory),
-//! so its heap is the fetch budget; `stoker bench` builds batches on the
-//! heap, and a 128 MiB budget there purged and compacted constantly
+//! The HTTP client reads each socket read into a buffer of up to 448 KiB
+//! and hands it over as a slice of that buffer; a fetched part kept as its
+//! chunks (one copy per byte) pins whole buffers, ~60% full. In the daemon
+//! soak (256 MiB budget) the live heap reached 1.67× the budget, and
+//! jemalloc kept freed pages for reuse on top of that. A thread reads
+//! jemalloc's figures every 100 ms and decides two things (`decide`):
+//! - compact: while live heap is above 3/4 of the target, fetched parts
+//!   are copied as they arrive into buffers that hold nothing else
+//!   (`fetch::part_reader`), freeing the read buffers;
+//! - purge: while resident heap is above the target with 32 MiB or more of
+//!   it free, freed pages go back to the kernel (purging on every free,
+//!   jemalloc's decay 0, bounds it too but doubled the CPU per byte).
+//!
+//! Only the daemon asks for it: its batches live in the rings (shared
+//! memory), so its heap is the fetch budget; `stoker bench` builds batches
+//! on the heap, and a 128 MiB budget there purged and compacted constantly
 //! (1.6 CPU-s/GB against 0.73) for no smaller RSS.
 //!
 //! Where jemalloc is not the global allocator (the library's own tests),
@@ -34,9 +38,9 @@ static PURGES: AtomicU64 = AtomicU64::new(0);
 static OVER: AtomicBool = AtomicBool::new(false);
 static STARTED: OnceLock<()> = OnceLock::new();
 
-/// Purge retained pages whenever jemalloc's resident memory exceeds
-/// `target_bytes` (the tightest target asked for wins). Starts the thread
-/// on first use.
+/// Keeps the heap near `target_bytes` (the tightest target asked for
+/// wins): compaction and purging as `decide` says. Starts the thread on
+/// first use.
 pub fn keep_resident_under(target_bytes: u64) {
     TARGET.fetch_min(target_bytes, Ordering::Relaxed);
     STARTED.get_or_init(|| {
@@ -55,18 +59,33 @@ pub fn keep_resident_under(target_bytes: u64) {
     });
 }
 
-/// One check: purge when resident memory is over `target` and some of it
-/// is freed memory held for reuse. Whether it purged.
-fn trim_once(target: u64) -> Result<bool, tikv_jemalloc_ctl::Error> {
+/// What one check decided.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Decision {
+    compact: bool,
+    purge: bool,
+}
+
+/// Compact from 3/4 of `target` of live heap: compaction acts on parts as
+/// they arrive, so it must start before the heap reaches the target (at
+/// 1×, the soak's peaks still reached 349 MiB of heap for a 256 MiB
+/// budget). Purge above `target` of resident heap when enough of it is free.
+fn decide(allocated: u64, resident: u64, target: u64) -> Decision {
+    Decision {
+        compact: allocated > target / 4 * 3,
+        purge: resident > target && resident >= allocated.saturating_add(MIN_RETAINED),
+    }
+}
+
+/// One check against `target`.
+fn trim_once(target: u64) -> Result<(), tikv_jemalloc_ctl::Error> {
     tikv_jemalloc_ctl::epoch::advance()?;
     let allocated = tikv_jemalloc_ctl::stats::allocated::read()? as u64;
     let resident = tikv_jemalloc_ctl::stats::resident::read()? as u64;
-    // Compaction starts at 3/4 of the target: it acts on parts as they
-    // arrive, so it must start before the heap reaches the target (at 1×,
-    // the soak's peaks still reached 349 MiB of heap for a 256 MiB budget).
-    OVER.store(allocated > target / 4 * 3, Ordering::Relaxed);
-    if resident <= target || resident < allocated + MIN_RETAINED {
-        return Ok(false);
+    let d = decide(allocated, resident, target);
+    OVER.store(d.compact, Ordering::Relaxed);
+    if !d.purge {
+        return Ok(());
     }
     // "arena.<MALLCTL_ARENAS_ALL>.purge": a command with no value.
     // SAFETY: the name is NUL-terminated and the command reads and writes
@@ -81,11 +100,14 @@ fn trim_once(target: u64) -> Result<bool, tikv_jemalloc_ctl::Error> {
         )
     };
     tracing::trace!(allocated, resident, target, rc, "Purged the allocator's unused pages.");
-    PURGES.fetch_add(1, Ordering::Relaxed);
-    Ok(rc == 0)
+    if rc == 0 {
+        PURGES.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
-/// Whether live heap memory was above 3/4 of the target at the last check: then
+/// Whether the last check said to compact (live heap above 3/4 of the
+/// target): then
 /// fetched parts are compacted as they arrive (`fetch::part_reader`), one
 /// copy that frees the HTTP client's larger read buffers.
 pub fn over_target() -> bool {
@@ -112,4 +134,27 @@ pub fn figures() -> Option<AllocatorFigures> {
         resident: tikv_jemalloc_ctl::stats::resident::read().ok()? as u64,
         purges: PURGES.load(Ordering::Relaxed),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn compaction_starts_at_three_quarters_of_the_target() {
+        assert!(!decide(192 * MIB, 200 * MIB, 256 * MIB).compact);
+        assert!(decide(193 * MIB, 200 * MIB, 256 * MIB).compact);
+    }
+
+    #[test]
+    fn purges_only_above_the_target_with_enough_free() {
+        // Under the target: nothing, however much is free.
+        assert!(!decide(100 * MIB, 250 * MIB, 256 * MIB).purge);
+        // Above it, 40 MiB free: purge.
+        assert!(decide(260 * MIB, 300 * MIB, 256 * MIB).purge);
+        // Above it, but the heap is live: a purge would win nothing.
+        assert!(!decide(290 * MIB, 300 * MIB, 256 * MIB).purge);
+    }
 }

@@ -39,7 +39,7 @@ struct PartSink {
     chunks: Vec<Bytes>,
     filled: usize,
     len: usize,
-    /// Small chunks copied together (see `GATHER_BELOW`).
+    /// Bytes copied under memory pressure (see `GATHER_BYTES`).
     gather: Vec<u8>,
 }
 
@@ -47,7 +47,7 @@ struct PartSink {
 /// and hands the read over as a slice of it, so a chunk kept as it came
 /// pins more than its bytes: in the daemon soak (256 MiB budget) live heap
 /// reached 1.67× the budget, 705 such buffers alive. While live heap memory
-/// is above the budget (`alloc_trim::over_target`), chunks are copied into
+/// is above 3/4 of the budget (`alloc_trim::over_target`), chunks are copied into
 /// buffers of up to 8 MiB that hold nothing else: one more copy of those
 /// bytes, paid only under memory pressure (a bench with the default 1 GiB
 /// budget never pays it). Copying only chunks under 128 KiB freed nothing
@@ -88,7 +88,7 @@ impl PartSink {
         Ok(())
     }
 
-    /// Moves the gathered small chunks into the part, in order.
+    /// Moves the copied bytes into the part, in order.
     fn flush(&mut self) {
         if !self.gather.is_empty() {
             self.chunks.push(Bytes::from(std::mem::take(&mut self.gather)));

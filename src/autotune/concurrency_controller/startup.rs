@@ -219,12 +219,19 @@ impl ConcurrencyController {
     /// 16 requests: +16 requests added 0.15 of one each, yet 25% in all)
     /// doubling again only queues requests and memory.
     fn adds_enough(&self, m: RoundMeasure, best_bps: f64, before: usize) -> bool {
+        before < self.cfg.startup_judged_from
+            || self
+                .added_share(m, best_bps, before)
+                .is_none_or(|s| s >= self.cfg.startup_added_share)
+    }
+
+    /// What each request the last step added carried, as a share of what
+    /// one request carries alone; `None` when nothing was added or no lone
+    /// rate is known yet.
+    fn added_share(&self, m: RoundMeasure, best_bps: f64, before: usize) -> Option<f64> {
         let added = self.concurrency.saturating_sub(before);
-        if before < self.cfg.startup_judged_from || added == 0 {
-            return true;
-        }
-        let gain = m.bps - best_bps;
-        gain >= self.cfg.startup_added_share * added as f64 * self.best_request_bps
+        (added > 0 && self.best_request_bps > 0.0)
+            .then(|| (m.bps - best_bps) / (added as f64 * self.best_request_bps))
     }
 
     /// Whether the requests the last step added each carried
@@ -232,11 +239,7 @@ impl ConcurrencyController {
     /// any knee, where the next step may grow faster. Not the first round
     /// (nothing was added yet).
     fn adds_linearly(&self, m: RoundMeasure, best_bps: f64, before: usize) -> bool {
-        let added = self.concurrency.saturating_sub(before);
-        added > 0
-            && self.best_request_bps > 0.0
-            && m.bps - best_bps
-                >= self.cfg.startup_fast_share * added as f64 * self.best_request_bps
+        self.added_share(m, best_bps, before).is_some_and(|s| s >= self.cfg.startup_fast_share)
     }
 
     /// The uncontended latency from a growing round's arrivals, where no
