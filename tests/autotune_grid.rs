@@ -333,43 +333,25 @@ fn a_fleet_of_independent_daemons_shares_a_request_cap() {
     let jain = tr.fairness_between(30.0, 60.0);
     let part = tr.settings.last().map_or(0, |s| s.2);
     let gbps = tr.goodput_between(30.0, 60.0) / 1e9;
+    // Where the unfairness is: requests per daemon, and part sizes.
     let mut oks: Vec<f64> =
         tr.client_ok.iter().map(|v| v[30..60].iter().sum::<f64>() / 30.0).collect();
     oks.sort_by(f64::total_cmp);
-    println!(
-        "answered/s per daemon: min {:.2} p10 {:.2} median {:.2} p90 {:.2} max {:.2}",
-        oks[0],
-        oks[n / 10],
-        oks[n / 2],
-        oks[n * 9 / 10],
-        oks[n - 1]
-    );
-    let mut idx: Vec<usize> = (0..n).collect();
-    idx.sort_by(|&a, &b| {
-        let f = |i: usize| tr.client_ok[i][30..60].iter().sum::<f64>();
-        f(a).total_cmp(&f(b))
-    });
-    for &i in idx.iter().step_by(50).chain(idx.iter().rev().take(5)) {
-        println!(
-            "node {i}: ok/s {:.2} refused {:.3} conc {} rate {:?} part {}",
-            tr.client_ok[i][30..60].iter().sum::<f64>() / 30.0,
-            tr.client_throttled[i] as f64
-                / (tr.client_throttled[i] as f64 + tr.client_ok[i][30..].iter().sum::<f64>()),
-            tr.final_concurrency[i],
-            tr.final_rate[i],
-            tr.final_part_bytes[i] >> 20
-        );
-    }
     let mut parts = tr.final_part_bytes.clone();
     parts.sort_unstable();
+    let q = |p: usize| (n - 1) * p / 100;
     println!(
-        "parts MiB: min {} p10 {} median {} p90 {} max {}; Jain of answered requests {:.3}",
+        "answered/s per daemon p0/p10/p50/p90/p100: {:.2}/{:.2}/{:.2}/{:.2}/{:.2} (Jain {:.3}); \
+         parts MiB p0/p50/p100: {}/{}/{}",
+        oks[0],
+        oks[q(10)],
+        oks[q(50)],
+        oks[q(90)],
+        oks[n - 1],
+        tr.request_fairness_between(30.0, 60.0),
         parts[0] >> 20,
-        parts[n / 10] >> 20,
-        parts[n / 2] >> 20,
-        parts[n * 9 / 10] >> 20,
-        parts[n - 1] >> 20,
-        tr.request_fairness_between(30.0, 60.0)
+        parts[q(50)] >> 20,
+        parts[n - 1] >> 20
     );
     println!(
         "fleet of {n} daemons, cap {cap}/s: {ok:.3} of the cap accepted, {:.2}% 503s, Jain {jain:.3}, \

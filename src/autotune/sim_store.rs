@@ -71,11 +71,6 @@ pub struct SimTrace {
     pub client_ok: Vec<Vec<f64>>,
     /// Per client, its part size at the end.
     pub final_part_bytes: Vec<u64>,
-    /// Per client, its concurrency limit and its limiter's rate at the end.
-    pub final_concurrency: Vec<usize>,
-    pub final_rate: Vec<Option<f64>>,
-    /// Per client, throttled replies in all.
-    pub client_throttled: Vec<u64>,
 }
 
 impl SimTrace {
@@ -220,7 +215,6 @@ pub fn simulate(cfg: &SimConfig) -> SimTrace {
         goodput_bps: vec![0.0; secs * 10],
         client_bytes: vec![vec![0.0; secs]; n],
         client_ok: vec![vec![0.0; secs]; n],
-        client_throttled: vec![0; n],
         ok_per_sec: vec![0.0; secs],
         throttled_per_sec: vec![0.0; secs],
         ..SimTrace::default()
@@ -407,9 +401,6 @@ pub fn simulate(cfg: &SimConfig) -> SimTrace {
             let sec = (t as usize).min(secs - 1);
             if r.throttled {
                 trace.throttled_per_sec[sec] += 1.0;
-                if t >= 30.0 {
-                    trace.client_throttled[ci] += 1;
-                }
                 let c = &mut clients[ci];
                 c.inflight -= 1;
                 c.window.throttled += 1;
@@ -506,9 +497,6 @@ pub fn simulate(cfg: &SimConfig) -> SimTrace {
     }
     trace.late_concurrency = if late.1 > 0.0 { late.0 / late.1 } else { 0.0 };
     trace.final_part_bytes = clients.iter().map(|c| c.ctl.part_bytes()).collect();
-    trace.final_concurrency = clients.iter().map(|c| c.ctl.concurrency()).collect();
-    trace.final_rate =
-        (0..n).map(|ci| limiters.get(limiter_of(ci)).and_then(|l| l.rate())).collect();
     trace
 }
 
