@@ -96,7 +96,18 @@ impl RateGate {
     }
 
     pub fn on_throttle(&self) {
-        self.with(|l, now| l.on_throttle(now));
+        let (before, after) = self.with(|l, now| {
+            let before = l.rate();
+            l.on_throttle(now);
+            (before, l.rate())
+        });
+        if before != after {
+            tracing::debug!(
+                ?before,
+                ?after,
+                "Throttled: the request-rate limit changed (requests/s)."
+            );
+        }
     }
 
     /// A throttled reply said `Retry-After: pause`: every request waits

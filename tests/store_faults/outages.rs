@@ -71,6 +71,8 @@ async fn a_scattered_retry_after_delays_only_its_own_request() {
     let refusals: Vec<_> = run.arrivals.iter().filter(|a| a.1).collect();
     assert!(refusals.len() >= 3, "refused {} of {}", refusals.len(), run.arrivals.len());
     assert_eq!(run.gate.pauses(), 0, "scattered refusals paused the endpoint");
+    // Nor limited its rate: they are the store's own, not a cap.
+    assert_eq!(run.gate.rate(), None, "scattered refusals cut the endpoint's request rate");
     let mut others_soon = 0;
     for (at, _, name) in &refusals {
         let retry = run
