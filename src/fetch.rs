@@ -38,7 +38,7 @@ use std::time::Duration;
 use object_store::ObjectStore;
 
 pub use backoff::Backoff;
-pub use concurrency_limit::{ConcurrencyLimit, ConnPermit};
+pub use concurrency_limit::{ConcurrencyLimit, ConnPermit, RequestSlot};
 pub use demand_gauge::{DemandGauge, DemandSnapshot};
 pub use fetch_stats::{FetchSnapshot, FetchStats};
 pub use memory_budget::{MAX_RESERVATION, MemoryBudget, Reservation};

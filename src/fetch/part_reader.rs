@@ -17,7 +17,9 @@ use futures::StreamExt;
 use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt};
 
 use super::part_pool::pooled_bytes;
-use super::{FetchConfig, FetchError, FetchStats, PartData, PartPool, RateGate, RetryLoop};
+use super::{
+    FetchConfig, FetchError, FetchStats, PartData, PartPool, RateGate, RequestSlot, RetryLoop,
+};
 use crate::source::{ShardRef, chain, classify, noting_retry_after};
 
 /// Why one attempt stopped.
@@ -112,15 +114,17 @@ pub async fn fetch_part(
     cfg: &FetchConfig,
     stats: &FetchStats,
 ) -> Result<PartData, FetchError> {
-    let chunks = fetch_part_chunks(store, shard, range, e_tag, cfg, stats, None, None).await?;
+    let chunks =
+        fetch_part_chunks(store, shard, range, e_tag, cfg, stats, None, None, None).await?;
     Ok(PartData::unaccounted(chunks))
 }
 
 /// Fetches `range` of `shard` as the chunks it arrived in, retrying
 /// transient failures. A local file is read in one positioned read into a
-/// buffer from `pool` (when given).
+/// buffer from `pool` (when given). `slot`, the request's place in the
+/// concurrency limit, is given back while it waits out a `Retry-After`.
 // The request's identity (shard, range, ETag) and its context (store,
-// config, stats, pool, gate): bundling them would only rename the list.
+// config, stats, pool, gate, slot): bundling them would only rename the list.
 #[allow(clippy::too_many_arguments)]
 pub async fn fetch_part_chunks(
     store: &dyn ObjectStore,
@@ -131,6 +135,7 @@ pub async fn fetch_part_chunks(
     stats: &FetchStats,
     pool: Option<&Arc<PartPool>>,
     gate: Option<&RateGate>,
+    mut slot: Option<&mut RequestSlot>,
 ) -> Result<Vec<Bytes>, FetchError> {
     let len = usize::try_from(range.end - range.start)
         .map_err(|_| FetchError::Internal(format!("part {range:?} too large for memory")))?;
@@ -216,8 +221,19 @@ pub async fn fetch_part_chunks(
             }
         };
         FetchStats::add(&stats.errors, 1);
-        // Waits the backoff, or the store's own `Retry-After` if longer.
-        match retry.wait(asked).await {
+        // Waits the backoff, or the store's own `Retry-After` if longer
+        // (off the concurrency limit: see `RequestSlot`).
+        let slot = slot.as_deref_mut().filter(|_| asked.is_some());
+        let waited = match slot {
+            Some(slot) => {
+                slot.give_back();
+                let waited = retry.wait(asked).await;
+                slot.take_again().await;
+                waited
+            }
+            None => retry.wait(asked).await,
+        };
+        match waited {
             Ok(delay) => {
                 let attempts = retry.attempts();
                 tracing::debug!(shard = %shard.url, from, attempts, ?delay, %detail, "Retried part.");

@@ -17,7 +17,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::part_reader::{fetch_part_chunks, head_shard};
 use super::part_sharing::Publisher;
-use super::{Claim, ConnPermit, FetchEngine, FetchError, PartData, PartKey, PartPlan, Reservation};
+use super::{
+    Claim, ConnPermit, FetchEngine, FetchError, PartData, PartKey, PartPlan, RequestSlot,
+    Reservation,
+};
 use crate::source::ShardRef;
 
 /// What the scheduler sends downstream, in order. `T` is the caller's tag
@@ -59,6 +62,7 @@ fn spawn_fetch(
     let PartFetch { range, reservation, permit, publisher } = fetch;
     let len = range.end - range.start;
     tokio::spawn(async move {
+        let mut slot = RequestSlot::new(permit);
         let r = fetch_part_chunks(
             engine.store.as_ref(),
             &shard,
@@ -68,9 +72,10 @@ fn spawn_fetch(
             &engine.stats,
             Some(&engine.pool),
             engine.gate.as_deref(),
+            Some(&mut slot),
         )
         .await;
-        drop(permit);
+        drop(slot);
         let r = r.map(|chunks| {
             crate::fetch::FetchStats::add(&engine.stats.bytes, len);
             let (bytes, weak) = PartData::held(chunks, reservation);
