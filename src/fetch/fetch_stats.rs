@@ -30,7 +30,8 @@ pub struct FetchStats {
     pub transfer_us: AtomicU64,
     /// Attempts that timed out.
     pub timeouts: AtomicU64,
-    /// Attempts abandoned because their bytes stopped arriving.
+    /// Attempts abandoned because their bytes stopped arriving, or came
+    /// too slowly to finish (see `part_reader`).
     pub stalls: AtomicU64,
     /// Microseconds requests waited on the request-rate limiter.
     pub rate_limited_us: AtomicU64,

@@ -32,6 +32,10 @@ enum AttemptError {
     /// No bytes for this long: the connection is abandoned, the part
     /// resumes on another.
     Stalled(Duration),
+    /// Bytes still coming, but the attempt has run this long (twice the
+    /// stall limit: four mean part times): abandoned as a stall is, once
+    /// a part.
+    Slow(Duration),
     Io(std::io::Error),
     TooLong,
 }
@@ -141,12 +145,17 @@ pub async fn fetch_part_chunks(
         .map_err(|_| FetchError::Internal(format!("part {range:?} too large for memory")))?;
     let mut buf = PartSink::new(len);
     let mut retry = RetryLoop::new(cfg, gate, stats);
+    // A part abandons one slow connection at most: slow twice is the path,
+    // not the connection, and a path that slowed for every part must not
+    // cost every part a second request each time.
+    let mut slow_left = true;
     loop {
         retry.begin().await;
         let from = range.start + buf.filled as u64;
         let sent = std::time::Instant::now();
         let mut ttfb = None;
         let stall = stats.stall_after(cfg.stall_floor, cfg.request_timeout);
+        let slow = slow_left.then_some(2 * stall);
         let (attempt, asked) = noting_retry_after(tokio::time::timeout(
             cfg.request_timeout,
             read_into(
@@ -158,7 +167,7 @@ pub async fn fetch_part_chunks(
                 &mut ttfb,
                 stats,
                 pool,
-                stall,
+                Limits { stall, slow },
             ),
         ))
         .await;
@@ -215,6 +224,11 @@ pub async fn fetch_part_chunks(
                 FetchStats::add(&stats.stalls, 1);
                 format!("no bytes for {quiet:?}: the connection stalled")
             }
+            Err(AttemptError::Slow(took)) => {
+                FetchStats::add(&stats.stalls, 1);
+                slow_left = false;
+                format!("still sending after {took:?}: the connection is slow")
+            }
             Err(AttemptError::Io(e)) => format!("reading the local file: {e}"),
             Err(AttemptError::TooLong) => {
                 "the store sent more bytes than the range asked for".into()
@@ -251,11 +265,19 @@ pub async fn fetch_part_chunks(
     }
 }
 
-/// One GET of `range`, appended to `buf`; on a broken or stalled body `buf`
-/// keeps what arrived, so the next attempt resumes after it. `stall`: the
-/// longest the reply may send nothing (headers, or the next chunk).
+/// How long an attempt may go: `stall`, the longest its reply may send
+/// nothing (headers, or the next chunk); `slow`, if set, the longest its
+/// body may take in all.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    stall: Duration,
+    slow: Option<Duration>,
+}
+
+/// One GET of `range`, appended to `buf`; on a broken, stalled or slow body
+/// `buf` keeps what arrived, so the next attempt resumes after it.
 // As `fetch_part_chunks`, plus the attempt's sink, time to first byte and
-// stall limit.
+// limits.
 #[allow(clippy::too_many_arguments)]
 async fn read_into(
     store: &dyn ObjectStore,
@@ -266,7 +288,7 @@ async fn read_into(
     ttfb: &mut Option<std::time::Duration>,
     stats: &FetchStats,
     pool: Option<&Arc<PartPool>>,
-    stall: Duration,
+    Limits { stall, slow }: Limits,
 ) -> Result<(), AttemptError> {
     let sent = std::time::Instant::now();
     let opts = GetOptions {
@@ -332,6 +354,14 @@ async fn read_into(
                 let n = chunk.len() as u64;
                 buf.push(chunk, crate::alloc_trim::over_target())?;
                 FetchStats::add(&stats.arrived_bytes, n);
+                // A trickle (a bad path, a struggling server) that never
+                // goes quiet long enough to be a stall.
+                if let Some(slow) = slow
+                    && buf.filled < buf.len
+                    && sent.elapsed() > slow
+                {
+                    return Err(AttemptError::Slow(sent.elapsed()));
+                }
             }
             Ok(())
         }

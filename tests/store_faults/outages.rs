@@ -30,8 +30,9 @@ struct Run {
     ended: Instant,
     gate: std::sync::Arc<RateGate>,
     stats: std::sync::Arc<FetchStats>,
-    /// Replies the proxy stalled.
+    /// Replies the proxy stalled, and slowed to a trickle.
     stalled: u64,
+    slowed: u64,
 }
 
 /// Reads an 8-shard dataset through a proxy that refuses as `throttle`
@@ -57,7 +58,8 @@ async fn read_through(bucket: &str, throttle: ProxyConfig, fetch: FetchConfig) -
     assert_every_sample_once(&batches, &cfg, "through the refusing proxy");
     let arrivals = proxy.arrivals.lock().expect("arrivals").clone();
     let stalled = proxy.stalled.load(std::sync::atomic::Ordering::Relaxed);
-    Run { arrivals, proxy_started: proxy.started, ended, gate, stats, stalled }
+    let slowed = proxy.slowed.load(std::sync::atomic::Ordering::Relaxed);
+    Run { arrivals, proxy_started: proxy.started, ended, gate, stats, stalled, slowed }
 }
 
 /// A few 503s with `Retry-After: 1` among many answers (B2 does this):
@@ -169,6 +171,25 @@ async fn a_stalled_connection_costs_a_part_time_not_a_timeout() {
     assert!(run.stalled >= 3, "the proxy stalled {} replies", run.stalled);
     assert_eq!(stalls, run.stalled, "every stall detected, nothing else called one");
     assert!(took < Duration::from_secs(30), "{took:?}: a stall cost the request timeout");
+}
+
+/// One reply in 20 slows to a trickle after 600 bytes (1 KB/s, never quiet
+/// for long enough to be a stall): the part resumes on another connection
+/// after four mean part times (at least 4 s), not after the 60 s request
+/// timeout (a 16 KB part at 1 KB/s would take ~16 s and hold its shard).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_connection_costs_a_few_part_times_not_its_whole_reply() {
+    let throttle = ProxyConfig { slow_every: Some(20), ..ProxyConfig::fast() };
+    let started = Instant::now();
+    let run = read_through("slow", throttle, many_parts()).await;
+    let took = started.elapsed();
+    let abandoned = run.stats.stalls.load(std::sync::atomic::Ordering::Relaxed);
+    println!("{} slowed replies, {abandoned} abandoned, {:.1} s", run.slowed, took.as_secs_f64());
+    assert!(run.slowed >= 3, "the proxy slowed {} replies", run.slowed);
+    // A slowed connection stays slow: a reply that waited for it may be
+    // slow too, so at least one abandon for each slowed reply.
+    assert!(abandoned >= run.slowed, "{abandoned} of {} slow replies abandoned", run.slowed);
+    assert!(took < Duration::from_secs(30), "{took:?}: slow replies ran their course");
 }
 
 /// A listing refused for a second is retried, not the end of the job; one

@@ -36,6 +36,10 @@ pub struct ProxyConfig {
     /// Stall every n-th reply: its first 600 bytes flow, then nothing more
     /// on that connection until the client gives up on it.
     pub stall_every: Option<u64>,
+    /// Slow every n-th reply: its first 600 bytes flow, then 100 bytes
+    /// every 100 ms (1 KB/s) on that connection from then on: never quiet
+    /// long enough to be a stall.
+    pub slow_every: Option<u64>,
     /// Every n-th range GET gets a fault, the kinds of [`Fault::ALL`] in
     /// turn (the fault matrix).
     pub fault_every: Option<u64>,
@@ -89,6 +93,7 @@ impl ProxyConfig {
             refuse_every: None,
             storm: None,
             stall_every: None,
+            slow_every: None,
             fault_every: None,
         }
     }
@@ -104,8 +109,9 @@ pub struct Proxy {
     pub throttled: Arc<AtomicU64>,
     /// When each request head arrived, and whether it was refused.
     pub arrivals: Arc<Mutex<Vec<Arrival>>>,
-    /// Replies stalled.
+    /// Replies stalled, and slowed to a trickle.
     pub stalled: Arc<AtomicU64>,
+    pub slowed: Arc<AtomicU64>,
     /// Faults injected, by kind.
     pub faults: Arc<Mutex<std::collections::HashMap<Fault, u64>>>,
     /// When it started (its `storm` counts from here).
@@ -127,6 +133,7 @@ struct Log {
     /// Requests seen, for `refuse_every`.
     seen: Arc<AtomicU64>,
     stalled: Arc<AtomicU64>,
+    slowed: Arc<AtomicU64>,
     started: Instant,
     /// Range GETs seen, for `fault_every`, and faults by kind.
     ranged: Arc<AtomicU64>,
@@ -148,12 +155,14 @@ impl Proxy {
         let arrivals = Arc::new(Mutex::new(Vec::new()));
         let started = Instant::now();
         let stalled = Arc::new(AtomicU64::new(0));
+        let slowed = Arc::new(AtomicU64::new(0));
         let faults = Arc::new(Mutex::new(std::collections::HashMap::new()));
         let log = Log {
             throttled: throttled.clone(),
             arrivals: arrivals.clone(),
             seen: Arc::new(AtomicU64::new(0)),
             stalled: stalled.clone(),
+            slowed: slowed.clone(),
             started,
             ranged: Arc::new(AtomicU64::new(0)),
             faults: faults.clone(),
@@ -167,7 +176,7 @@ impl Proxy {
                 });
             }
         });
-        Proxy { addr, throttled, arrivals, stalled, faults, started, task }
+        Proxy { addr, throttled, arrivals, stalled, slowed, faults, started, task }
     }
 }
 
@@ -184,6 +193,19 @@ fn admit(bucket: &Mutex<Bucket>, cap: Option<f64>) -> bool {
     } else {
         false
     }
+}
+
+/// Writes `bytes` at 1 KB/s, 100 bytes at a time: a connection that never
+/// goes quiet and never gets anywhere.
+async fn trickle_out(
+    writer: &AsyncMutex<tokio::net::tcp::OwnedWriteHalf>,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    for piece in bytes.chunks(100) {
+        writer.lock().await.write_all(piece).await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
 
 /// The reply the proxy sends itself for `fault`, instead of forwarding
@@ -249,18 +271,29 @@ async fn serve(
     // Bytes relayed so far, and where to stop relaying (a stalled reply).
     let relayed = Arc::new(AtomicU64::new(0));
     let stall_at = Arc::new(AtomicU64::new(u64::MAX));
-    // At `stall_at`: true, close the connection (FIN); false, go quiet.
+    // At `stall_at`: true, close the connection (FIN); false, go quiet
+    // (or, with `slow`, trickle from then on).
     let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (relayed_w, stall_at_r, cut_r) = (relayed.clone(), stall_at.clone(), cut.clone());
+    let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (relayed_w, stall_at_r, cut_r, slow_r) =
+        (relayed.clone(), stall_at.clone(), cut.clone(), slow.clone());
     let replies = tokio::spawn(async move {
         const SLACK: Duration = Duration::from_millis(5);
         let mut buf = vec![0u8; 64 << 10];
         let mut free_at = Instant::now();
+        let mut trickle = false;
         loop {
             let mut n = match server_rx.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            if trickle {
+                if trickle_out(&writer, &buf[..n]).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            let read = n;
             let at = relayed_w.load(Ordering::Relaxed);
             let stop = stall_at_r.load(Ordering::Relaxed);
             let stalls = at + n as u64 >= stop;
@@ -276,6 +309,13 @@ async fn serve(
             }
             if writer.lock().await.write_all(&buf[..n]).await.is_err() {
                 return;
+            }
+            if stalls && slow_r.load(Ordering::Relaxed) {
+                trickle = true;
+                if trickle_out(&writer, &buf[n..read]).await.is_err() {
+                    return;
+                }
+                continue;
             }
             if stalls {
                 if cut_r.load(Ordering::Relaxed) {
@@ -360,6 +400,11 @@ async fn serve(
         if cfg.stall_every.is_some_and(|n| nth.is_multiple_of(n)) {
             log.stalled.fetch_add(1, Ordering::Relaxed);
             // Every earlier reply is complete (one request at a time).
+            stall_at.store(relayed.load(Ordering::Relaxed) + CUT_AT, Ordering::Relaxed);
+        }
+        if cfg.slow_every.is_some_and(|n| nth.is_multiple_of(n)) {
+            log.slowed.fetch_add(1, Ordering::Relaxed);
+            slow.store(true, Ordering::Relaxed);
             stall_at.store(relayed.load(Ordering::Relaxed) + CUT_AT, Ordering::Relaxed);
         }
         tokio::time::sleep(cfg.ttfb).await;
