@@ -30,6 +30,10 @@
 
 use std::collections::VecDeque;
 
+/// Refusals with a `Retry-After` remembered until `on_throttle` hears of
+/// them (requests in flight at once, roughly).
+const MAX_WAITS_PENDING: u32 = 64;
+
 /// Limiter settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RateLimiterConfig {
@@ -233,7 +237,9 @@ impl RateLimiter {
     /// drops the header). The refused request waits that long in any case;
     /// in a storm every request does. True when it paused every request.
     pub fn on_retry_after(&mut self, now: f64, secs: f64) -> bool {
-        self.waits_pending = self.waits_pending.saturating_add(1);
+        // Bounded: a refusal whose throttle is never reported (a reply
+        // classified otherwise) must not mark many later ones.
+        self.waits_pending = (self.waits_pending + 1).min(MAX_WAITS_PENDING);
         let storm = self.throttled_in_a_row + 1 >= self.cfg.storm_in_a_row;
         if storm {
             self.pause(now, secs);
