@@ -30,10 +30,6 @@
 
 use std::collections::VecDeque;
 
-/// Refusals with a `Retry-After` remembered until `on_throttle` hears of
-/// them (requests in flight at once, roughly).
-const MAX_WAITS_PENDING: u32 = 64;
-
 /// Limiter settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RateLimiterConfig {
@@ -127,9 +123,6 @@ pub struct RateLimiter {
     throttled_in_a_row: u32,
     /// Times a `Retry-After` paused every request (a storm).
     pub pauses: u64,
-    /// Refusals heard with a `Retry-After` that `on_throttle` has not yet
-    /// heard of (the header is seen first, where the reply is).
-    waits_pending: u32,
     /// The highest accepted rate seen at a throttle: cuts stop at a quarter
     /// of it, so throttling that does not depend on our rate (a store
     /// answering 503 at random) cannot drive the rate to nothing.
@@ -156,7 +149,6 @@ impl RateLimiter {
             successes_since_throttle: 0,
             throttled_in_a_row: 0,
             pauses: 0,
-            waits_pending: 0,
             peak_accepted: 0.0,
         }
     }
@@ -233,13 +225,10 @@ impl RateLimiter {
     }
 
     /// A throttled reply said `Retry-After: secs` (seen where the HTTP
-    /// reply is, before [`RateLimiter::on_throttle`] hears of it: object_store
+    /// reply is, before [`RateLimiter::on_throttle_with_wait`] hears of it: object_store
     /// drops the header). The refused request waits that long in any case;
     /// in a storm every request does. True when it paused every request.
     pub fn on_retry_after(&mut self, now: f64, secs: f64) -> bool {
-        // Bounded: a refusal whose throttle is never reported (a reply
-        // classified otherwise) must not mark many later ones.
-        self.waits_pending = (self.waits_pending + 1).min(MAX_WAITS_PENDING);
         let storm = self.throttled_in_a_row + 1 >= self.cfg.storm_in_a_row;
         if storm {
             self.pause(now, secs);
@@ -247,15 +236,21 @@ impl RateLimiter {
         storm
     }
 
-    /// The store answered 503/429.
+    /// The store answered 503/429 without a `Retry-After` (S3's SlowDown,
+    /// a fleet over a shared cap): a statement about the request rate,
+    /// answered by cutting.
     pub fn on_throttle(&mut self, now: f64) {
+        self.throttle(now, false);
+    }
+
+    /// The store answered 503/429 with a `Retry-After` (B2's scattered
+    /// refusals): paced by that wait, and perhaps the store's own.
+    pub fn on_throttle_with_wait(&mut self, now: f64) {
+        self.throttle(now, true);
+    }
+
+    fn throttle(&mut self, now: f64, asked_wait: bool) {
         self.advance(now);
-        // A refusal that named its own wait (B2's scattered `503 +
-        // Retry-After`) is paced by that wait and may be the store's own;
-        // one that did not (S3's SlowDown, a fleet over a shared cap) is
-        // a statement about the request rate, answered by cutting.
-        let asked_wait = self.waits_pending > 0;
-        self.waits_pending = self.waits_pending.saturating_sub(1);
         self.throttled += 1;
         self.throttled_in_a_row = self.throttled_in_a_row.saturating_add(1);
         self.throttles.push_back(now);
@@ -413,7 +408,7 @@ mod tests {
             let _ = l.try_acquire(t);
             if i % 50 == 49 {
                 l.on_retry_after(t, 1.0);
-                l.on_throttle(t)
+                l.on_throttle_with_wait(t)
             } else {
                 l.on_success(t)
             }

@@ -212,7 +212,7 @@ pub async fn fetch_part_chunks(
                     ));
                 }
                 if class.throttled {
-                    retry.throttled();
+                    retry.throttled(asked);
                 }
                 chain(&e)
             }
@@ -403,7 +403,7 @@ pub async fn head_shard(
             return Err(FetchError::from_store(shard, None, retry.attempts(), e));
         }
         if class.throttled {
-            retry.throttled();
+            retry.throttled(asked);
         }
         if let Err(why) = retry.wait(asked).await {
             let detail = format!("{}; {why}", chain(&e));

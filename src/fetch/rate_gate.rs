@@ -95,10 +95,15 @@ impl RateGate {
         self.with_budget(|b, now| b.on_success(now));
     }
 
-    pub fn on_throttle(&self) {
+    /// A 503/429; `asked_wait`: it carried a `Retry-After`.
+    pub fn on_throttle(&self, asked_wait: bool) {
         let (before, after) = self.with(|l, now| {
             let before = l.rate();
-            l.on_throttle(now);
+            if asked_wait {
+                l.on_throttle_with_wait(now)
+            } else {
+                l.on_throttle(now)
+            }
             (before, l.rate())
         });
         if before != after {

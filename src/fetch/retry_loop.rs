@@ -82,11 +82,12 @@ impl<'a> RetryLoop<'a> {
     }
 
     /// A reply said slow down (503 SlowDown, 429): counted, and the
-    /// endpoint's rate limiter cuts.
-    pub fn throttled(&self) {
+    /// endpoint's rate limiter hears of it, with whether it asked for a
+    /// wait (`Retry-After`, `asked`).
+    pub fn throttled(&self, asked: Option<Duration>) {
         FetchStats::add(&self.stats.throttled, 1);
         if let Some(gate) = self.gate {
-            gate.on_throttle();
+            gate.on_throttle(asked.is_some());
         }
     }
 

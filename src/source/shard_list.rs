@@ -118,7 +118,7 @@ async fn list_retrying(
             }
         };
         if classify(&e).throttled {
-            retry.throttled();
+            retry.throttled(asked);
         }
         match retry.wait(asked).await {
             Ok(delay) => {
