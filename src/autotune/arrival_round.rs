@@ -23,6 +23,9 @@ pub(super) struct RoundMeasure {
     pub bps: f64,
     /// The same per request in flight: what one connection carries.
     pub per_request_bps: f64,
+    /// Share of the round's time (settling included) the engine's timer
+    /// fired late: the client's cores were saturated (`startup_cpu_lag`).
+    pub lag_share: f64,
 }
 
 /// Settings of a round (see `ControllerConfig`).
@@ -48,6 +51,7 @@ pub(super) struct ArrivalRound {
     measured_secs: f64,
     arrived: u64,
     inflight_area: f64,
+    lag_secs: f64,
 }
 
 impl ArrivalRound {
@@ -63,6 +67,9 @@ impl ArrivalRound {
         ttfb_secs: Option<f64>,
         times: &RoundTimes,
     ) -> Option<RoundMeasure> {
+        // Lag over the whole round: the step's own cost (new connections
+        // set up at once) is part of what it did to the cores.
+        self.lag_secs += obs.timer_lag_secs;
         if !self.measuring {
             self.settle_secs += obs.window_secs;
             self.first_bytes += obs.first_bytes;
@@ -83,7 +90,8 @@ impl ArrivalRound {
         }
         let bps = self.arrived as f64 / self.measured_secs;
         let inflight = (self.inflight_area / self.measured_secs).max(1.0);
-        Some(RoundMeasure { bps, per_request_bps: bps / inflight })
+        let lag_share = (self.lag_secs / (self.settle_secs + self.measured_secs)).min(1.0);
+        Some(RoundMeasure { bps, per_request_bps: bps / inflight, lag_share })
     }
 }
 

@@ -34,6 +34,10 @@ pub struct WindowObservation {
     pub ready_fill: Option<f64>,
     /// Time the consumer waited for data in the window.
     pub consumer_wait_secs: f64,
+    /// How late the engine's sampling timer fired in the window, summed:
+    /// its runtime (or the machine) had no idle core to wake it on time.
+    /// Where CPU is the knee, more requests only cost more of it.
+    pub timer_lag_secs: f64,
 }
 
 impl WindowObservation {

@@ -49,8 +49,13 @@ async fn run(engine: Weak<FetchEngine>, mut controller: ConcurrencyController) {
     let mut last: Option<(Instant, FetchSnapshot, DemandSnapshot)> =
         engine.upgrade().map(|e| (origin, e.stats.snapshot(), e.demand.snapshot()));
     let (mut inflight_sum, mut samples) = (0.0, 0u32);
+    let mut lag = Duration::ZERO;
     loop {
+        let asleep = Instant::now();
         tokio::time::sleep(SAMPLE).await;
+        // Tokio's timer wheel has 1 ms slots: a sleep ends up to 1 ms late
+        // on an idle runtime; beyond that, no worker was free to wake it.
+        lag += asleep.elapsed().saturating_sub(SAMPLE + Duration::from_millis(1));
         let Some(engine) = engine.upgrade() else {
             return;
         };
@@ -63,7 +68,7 @@ async fn run(engine: Weak<FetchEngine>, mut controller: ConcurrencyController) {
         let snap = engine.stats.snapshot();
         let demand = engine.demand.snapshot();
         let Some((then, prev, prev_demand)) = last.replace((now, snap, demand)) else {
-            (inflight_sum, samples) = (0.0, 0);
+            (inflight_sum, samples, lag) = (0.0, 0, Duration::ZERO);
             continue;
         };
         let window_secs = now.duration_since(then).as_secs_f64();
@@ -89,6 +94,7 @@ async fn run(engine: Weak<FetchEngine>, mut controller: ConcurrencyController) {
                     / (demand.takes - prev_demand.takes) as f64
             }),
             consumer_wait_secs: (demand.wait_us - prev_demand.wait_us) as f64 * 1e-6,
+            timer_lag_secs: lag.as_secs_f64(),
         };
         // STOKER_LOG=stoker::fetch::autotune_task=trace: every window.
         tracing::trace!(
@@ -97,6 +103,7 @@ async fn run(engine: Weak<FetchEngine>, mut controller: ConcurrencyController) {
             inflight = format_args!("{:.1}", obs.inflight_mean),
             first_bytes = obs.first_bytes,
             completions = obs.completions,
+            lag_ms = format_args!("{:.0}", obs.timer_lag_secs * 1e3),
             "Autotune window."
         );
         let before = (controller.concurrency(), controller.part_bytes(), controller.phase());
@@ -127,6 +134,6 @@ async fn run(engine: Weak<FetchEngine>, mut controller: ConcurrencyController) {
         if let Some(warm) = controller.warm_start() {
             *engine.settled.lock().unwrap_or_else(|p| p.into_inner()) = Some(warm);
         }
-        (inflight_sum, samples) = (0.0, 0);
+        (inflight_sum, samples, lag) = (0.0, 0, Duration::ZERO);
     }
 }

@@ -21,6 +21,11 @@
 //!   shrinks by at most a quarter (on arrivals; half on completions) —
 //!   unless the top level measured no better than the one below it (from
 //!   8 up): then at least that level, not three quarters of the top.
+//! * From 8 requests up, a round in which the engine's timer fired late
+//!   for a fifth of the time ran on saturated cores: the client's CPU is
+//!   the knee. Start-up ends there: a round that grew is held (or, late
+//!   half the time, left for the level below), one that did not exits at
+//!   once to the level below (more connections only cost more CPU).
 //! * Without arrivals a round lasts 1.5 request latencies and a completion
 //!   per slot; growth is judged on bytes counted (Little's estimate reads
 //!   high while requests in flight double); the plateau's goodput is the
@@ -81,6 +86,19 @@ impl ConcurrencyController {
             if !shared || self.growth_rounds.is_empty() {
                 self.learn_latency(judged.done, measured.is_some());
             }
+            if let Some(lag) = measured.map(|m| m.lag_share).filter(|_| self.cpu_bound(measured)) {
+                // It grew, but on saturated cores: a doubling would cost
+                // more CPU than it adds. The knee is here, or, on cores
+                // this far oversubscribed, below (part of the growth was
+                // the level below's connections leaving TCP slow start).
+                let knee = if lag >= self.cfg.startup_cpu_over {
+                    best_concurrency
+                } else {
+                    self.concurrency
+                };
+                let top = self.concurrency;
+                return self.exit_startup(blended, top, true, judged.demand_met, Some(knee));
+            }
             let next = self.clamp(self.concurrency * 2);
             if next == self.concurrency {
                 // At the cap: a plateau by force; judged like one. This
@@ -102,8 +120,12 @@ impl ConcurrencyController {
             }
             return State::Startup(Ramp::from(bps, before));
         }
+        // No growth on saturated cores: more rounds will not find any, and
+        // the level that last grew is the knee.
+        let cpu_knee = self.cpu_bound(measured).then_some(best_concurrency);
         let full = stalled + 1 >= self.cfg.startup_patience
             || judged.demand_met
+            || cpu_knee.is_some()
             // Two rounds without growth while requests take twice the
             // uncontended latency: they queue on a full path, and a third
             // round (over a second at 128 requests that wait their turn)
@@ -119,6 +141,7 @@ impl ConcurrencyController {
                 best_concurrency,
                 measured.is_some(),
                 judged.demand_met,
+                cpu_knee,
             );
         }
         State::Startup(Ramp {
@@ -156,13 +179,15 @@ impl ConcurrencyController {
     /// needs, at least half the last concurrency that grew (the ramp
     /// overshoots by up to 2×) and at most the top level (growth under 25%
     /// is still growth: at a few requests, the last ones fill
-    /// time-to-first-byte gaps).
+    /// time-to-first-byte gaps). `cpu_knee`: the level at which the
+    /// client's cores saturated, held as it is.
     fn exit_startup(
         &mut self,
         best: f64,
         best_concurrency: usize,
         on_arrivals: bool,
         demand_met: bool,
+        cpu_knee: Option<usize>,
     ) -> State {
         // On arrivals each level's goodput is measured: hold at least the
         // smallest level that came within 5% of the plateau (the knee as
@@ -191,7 +216,9 @@ impl ConcurrencyController {
             && from > best_concurrency
             && matches!((level(from), level(best_concurrency)),
                 (Some(t), Some(b)) if t <= b * (1.0 + self.cfg.accept_gain));
-        let lo = if on_arrivals && flat_top {
+        let lo = if let Some(knee) = cpu_knee {
+            knee
+        } else if on_arrivals && flat_top {
             best_concurrency
         } else if on_arrivals {
             half.max((top as f64 * self.cfg.exit_keep).floor() as usize)
@@ -199,7 +226,8 @@ impl ConcurrencyController {
             half
         };
         self.goodput_bps = best;
-        self.set_concurrency(needed.clamp(lo, from.max(lo)));
+        let hi = cpu_knee.unwrap_or(from).max(lo);
+        self.set_concurrency(needed.clamp(lo, hi));
         if self.concurrency < from && !demand_met {
             // Judged like any shrink: undone if it costs goodput (when
             // latency grows with load, Little's law at the uncontended
@@ -210,6 +238,14 @@ impl ConcurrencyController {
         // grows with load: check it soon.
         self.probe_interval = self.cfg.probe_soon;
         State::Steady { settle: true, periods: 0 }
+    }
+
+    /// Whether a round on arrivals, from `startup_judged_from` requests up,
+    /// ran on saturated cores (the engine's timer late for
+    /// `startup_cpu_lag` of it): the knee is the client's CPU.
+    fn cpu_bound(&self, measured: Option<RoundMeasure>) -> bool {
+        self.concurrency >= self.cfg.startup_judged_from
+            && measured.is_some_and(|m| m.lag_share >= self.cfg.startup_cpu_lag)
     }
 
     /// Whether the requests a doubling added each carried a fair share of

@@ -327,14 +327,25 @@ fn arrival_window(c: usize, added: usize, knee: usize) -> WindowObservation {
 
 /// The concurrencies start-up visits and the one it exits to.
 fn arrival_ramp(knee: usize) -> (Vec<usize>, usize) {
+    arrival_ramp_lagging(knee, usize::MAX, 0.0).0
+}
+
+/// The same where the engine's timer fires `lag` s late in every 50 ms
+/// window from `lag_from` requests up (the client's cores are busy); also
+/// how many windows start-up took.
+fn arrival_ramp_lagging(knee: usize, lag_from: usize, lag: f64) -> ((Vec<usize>, usize), usize) {
     let mut c = ConcurrencyController::new(ControllerConfig::default());
     let (mut seen, mut last) = (vec![c.concurrency()], 0);
-    for _ in 0..200 {
+    for windows in 1..200 {
         let n = c.concurrency();
-        let d = c.on_window(&arrival_window(n, n.saturating_sub(last), knee));
+        let mut w = arrival_window(n, n.saturating_sub(last), knee);
+        if n >= lag_from {
+            w.timer_lag_secs = lag;
+        }
+        let d = c.on_window(&w);
         last = n;
         if c.phase() != Phase::Startup {
-            return (seen, d.concurrency);
+            return ((seen, d.concurrency), windows);
         }
         if seen.last() != Some(&d.concurrency) {
             seen.push(d.concurrency);
@@ -358,4 +369,32 @@ fn a_flat_top_level_exits_to_the_level_below() {
     let (seen, held) = arrival_ramp(32);
     assert_eq!(seen, vec![1, 2, 8, 16, 32, 64]);
     assert!((32..=36).contains(&held), "held {held}");
+}
+
+#[test]
+fn a_round_on_saturated_cores_ends_start_up() {
+    // No knee in goodput, but from 16 requests the client's cores are
+    // saturated (its timer is late 20 ms in every 50): 16 grew, and is
+    // held; a doubling would cost CPU the node does not have.
+    let ((seen, held), _) = arrival_ramp_lagging(1000, 16, 0.02);
+    assert_eq!((seen, held), (vec![1, 2, 8, 16], 16));
+    // Late over half the time: past the knee; back to the level below.
+    let ((seen, held), _) = arrival_ramp_lagging(1000, 16, 0.03);
+    assert_eq!((seen, held), (vec![1, 2, 8, 16], 8));
+    // Late under a fifth of the time: busy cores, not saturated ones.
+    let ((seen, _), _) = arrival_ramp_lagging(1000, 16, 0.009);
+    assert!(seen.len() > 6, "{seen:?}");
+}
+
+#[test]
+fn no_growth_on_saturated_cores_exits_at_once_to_the_level_below() {
+    // The knee is 32 and 64 saturates the cores: the first round at 64
+    // ends start-up (three rounds without growth cost a second at 64 on
+    // a 2-core node), holding 32.
+    let ((seen, held), windows) = arrival_ramp_lagging(32, 64, 0.02);
+    let ((patient, _), patient_windows) = arrival_ramp_lagging(32, usize::MAX, 0.0);
+    assert_eq!(seen, vec![1, 2, 8, 16, 32, 64]);
+    assert_eq!(seen, patient);
+    assert!((32..=36).contains(&held), "held {held}");
+    assert!(windows + 4 <= patient_windows, "{windows} windows against {patient_windows}");
 }
