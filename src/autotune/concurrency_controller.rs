@@ -93,6 +93,8 @@ struct Judged {
     demand_met: bool,
     rate_limited_secs: f64,
     secs: f64,
+    /// Share of it the engine's timer fired late (saturated cores).
+    lag_share: f64,
 }
 
 /// The controller.
@@ -138,6 +140,9 @@ pub struct ConcurrencyController {
     best_request_bps: f64,
     /// Start-up levels measured on arrivals: (concurrency, best goodput).
     levels: Vec<(usize, f64)>,
+    /// Where start-up found the client's cores saturated: steady state
+    /// does not shrink below it on Little's law while they still are.
+    cpu_knee: Option<usize>,
 }
 
 impl ConcurrencyController {
@@ -165,6 +170,7 @@ impl ConcurrencyController {
             first_byte_secs: (0.0, 0),
             best_request_bps: 0.0,
             levels: Vec::new(),
+            cpu_knee: None,
             cfg,
         };
         c.concurrency = c.clamp(c.concurrency);
@@ -404,6 +410,7 @@ impl ConcurrencyController {
             demand_met,
             rate_limited_secs: p.rate_limited_secs,
             secs: p.secs,
+            lag_share: if p.secs > 0.0 { p.lag_secs / p.secs } else { 0.0 },
         };
         self.period = Period::default();
         Some(judged)

@@ -5,7 +5,7 @@
 //!   took twice the uncontended latency (they queue), the pipe is full.
 //! * Where the engine reports bytes as they arrive (it and the simulator
 //!   do), a round is judged on them (`arrival_round`): it waits for the
-//!   added requests' first bytes, then measures for max(2 TTFB, 100 ms), a
+//!   added requests' first bytes, then measures for max(2 TTFB, 50 ms), a
 //!   few hundred ms where a round of completed parts took a part's latency
 //!   and more.
 //! * From 8 requests up, a doubling grows only if each added request
@@ -91,11 +91,8 @@ impl ConcurrencyController {
                 // more CPU than it adds. The knee is here, or, on cores
                 // this far oversubscribed, below (part of the growth was
                 // the level below's connections leaving TCP slow start).
-                let knee = if lag >= self.cfg.startup_cpu_over {
-                    best_concurrency
-                } else {
-                    self.concurrency
-                };
+                let knee =
+                    if lag >= self.cfg.cpu_over { best_concurrency } else { self.concurrency };
                 let top = self.concurrency;
                 return self.exit_startup(blended, top, true, judged.demand_met, Some(knee));
             }
@@ -226,6 +223,7 @@ impl ConcurrencyController {
             half
         };
         self.goodput_bps = best;
+        self.cpu_knee = cpu_knee;
         let hi = cpu_knee.unwrap_or(from).max(lo);
         self.set_concurrency(needed.clamp(lo, hi));
         if self.concurrency < from && !demand_met {
@@ -242,10 +240,10 @@ impl ConcurrencyController {
 
     /// Whether a round on arrivals, from `startup_judged_from` requests up,
     /// ran on saturated cores (the engine's timer late for
-    /// `startup_cpu_lag` of it): the knee is the client's CPU.
+    /// `cpu_lag` of it): the knee is the client's CPU.
     fn cpu_bound(&self, measured: Option<RoundMeasure>) -> bool {
         self.concurrency >= self.cfg.startup_judged_from
-            && measured.is_some_and(|m| m.lag_share >= self.cfg.startup_cpu_lag)
+            && measured.is_some_and(|m| m.lag_share >= self.cfg.cpu_lag)
     }
 
     /// Whether the requests a doubling added each carried a fair share of

@@ -53,7 +53,13 @@ impl ConcurrencyController {
         } else if target as f64 > c * band {
             target.min((c * self.cfg.max_step_up).ceil() as usize)
         } else if (target as f64) < c / band {
-            target.max((c * self.cfg.max_step_down).floor() as usize)
+            // Not below the knee start-up found on saturated cores while
+            // they still are: there Little's law at the uncontended latency
+            // undercounts (requests also wait for CPU), and on netlab at
+            // 10 ms the shrinks from the knee (16) to 12 and 10 cost
+            // a tenth of the goodput.
+            let floor = self.cpu_knee.filter(|_| judged.lag_share >= self.cfg.cpu_lag);
+            target.max((c * self.cfg.max_step_down).floor() as usize).max(floor.unwrap_or(0))
         } else {
             self.concurrency
         };
@@ -63,6 +69,7 @@ impl ConcurrencyController {
             self.unsaturated_periods = 0;
             // The levels measured before belong to the old path.
             self.levels.clear();
+            self.cpu_knee = None;
             let best = self.goodput_bps;
             self.set_concurrency(from * 2);
             return State::Startup(Ramp::from(best, from));

@@ -398,3 +398,32 @@ fn no_growth_on_saturated_cores_exits_at_once_to_the_level_below() {
     assert!((32..=36).contains(&held), "held {held}");
     assert!(windows + 4 <= patient_windows, "{windows} windows against {patient_windows}");
 }
+
+#[test]
+fn saturated_cores_hold_the_knee_in_steady_state() {
+    // Start-up holds 16 (the cores saturate there); then each second
+    // carries 400 MB/s, for which Little's law at the latency start-up
+    // learnt asks ~10 requests. While the timer runs late 40% of the
+    // time, the knee holds; once the cores have room, Little's law rules.
+    let steady = |lag: f64| {
+        let mut c = ConcurrencyController::new(ControllerConfig::default());
+        let mut last = 0;
+        while c.phase() == Phase::Startup {
+            let n = c.concurrency();
+            let mut w = arrival_window(n, n.saturating_sub(last), 1000);
+            if n >= 16 {
+                w.timer_lag_secs = 0.02;
+            }
+            c.on_window(&w);
+            last = n;
+        }
+        assert_eq!(c.concurrency(), 16);
+        for _ in 0..30 {
+            let n = c.concurrency();
+            c.on_window(&WindowObservation { timer_lag_secs: lag, ..window(n, 4e8) });
+        }
+        c.concurrency()
+    };
+    assert_eq!(steady(0.4), 16);
+    assert!(steady(0.0) < 16, "{}", steady(0.0));
+}
