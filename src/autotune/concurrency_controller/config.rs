@@ -108,13 +108,16 @@ pub struct ControllerConfig {
     pub startup_fast_factor: usize,
     pub startup_fast_below: usize,
     /// On arrived bytes, from 8 requests up: a round in which the engine's
-    /// timer fired late for a fifth of the time ran on saturated cores, and
+    /// timer fired late for 15% of the time ran on saturated cores, and
     /// start-up ends there (a round that grew is held, one that did not
     /// exits without waiting for patience). On netlab (2-core client,
     /// server and shaper on one machine) the lag at the best static level
-    /// was 0.29–0.40 of the time at 10–20 ms paths, 0.08–0.11 one level
+    /// was 0.29–0.40 of the time at 10–20 ms paths, 0.04–0.11 one level
     /// below, and 0.5 one level above, where the extra connections cost
     /// 1–1.5 CPU-s a pass and a quarter of the goodput (docs/AUTOTUNE.md).
+    /// At 30 ms the 32-request round, settling included, read 0.16–0.20:
+    /// at 0.2 the ramp went on to 64 in half the runs, and the connections
+    /// kept a quarter less goodput after it came back to 32.
     /// In steady state, while periods run this late, Little's law does not
     /// shrink below that knee.
     pub cpu_lag: f64,
@@ -182,7 +185,7 @@ impl Default for ControllerConfig {
             startup_fast_share: 0.8,
             startup_fast_factor: 4,
             startup_fast_below: 8,
-            cpu_lag: 0.2,
+            cpu_lag: 0.15,
             cpu_over: 0.5,
             round_measure_ttfbs: 2.0,
             round_min_measure_secs: 0.05,

@@ -22,7 +22,7 @@
 //!   unless the top level measured no better than the one below it (from
 //!   8 up): then at least that level, not three quarters of the top.
 //! * From 8 requests up, a round in which the engine's timer fired late
-//!   for a fifth of the time ran on saturated cores: the client's CPU is
+//!   for 15% of the time ran on saturated cores: the client's CPU is
 //!   the knee. Start-up ends there: a round that grew is held (or, late
 //!   half the time, left for the level below), one that did not exits at
 //!   once to the level below (more connections only cost more CPU).
