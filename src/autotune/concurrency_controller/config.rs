@@ -121,12 +121,6 @@ pub struct ControllerConfig {
     /// In steady state, while periods run this late, Little's law does not
     /// shrink below that knee.
     pub cpu_lag: f64,
-    /// Late half the time (0.5): past the knee. A round that grew is left
-    /// for the level below (at 30 ms / 250 Mbit, 64 requests with the timer
-    /// late 0.78 of the time read 1.27× the 32 measured while their
-    /// connections were still in TCP slow start; static 64 gives 0.87 of
-    /// static 32).
-    pub cpu_over: f64,
     /// Start-up rounds on arrived bytes (see `arrival_round`): measured
     /// over 2 times to first byte and at least 50 ms (one of the engine's
     /// windows; 100 ms cost a cold one-pass job ~5% on netlab at 20 ms,
@@ -186,7 +180,6 @@ impl Default for ControllerConfig {
             startup_fast_factor: 4,
             startup_fast_below: 8,
             cpu_lag: 0.15,
-            cpu_over: 0.5,
             round_measure_ttfbs: 2.0,
             round_min_measure_secs: 0.05,
             round_settle_ttfbs: 3.0,

@@ -23,9 +23,9 @@
 //!   8 up): then at least that level, not three quarters of the top.
 //! * From 8 requests up, a round in which the engine's timer fired late
 //!   for 15% of the time ran on saturated cores: the client's CPU is
-//!   the knee. Start-up ends there: a round that grew is held (or, late
-//!   half the time, left for the level below), one that did not exits at
-//!   once to the level below (more connections only cost more CPU).
+//!   the knee. Start-up ends there: a round that grew is held, one that
+//!   did not exits at once to the level below (more connections only
+//!   cost more CPU).
 //! * Without arrivals a round lasts 1.5 request latencies and a completion
 //!   per slot; growth is judged on bytes counted (Little's estimate reads
 //!   high while requests in flight double); the plateau's goodput is the
@@ -86,15 +86,11 @@ impl ConcurrencyController {
             if !shared || self.growth_rounds.is_empty() {
                 self.learn_latency(judged.done, measured.is_some());
             }
-            if let Some(lag) = measured.map(|m| m.lag_share).filter(|_| self.cpu_bound(measured)) {
+            if self.cpu_bound(measured) {
                 // It grew, but on saturated cores: a doubling would cost
-                // more CPU than it adds. The knee is here, or, on cores
-                // this far oversubscribed, below (part of the growth was
-                // the level below's connections leaving TCP slow start).
-                let knee =
-                    if lag >= self.cfg.cpu_over { best_concurrency } else { self.concurrency };
-                let top = self.concurrency;
-                return self.exit_startup(blended, top, true, judged.demand_met, Some(knee));
+                // more CPU than it adds (the knee is here).
+                let here = self.concurrency;
+                return self.exit_startup(blended, here, true, judged.demand_met, Some(here));
             }
             let next = self.clamp(self.concurrency * 2);
             if next == self.concurrency {
