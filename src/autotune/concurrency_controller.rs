@@ -9,7 +9,8 @@
 //! ```
 //!
 //! * [`startup`]: double per round while goodput grows by a quarter (BBR),
-//!   rounds judged on bytes as they arrive; exit to the knee.
+//!   rounds judged on bytes as they arrive; exit to the knee, or where the
+//!   client's cores saturate (the engine's timer runs late).
 //! * [`steady`]: hold what Little's law says the goodput needs
 //!   ([`little`]), with hysteresis; a shrink that costs goodput twice is
 //!   undone.
