@@ -104,6 +104,7 @@ async fn run(engine: Weak<FetchEngine>, mut controller: ConcurrencyController) {
             first_bytes = obs.first_bytes,
             completions = obs.completions,
             lag_ms = format_args!("{:.0}", obs.timer_lag_secs * 1e3),
+            budget_mib = engine.budget.used_bytes() >> 20,
             "Autotune window."
         );
         let before = (controller.concurrency(), controller.part_bytes(), controller.phase());
