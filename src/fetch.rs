@@ -248,6 +248,8 @@ pub struct TunePoint {
     pub part_bytes: u64,
     pub inflight: f64,
     pub phase: crate::autotune::Phase,
+    /// How late the engine's timer fired in the window (saturated cores).
+    pub timer_lag_secs: f64,
 }
 
 impl FetchEngine {

@@ -130,11 +130,41 @@ async fn run(engine: Weak<FetchEngine>, mut controller: ConcurrencyController) {
             part_bytes: decision.part_bytes,
             inflight: obs.inflight_mean,
             phase: decision.phase,
+            timer_lag_secs: obs.timer_lag_secs,
         };
         engine.tuning.lock().unwrap_or_else(|p| p.into_inner()).push(point);
         if let Some(warm) = controller.warm_start() {
             *engine.settled.lock().unwrap_or_else(|p| p.into_inner()) = Some(warm);
         }
         (inflight_sum, samples, lag) = (0.0, 0, Duration::ZERO);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::FetchConfig;
+    use object_store::memory::InMemory;
+
+    /// The lag the controller is told about is the runtime's: a task that
+    /// holds the only worker thread for 200 ms makes the sampler's timer
+    /// fire that late, and the window says so.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_blocked_runtime_shows_as_timer_lag() {
+        let config = FetchConfig { auto_concurrency: true, ..FetchConfig::default() };
+        let engine = FetchEngine::new(Arc::new(InMemory::new()), config);
+        let lag = |engine: &FetchEngine| -> Vec<f64> {
+            let points = engine.tuning.lock().unwrap_or_else(|p| p.into_inner());
+            points.iter().map(|p| p.timer_lag_secs).collect()
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = lag(&engine).len();
+        assert!(before > 0, "the task reports windows");
+        // Blocks the runtime's one thread, as a saturated core would.
+        std::thread::sleep(Duration::from_millis(200));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let after = lag(&engine);
+        let late = after[before..].iter().cloned().fold(0.0, f64::max);
+        assert!(late >= 0.15, "after a 200 ms block: {:?}", &after[before..]);
     }
 }
