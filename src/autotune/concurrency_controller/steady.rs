@@ -57,9 +57,11 @@ impl ConcurrencyController {
             // they still are: there Little's law at the uncontended latency
             // undercounts (requests also wait for CPU), and on netlab at
             // 10 ms the shrinks from the knee (16) to 12 and 10 cost
-            // a tenth of the goodput.
+            // a tenth of the goodput. A floor, never a raise: below the
+            // knee already (a timeout's cut, a consumer's shed), it holds.
             let floor = self.cpu_knee.filter(|_| judged.lag_share >= self.cfg.cpu_lag);
-            target.max((c * self.cfg.max_step_down).floor() as usize).max(floor.unwrap_or(0))
+            let floor = floor.unwrap_or(0).min(self.concurrency);
+            target.max((c * self.cfg.max_step_down).floor() as usize).max(floor)
         } else {
             self.concurrency
         };
