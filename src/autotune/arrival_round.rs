@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  change ─▶ [settle: the added requests wait for first bytes] ─▶ [measure: arrived bytes / time] ─▶ judged
-//!            ends when every added request has its first byte,       max(2 × TTFB, 50 ms)
+//!            ends when every added request has its first byte,       max(2 × TTFB, 100 ms)
 //!            or after 3 × TTFB (the budget or the plan held some back)
 //! ```
 //!
@@ -10,7 +10,7 @@
 //! a part: on a 20 ms path with 8 MiB parts at 50 MB/s per connection that
 //! is ~0.4 s a round, and the ramp from 1 to 32 requests took 2 s of a 3 s
 //! job. Arrived bytes tell the same thing once the added requests stream:
-//! a round is then about a time to first byte plus 50 ms, and the measure
+//! a round is then about a time to first byte plus 100 ms, and the measure
 //! has no completion waves in it (requests started together finish
 //! together, which a round of completions catches or misses).
 
@@ -33,7 +33,7 @@ pub(super) struct RoundMeasure {
 pub(super) struct RoundTimes {
     /// Measure for this many times to first byte (2)…
     pub measure_ttfbs: f64,
-    /// …and at least this long (50 ms: one of the engine's windows).
+    /// …and at least this long (100 ms: two of the engine's windows).
     pub min_measure_secs: f64,
     /// Stop waiting for first bytes after this many times to first byte
     /// (3): the memory budget or the end of the plan may hold requests back.

@@ -5,7 +5,7 @@
 //!   took twice the uncontended latency (they queue), the pipe is full.
 //! * Where the engine reports bytes as they arrive (it and the simulator
 //!   do), a round is judged on them (`arrival_round`): it waits for the
-//!   added requests' first bytes, then measures for max(2 TTFB, 50 ms), a
+//!   added requests' first bytes, then measures for max(2 TTFB, 100 ms), a
 //!   few hundred ms where a round of completed parts took a part's latency
 //!   and more.
 //! * From 8 requests up, a doubling grows only if each added request
