@@ -6,8 +6,10 @@ pub mod config_file;
 pub mod epoch_boundary;
 pub mod fetch_args;
 pub mod generate;
+pub mod index;
 pub mod plot;
 pub mod report;
+pub mod sample_split;
 pub mod serve;
 pub mod size_arg;
 pub mod tuning_cache;
@@ -52,6 +54,10 @@ pub enum Command {
     /// Run the node daemon: trainer ranks open sessions over a Unix socket
     /// and receive batches in shared memory (see docs/CLIENT.md).
     Serve(serve::ServeArgs),
+    /// Index a dataset's shards (sample counts and offsets) ahead of a job:
+    /// what splitting epochs by samples (--even) needs; read once, kept in
+    /// the index cache, rebuilt when a shard changes.
+    Index(index::IndexArgs),
     /// The daemon's configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -157,6 +163,7 @@ pub fn main() -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Gen(args) => generate::run(args).await,
             Command::Serve(args) => serve::run(args).await,
+            Command::Index(args) => index::run(args).await,
             Command::Config(_) => Ok(()),
         }
     });

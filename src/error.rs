@@ -46,6 +46,11 @@ pub enum Error {
          ({slot_bytes} bytes = ring_bytes / slots): raise ring_bytes or lower batch_size"
     )]
     RingSlotTooSmall { epoch: u64, index: u64, batch_bytes: u64, slot_bytes: u64 },
+    #[error(
+        "shard '{shard}' is not the version its index describes ({detail}): it changed after \
+         this epoch was planned from the index; start again to index it anew"
+    )]
+    IndexMismatch { shard: String, detail: String },
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("the pipeline stopped: {0}")]
@@ -64,6 +69,7 @@ impl Error {
             Error::OverBudget { .. } | Error::RingSlotTooSmall { .. } => {
                 ErrorKind::ResourceExhausted
             }
+            Error::IndexMismatch { .. } => ErrorKind::CorruptInput,
             Error::Config(_) => ErrorKind::InvalidArgument,
             Error::Cancelled(_) => ErrorKind::Cancelled,
             Error::Internal(_) => ErrorKind::Internal,

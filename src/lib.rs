@@ -20,6 +20,7 @@ pub mod cli;
 pub mod echo;
 pub mod error;
 pub mod fetch;
+pub mod index;
 pub mod metrics;
 pub mod order;
 pub mod pipeline;

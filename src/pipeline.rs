@@ -28,8 +28,9 @@ use tokio::sync::mpsc;
 
 use crate::batch::{Batch, batch_bytes, collate, collate_in};
 use crate::fetch::{FetchEngine, PartEvent, PartPool, spawn_shard_stream};
+use crate::index::{IndexCache, ShardIndex};
 use crate::order::reshard::{PlanItem, Progress};
-use crate::order::{OrderConfig, RunEntry, RunPlan, ShuffleBuffer, stream_rng};
+use crate::order::{Even, OrderConfig, RunEntry, RunPlan, ShuffleBuffer, stream_rng};
 use crate::shard::{Sample, ShardParser};
 use crate::source::Dataset;
 use crate::{Error, Result};
@@ -66,6 +67,25 @@ pub struct PipelineConfig {
     /// Hand each batch the stream's [`Progress`] after it (costs a pass
     /// over the shuffle buffer per batch; the daemon's resume tokens).
     pub track_progress: bool,
+    /// Split each epoch among ranks by samples, from every shard's index
+    /// (`order::even_plan`), instead of by whole shards.
+    pub split: Option<SampleSplit>,
+    /// Where shards read whole are indexed as a by-product.
+    pub index_cache: Option<Arc<IndexCache>>,
+}
+
+/// An epoch split by samples: the dataset's index (one per shard, in its
+/// order) and what to do with a remainder.
+#[derive(Debug, Clone)]
+pub struct SampleSplit {
+    pub index: Arc<[Arc<ShardIndex>]>,
+    pub even: Even,
+}
+
+impl SampleSplit {
+    pub fn counts(&self) -> Arc<[u32]> {
+        self.index.iter().map(|i| i.count()).collect()
+    }
 }
 
 impl Default for PipelineConfig {
@@ -81,6 +101,8 @@ impl Default for PipelineConfig {
             skip_batches: 0,
             plan: None,
             track_progress: false,
+            split: None,
+            index_cache: None,
         }
     }
 }
@@ -248,14 +270,21 @@ impl<B: Send + 'static> Pipeline<B> {
                 dataset.shards.len()
             )));
         }
+        if let Some(split) = &cfg.split
+            && split.index.len() != dataset.shards.len()
+        {
+            return Err(Error::Internal("the index does not cover the dataset".into()));
+        }
         // Drawn lazily by the fetch scheduler: one epoch's order at a time.
         let shards = dataset.shards.clone();
-        let plan = RunPlan::new(&cfg.order, shards.len(), cfg.epochs, cfg.plan.clone()).map(
-            move |entry| {
-                let shard = shards[entry.shard as usize].clone();
-                (entry, shard)
-            },
-        );
+        let mut plan = RunPlan::new(&cfg.order, shards.len(), cfg.epochs, cfg.plan.clone());
+        if let Some(split) = &cfg.split {
+            plan = plan.by_samples(split.counts(), split.even);
+        }
+        let plan = plan.map(move |entry| {
+            let shard = shards[entry.shard as usize].clone();
+            (entry, shard)
+        });
         let budget = engine.budget.total_bytes();
         let demand = engine.demand.clone();
         let events = spawn_shard_stream(engine, plan);
@@ -269,9 +298,13 @@ impl<B: Send + 'static> Pipeline<B> {
                 .map_err(|e| Error::Internal(format!("spawning {name}: {e}")))
         };
         let parse_stats = stats.clone();
+        let indexing = Indexing {
+            planned: cfg.split.as_ref().map(|s| s.index.clone()),
+            cache: cfg.index_cache.clone(),
+        };
         spawn(
             "stoker-parse",
-            Box::new(move || parse_loop(events, sample_tx, budget / 4, &parse_stats)),
+            Box::new(move || parse_loop(events, sample_tx, budget / 4, &parse_stats, indexing)),
         )?;
         let batch_stats = stats.clone();
         spawn(
@@ -293,16 +326,74 @@ impl<B: Send + 'static> Pipeline<B> {
     }
 }
 
+/// The parse thread's view of the index: the one the plan came from (each
+/// shard read is checked against it) and where to record new ones.
+struct Indexing {
+    planned: Option<Arc<[Arc<ShardIndex>]>>,
+    cache: Option<Arc<IndexCache>>,
+}
+
+/// A shard being read whole, indexed as it is parsed.
+struct Recording {
+    url: String,
+    e_tag: Option<Arc<str>>,
+    size: u64,
+    starts: Vec<u64>,
+}
+
+impl Indexing {
+    /// Whether the shard that starts is the version the plan was made
+    /// from (when it was made from an index).
+    fn check_start(&self, shard: u32, url: &str, e_tag: Option<&str>, size: u64) -> Result<()> {
+        let Some(index) = self.planned.as_ref().and_then(|p| p.get(shard as usize)) else {
+            return Ok(());
+        };
+        index
+            .matches(url, e_tag, size)
+            .map_err(|e| Error::IndexMismatch { shard: url.to_string(), detail: e.to_string() })
+    }
+
+    /// At a shard's clean end: its sample count against the plan's index,
+    /// and the new index saved.
+    fn finish(
+        &self,
+        shard: u32,
+        rec: Option<Recording>,
+        compressed: bool,
+        samples: u64,
+    ) -> Result<()> {
+        if let Some(index) = self.planned.as_ref().and_then(|p| p.get(shard as usize))
+            && rec.is_some()
+            && u64::from(index.count()) != samples
+        {
+            return Err(Error::IndexMismatch {
+                shard: index.url.clone(),
+                detail: format!("{samples} samples, the index says {}", index.count()),
+            });
+        }
+        if let (Some(cache), Some(rec)) = (&self.cache, rec) {
+            let index =
+                ShardIndex::new(&rec.url, rec.e_tag.as_deref(), rec.size, compressed, rec.starts);
+            if let Err(e) = cache.save(index) {
+                tracing::warn!(dir = %cache.dir().display(), error = %e, "Index not saved.");
+            }
+        }
+        Ok(())
+    }
+}
+
 fn parse_loop(
     mut events: mpsc::Receiver<PartEvent<RunEntry>>,
     tx: SyncSender<SampleMsg>,
     max_member_bytes: u64,
     stats: &PipelineStats,
+    indexing: Indexing,
 ) {
     // The shard being parsed; the plan entry of the last shard started (its
     // samples may complete at its end) and its next sample ordinal.
     let mut parser: Option<ShardParser> = None;
     let mut current: Option<RunEntry> = None;
+    let mut recording: Option<Recording> = None;
     let mut ordinal = 0u32;
     let mut last_epoch: Option<u64> = None;
     let mut out = Vec::new();
@@ -311,9 +402,16 @@ fn parse_loop(
     };
     while let Some(event) = events.blocking_recv() {
         let result: Result<()> = match event {
-            PartEvent::ShardStart { tag, shard, .. } => {
+            PartEvent::ShardStart { tag, shard, size, e_tag } => {
                 let epoch = tag.epoch;
                 ordinal = 0;
+                if let Err(e) = indexing.check_start(tag.shard, &shard.url, e_tag.as_deref(), size)
+                {
+                    return fail(e);
+                }
+                // Read from its first byte to its last: index it.
+                recording =
+                    Some(Recording { url: shard.url.clone(), e_tag, size, starts: Vec::new() });
                 if let Some(prev) = last_epoch.filter(|&e| e != epoch)
                     && tx.send(SampleMsg::EpochEnd { epoch: prev }).is_err()
                 {
@@ -334,11 +432,20 @@ fn parse_loop(
                 (Err(_), _) => Err(Error::Internal("a fetch task ended without a result".into())),
                 (_, None) => Err(Error::Internal("a part arrived outside a shard".into())),
             },
-            PartEvent::ShardEnd => match parser.take() {
-                Some(p) => p.finish(&mut out).map(|_| ()).map_err(Error::from).inspect(|()| {
-                    stats.shards_done.fetch_add(1, Ordering::Relaxed);
-                }),
-                None => Err(Error::Internal("a shard ended that never started".into())),
+            PartEvent::ShardEnd => match (parser.take(), current.as_ref()) {
+                (Some(p), Some(entry)) => {
+                    let compressed = p.compressed();
+                    p.finish(&mut out).map_err(Error::from).and_then(|_| {
+                        let rec = recording.take().map(|mut rec| {
+                            rec.starts.extend(out.iter().map(|s| s.offset));
+                            rec
+                        });
+                        let samples = u64::from(ordinal) + out.len() as u64;
+                        stats.shards_done.fetch_add(1, Ordering::Relaxed);
+                        indexing.finish(entry.shard, rec, compressed, samples)
+                    })
+                }
+                _ => Err(Error::Internal("a shard ended that never started".into())),
             },
             PartEvent::Failed(e) => Err(e.into()),
         };
@@ -346,6 +453,9 @@ fn parse_loop(
             return fail(e);
         }
         stats.samples_parsed.fetch_add(out.len() as u64, Ordering::Relaxed);
+        if let Some(rec) = recording.as_mut() {
+            rec.starts.extend(out.iter().map(|s| s.offset));
+        }
         let Some(entry) = current.as_ref() else {
             out.clear();
             continue;

@@ -18,8 +18,9 @@ use super::size_arg::{human_bytes, parse_bytes};
 use super::tuning_cache::{TuningCache, cache_key};
 use crate::autotune::WarmStart;
 use crate::fetch::{FetchConfig, FetchEngine, Provenance, TunePoint};
+use crate::index::IndexCache;
 use crate::metrics::http::MetricsSource;
-use crate::order::OrderConfig;
+use crate::order::{Even, OrderConfig};
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::source::{Dataset, EmulatedStore, RemoteProfile, StoreOptions, s3_endpoint};
 use crate::synth::{SynthConfig, write_dataset};
@@ -63,6 +64,17 @@ pub struct BenchArgs {
     /// Read shards in listed order instead of a seeded shuffle.
     #[arg(long)]
     pub no_shard_shuffle: bool,
+    /// Split each epoch among ranks by samples so every rank gets the same
+    /// number: `drop` leaves out the remainder, `pad` repeats the epoch's
+    /// first samples to fill it, `none` splits within one sample. Needs
+    /// every shard's sample count: shards not indexed yet are read once
+    /// first (`stoker index`). More ranks than shards split by samples too.
+    #[arg(long, value_name = "POLICY", value_parser = super::sample_split::parse_even)]
+    pub even: Option<Even>,
+    /// Neither use nor keep shard indexes (the cache:
+    /// $XDG_CACHE_HOME/stoker/index/, or STOKER_INDEX_CACHE).
+    #[arg(long)]
+    pub no_index_cache: bool,
     /// Print one JSON object as the last line of stdout (the table goes to stderr).
     #[arg(long)]
     pub json: bool,
@@ -191,9 +203,10 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         dataset.store = Arc::new(EmulatedStore::new(dataset.store.clone(), RemoteProfile::REMOTE));
         eprintln!("Emulating a remote store: +20 ms to first byte, 50 MB/s per request.");
     }
+    let (cfg, split) = split_config(args, &dataset, &fetch, cfg).await?;
     if args.sweep {
         // Every auto round starts cold: the sweep measures the tuner.
-        return sweep(args, &dataset, emulated).await;
+        return sweep(args, &dataset, emulated, cfg).await;
     }
     let cache = (fetch.auto_concurrency && !args.no_tuning_cache)
         .then(TuningCache::default_location)
@@ -222,6 +235,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     }
     let (mut report, settled) =
         run_once(args, &dataset, fetch, cfg, emulated, true, args.duration).await?;
+    report.split = split;
     if cached_age.is_some() {
         report.concurrency.limit.source = Provenance::Cached;
         if report.part_bytes.source == Provenance::Autotuned {
@@ -246,6 +260,39 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         });
     }
     Ok(report)
+}
+
+/// The run's pipeline settings with its split by samples, if it has one
+/// (indexing first what is not indexed: on an engine of its own, so the
+/// run's autotuner starts as it would).
+async fn split_config(
+    args: &BenchArgs,
+    dataset: &Dataset,
+    fetch: &FetchConfig,
+    mut cfg: PipelineConfig,
+) -> anyhow::Result<(PipelineConfig, Option<super::sample_split::SplitReport>)> {
+    let cache = if args.no_index_cache { None } else { IndexCache::default_location() };
+    cfg.index_cache = cache.clone();
+    if !super::sample_split::needs_split(args.even, &cfg.order, dataset.shards.len()) {
+        return Ok((cfg, None));
+    }
+    // Without a cache the index lives for this run only.
+    let scratch;
+    let cache = match &cache {
+        Some(cache) => cache.clone(),
+        None => {
+            scratch = tempfile::tempdir().context("creating a temporary directory")?;
+            IndexCache::at(scratch.path())
+        }
+    };
+    let engine = FetchEngine::for_endpoint(dataset.store.clone(), fetch.clone(), "index");
+    let split =
+        super::sample_split::sample_split(dataset, &engine, &cache, &cfg.order, args.even).await?;
+    let report = split.map(|(split, report)| {
+        cfg.split = Some(split);
+        report
+    });
+    Ok((cfg, report))
 }
 
 fn fetch_config(args: &BenchArgs, concurrency: ConcurrencyArg) -> FetchConfig {
@@ -273,11 +320,16 @@ fn pipeline_config(args: &BenchArgs) -> PipelineConfig {
 /// auto, each on the same data, `--rounds` times (auto last, then first,
 /// against drift); prints each setting's median round and the median of
 /// the rounds' auto / best-static ratios, and returns auto's median round.
-async fn sweep(args: &BenchArgs, dataset: &Dataset, emulated: bool) -> anyhow::Result<BenchReport> {
+async fn sweep(
+    args: &BenchArgs,
+    dataset: &Dataset,
+    emulated: bool,
+    cfg: PipelineConfig,
+) -> anyhow::Result<BenchReport> {
     // Each setting runs long enough for the autotuner to settle: 10 s (or
     // --duration), looping over the data.
     let duration = Some(args.duration.unwrap_or(10.0));
-    let cfg = PipelineConfig { epochs: 1_000_000, ..pipeline_config(args) };
+    let cfg = PipelineConfig { epochs: 1_000_000, ..cfg };
     let base = fetch_config(args, ConcurrencyArg::Fixed(1));
     let max = ((base.memory_budget_bytes / 2) / base.part_bytes.max(1)).clamp(1, 1024) as usize;
     let statics: Vec<usize> =
@@ -603,6 +655,7 @@ async fn run_once(
         first_second_bytes_per_s: first_second_bytes as f64 / first_second,
         tuning_cache: None,
         epoch_boundaries: delivery.boundaries(),
+        split: None,
     };
     Ok((report, settled_state))
 }

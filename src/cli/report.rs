@@ -164,6 +164,9 @@ pub struct BenchReport {
     pub tuning_cache: Option<TuningCacheReport>,
     /// Delivery around each boundary between epochs (multi-epoch runs).
     pub epoch_boundaries: Vec<super::epoch_boundary::EpochBoundary>,
+    /// The split by samples (`--even`, or more ranks than shards) and the
+    /// index it was made from; absent when epochs split by whole shards.
+    pub split: Option<super::sample_split::SplitReport>,
 }
 
 /// What the run did with the tuning cache.
@@ -280,6 +283,24 @@ impl BenchReport {
                     worst.ratio,
                     worst.window_s,
                     worst.at_s
+                ),
+            ]);
+        }
+        if let Some(split) = &self.split {
+            let i = &split.index;
+            t.add_row([
+                "split by samples".to_string(),
+                format!(
+                    "--even {}: {} samples a epoch for this rank, {} left out, {} repeated; \
+                     index of {} shards ({} samples): {} from the cache, {} read now",
+                    split.even.as_str(),
+                    split.per_epoch.samples,
+                    split.per_epoch.dropped,
+                    split.per_epoch.padded,
+                    i.shards,
+                    i.samples,
+                    i.cached,
+                    i.built
                 ),
             ]);
         }

@@ -27,8 +27,9 @@ use crate::source::ShardRef;
 /// of each shard (the pipeline's plan entry), handed back at its start.
 #[derive(Debug)]
 pub enum PartEvent<T> {
-    /// A shard begins; `size` bytes follow in parts.
-    ShardStart { tag: T, shard: Arc<ShardRef>, size: u64 },
+    /// A shard begins; `size` bytes follow in parts, of the version the
+    /// store calls `e_tag` (every part is pinned to it).
+    ShardStart { tag: T, shard: Arc<ShardRef>, size: u64, e_tag: Option<Arc<str>> },
     /// The next part of the current shard, once it has arrived.
     Part { offset: u64, data: oneshot::Receiver<Result<PartData, FetchError>> },
     /// The current shard's parts are all sent.
@@ -175,10 +176,11 @@ async fn schedule<T: Send + 'static>(
                 return;
             }
         };
-        if tx.send(PartEvent::ShardStart { tag, shard: shard.clone(), size }).await.is_err() {
+        let e_tag: Option<Arc<str>> = e_tag.map(Into::into);
+        let start = PartEvent::ShardStart { tag, shard: shard.clone(), size, e_tag: e_tag.clone() };
+        if tx.send(start).await.is_err() {
             return;
         }
-        let e_tag: Option<Arc<str>> = e_tag.map(Into::into);
         let part_bytes = engine.part_bytes();
         for range in PartPlan::new(size, part_bytes).ranges() {
             // Another session fetching (or holding) the same part? Join

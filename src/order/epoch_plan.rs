@@ -58,13 +58,19 @@ impl OrderConfig {
     }
 }
 
-/// The shard indices (into the dataset's list) that `cfg.rank` reads in
-/// `epoch`, in reading order.
-pub fn plan_shards(num_shards: usize, epoch: u64, cfg: &OrderConfig) -> Vec<usize> {
+/// Every shard index in `epoch`'s order, the same on every rank.
+pub fn shard_order(num_shards: usize, epoch: u64, cfg: &OrderConfig) -> Vec<usize> {
     let mut order: Vec<usize> = (0..num_shards).collect();
     if cfg.shuffle_shards {
         order.shuffle(&mut stream_rng("shards", &[cfg.seed, epoch]));
     }
+    order
+}
+
+/// The shard indices (into the dataset's list) that `cfg.rank` reads in
+/// `epoch`, in reading order.
+pub fn plan_shards(num_shards: usize, epoch: u64, cfg: &OrderConfig) -> Vec<usize> {
+    let order = shard_order(num_shards, epoch, cfg);
     order.into_iter().skip(cfg.rank).step_by(cfg.world_size.max(1)).collect()
 }
 

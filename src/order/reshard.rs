@@ -17,19 +17,32 @@
 
 use std::collections::BTreeMap;
 
-/// Which samples of a shard a plan item delivers: ordinals from `from` on,
-/// plus the ordinals in `only` (sorted; all below `from`).
+/// Which samples of a shard a plan item delivers: ordinals from `from` up
+/// to `to` (exclusive; `u32::MAX`: to the end), plus the ordinals in `only`
+/// (sorted; all below `from`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SampleFilter {
     pub from: u32,
     pub only: Vec<u32>,
+    pub to: u32,
 }
 
 impl SampleFilter {
-    pub const ALL: SampleFilter = SampleFilter { from: 0, only: Vec::new() };
+    pub const ALL: SampleFilter = SampleFilter { from: 0, only: Vec::new(), to: u32::MAX };
+
+    /// Ordinals `from..to`.
+    pub fn range(from: u32, to: u32) -> SampleFilter {
+        SampleFilter { from, only: Vec::new(), to }
+    }
 
     pub fn selects(&self, ordinal: u32) -> bool {
-        ordinal >= self.from || self.only.binary_search(&ordinal).is_ok()
+        (ordinal >= self.from && ordinal < self.to) || self.only.binary_search(&ordinal).is_ok()
+    }
+
+    /// Whether no ordinal at or past `ordinal` is selected: the rest of the
+    /// shard need not be read.
+    pub fn done_at(&self, ordinal: u32) -> bool {
+        ordinal >= self.to && self.only.last().is_none_or(|&o| o < ordinal)
     }
 }
 
@@ -62,7 +75,11 @@ pub struct RankState {
 pub fn remaining(ranks: &[RankState]) -> Vec<PlanItem> {
     let mut by_shard: BTreeMap<u32, SampleFilter> = BTreeMap::new();
     let mut add = |shard: u32, f: SampleFilter| {
-        let e = by_shard.entry(shard).or_insert(SampleFilter { from: u32::MAX, only: Vec::new() });
+        let e = by_shard.entry(shard).or_insert(SampleFilter {
+            from: u32::MAX,
+            only: Vec::new(),
+            to: u32::MAX,
+        });
         e.from = e.from.min(f.from);
         e.only.extend(f.only);
     };
@@ -77,11 +94,11 @@ pub fn remaining(ranks: &[RankState]) -> Vec<PlanItem> {
                 // Selected samples at or past the read ordinal.
                 let from = item.filter.from.max(p.next_ordinal);
                 let only = item.filter.only.iter().copied().filter(|&o| o >= p.next_ordinal);
-                add(item.shard, SampleFilter { from, only: only.collect() });
+                add(item.shard, SampleFilter { from, only: only.collect(), to: u32::MAX });
             }
         }
         for &(shard, ordinal) in &p.leftovers {
-            add(shard, SampleFilter { from: u32::MAX, only: vec![ordinal] });
+            add(shard, SampleFilter { from: u32::MAX, only: vec![ordinal], to: u32::MAX });
         }
     }
     by_shard
@@ -101,7 +118,8 @@ pub fn share(items: &[PlanItem], rank: usize, world_size: usize) -> Vec<PlanItem
     items.iter().skip(rank).step_by(world_size.max(1)).cloned().collect()
 }
 
-/// `PlanItem`s as text: `shard:from:o,o;…` (`from` empty when none).
+/// `PlanItem`s as text: `shard:from:o,o;…` (`from` empty when none), with
+/// `:to` after it when the item ends before its shard does.
 pub fn encode_items(items: &[PlanItem]) -> String {
     let mut out = String::new();
     for (i, item) in items.iter().enumerate() {
@@ -112,6 +130,9 @@ pub fn encode_items(items: &[PlanItem]) -> String {
             if item.filter.from == u32::MAX { String::new() } else { item.filter.from.to_string() };
         let only: Vec<String> = item.filter.only.iter().map(u32::to_string).collect();
         out.push_str(&format!("{}:{}:{}", item.shard, from, only.join(",")));
+        if item.filter.to != u32::MAX {
+            out.push_str(&format!(":{}", item.filter.to));
+        }
     }
     out
 }
@@ -132,7 +153,14 @@ pub fn decode_items(text: &str) -> Option<Vec<PlanItem>> {
                 "" => Vec::new(),
                 list => list.split(',').map(|o| o.parse().ok()).collect::<Option<Vec<u32>>>()?,
             };
-            Some(PlanItem { shard, filter: SampleFilter { from, only } })
+            let to = match fields.next() {
+                None => u32::MAX,
+                Some(n) => n.parse().ok()?,
+            };
+            if fields.next().is_some() {
+                return None;
+            }
+            Some(PlanItem { shard, filter: SampleFilter { from, only, to } })
         })
         .collect()
 }

@@ -11,7 +11,10 @@
 //! epoch and shard before the first byte was fetched (10^6 epochs of 32
 //! shards: 2 GB and 1.9 s).
 
+use std::sync::Arc;
+
 use super::epoch_plan::{OrderConfig, plan_shards};
+use super::even_plan::{Even, plan_samples};
 use super::reshard::{PlanItem, SampleFilter};
 
 /// One shard of the run's plan.
@@ -38,6 +41,8 @@ pub struct RunPlan {
     items: std::vec::IntoIter<PlanItem>,
     epoch: u64,
     item: u32,
+    /// Split by samples (`order::even_plan`): every shard's sample count.
+    split: Option<(Arc<[u32]>, Even)>,
 }
 
 impl RunPlan {
@@ -58,7 +63,15 @@ impl RunPlan {
             items: Vec::new().into_iter(),
             epoch: order.epoch,
             item: 0,
+            split: None,
         }
+    }
+
+    /// Epochs split by samples, `counts[s]` in shard `s`, instead of by
+    /// whole shards.
+    pub fn by_samples(mut self, counts: Arc<[u32]>, even: Even) -> RunPlan {
+        self.split = Some((counts, even));
+        self
     }
 }
 
@@ -81,6 +94,15 @@ impl Iterator for RunPlan {
             self.begun += 1;
             let items = match given {
                 Some(items) => items,
+                None if self.split.is_some() => {
+                    let (counts, even) = self.split.as_ref()?;
+                    let items = plan_samples(counts, epoch, &self.order, *even);
+                    // The same count every epoch: none now is none forever.
+                    if items.is_empty() {
+                        return None;
+                    }
+                    items
+                }
                 None => {
                     let shards = plan_shards(self.num_shards, epoch, &self.order);
                     // Every computed epoch gives a rank the same number of
@@ -123,7 +145,10 @@ mod tests {
     #[test]
     fn the_first_epoch_may_be_given() {
         let order = OrderConfig::default();
-        let first = vec![PlanItem { shard: 2, filter: SampleFilter { from: 7, only: vec![1] } }];
+        let first = vec![PlanItem {
+            shard: 2,
+            filter: SampleFilter { from: 7, only: vec![1], to: u32::MAX },
+        }];
         let got: Vec<RunEntry> = RunPlan::new(&order, 3, 2, Some(first.clone())).collect();
         assert_eq!(got.len(), 4);
         assert_eq!((got[0].epoch, got[0].shard, &got[0].filter), (0, 2, &first[0].filter));

@@ -208,6 +208,8 @@ impl StokerService {
             skip_batches: 0,
             plan: None,
             track_progress: true,
+            split: None,
+            index_cache: None,
         };
         if let Some(start) = start {
             pipeline.order.epoch = start.epoch;

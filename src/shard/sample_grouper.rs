@@ -17,7 +17,8 @@ use super::tar_stream::Member;
 pub struct Sample {
     pub key: String,
     pub fields: Vec<(String, Blob)>,
-    /// Offset of the sample's first member header in the tar stream.
+    /// Where the sample's first entry begins in the tar stream (its
+    /// long-name/PAX header if any): a parser started here reads it whole.
     pub offset: u64,
 }
 
@@ -89,7 +90,7 @@ impl SampleGrouper {
             self.current = Some(Sample {
                 key: key.to_string(),
                 fields: Vec::with_capacity(4),
-                offset: member.offset,
+                offset: member.start,
             });
         }
         let Some(sample) = self.current.as_mut() else {

@@ -22,6 +22,7 @@ pub struct ShardParser {
     /// The first bytes, while fewer than a zstd magic number have arrived.
     head: Vec<u8>,
     zstd: Option<ZstdStream>,
+    compressed: bool,
     tar: TarStream,
     grouper: SampleGrouper,
     samples: u64,
@@ -37,8 +38,14 @@ impl ShardParser {
             started: false,
             head: Vec::new(),
             zstd: None,
+            compressed: false,
             samples: 0,
         }
+    }
+
+    /// Whether the shard's bytes are zstd (known once its first 4 arrived).
+    pub fn compressed(&self) -> bool {
+        self.compressed
     }
 
     /// Feeds the next part; completed samples go to `out`.
@@ -65,6 +72,7 @@ impl ShardParser {
         self.started = true;
         if is_zstd(magic) {
             self.zstd = Some(ZstdStream::new(self.shard.clone())?);
+            self.compressed = true;
         }
         Ok(())
     }
@@ -131,4 +139,55 @@ pub fn parse_shard_bytes(
     }
     parser.finish(&mut out)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tar of `n` two-field samples; every third key is long enough to
+    /// need a GNU long-name entry before its header.
+    fn archive(n: usize) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for i in 0..n {
+            let key = if i % 3 == 0 {
+                format!("{}/s{i:04}", "d".repeat(120))
+            } else {
+                format!("s{i:04}")
+            };
+            for (field, len) in [("bin", 700 + i * 37), ("cls", 3)] {
+                let data = vec![i as u8; len];
+                let mut h = tar::Header::new_gnu();
+                h.set_size(data.len() as u64);
+                h.set_mode(0o644);
+                b.append_data(&mut h, format!("{key}.{field}"), data.as_slice()).unwrap();
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn every_sample_offset_is_a_place_to_start_reading() {
+        let bytes = Bytes::from(archive(9));
+        let all = parse_shard_bytes("t", bytes.clone(), 333, 1 << 20).unwrap();
+        assert_eq!(all.len(), 9);
+        for (k, sample) in all.iter().enumerate() {
+            assert_eq!(sample.offset % 512, 0);
+            // From sample k's offset on: the same samples, k onwards.
+            let tail = parse_shard_bytes("t", bytes.slice(sample.offset as usize..), 333, 1 << 20)
+                .unwrap();
+            let keys: Vec<&str> = tail.iter().map(|s| s.key.as_str()).collect();
+            let want: Vec<&str> = all[k..].iter().map(|s| s.key.as_str()).collect();
+            assert_eq!(keys, want, "from sample {k}");
+            assert_eq!(
+                tail[0].field("bin").unwrap().to_bytes(),
+                all[k].field("bin").unwrap().to_bytes()
+            );
+        }
+        // A long name's sample starts at its long-name entry (type 'L'),
+        // not at its file header after it.
+        assert!(all[3].key.len() > 100);
+        assert_eq!(bytes[all[3].offset as usize + 156], b'L');
+        assert_ne!(bytes[all[4].offset as usize + 156], b'L');
+    }
 }

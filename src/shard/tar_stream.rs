@@ -29,6 +29,10 @@ pub struct Member {
     pub name: String,
     /// Offset of the member's header in the (uncompressed) tar stream.
     pub offset: u64,
+    /// Where the member's entry begins: its GNU long-name or PAX header
+    /// when it has one, else `offset`. A reader that starts here parses it
+    /// as it would from the top (`index`: seeking to a sample).
+    pub start: u64,
     pub data: Blob,
 }
 
@@ -37,7 +41,7 @@ enum State {
     /// Collecting a 512-byte header; `have` bytes are in `header`.
     Header { have: usize },
     /// Collecting a member's data.
-    Data { name: String, offset: u64, remaining: u64, blob: Blob, pad: u64 },
+    Data { name: String, offset: u64, start: u64, remaining: u64, blob: Blob, pad: u64 },
     /// Collecting a GNU long name or PAX record payload.
     Meta { kind: EntryKind, remaining: u64, buf: Vec<u8>, pad: u64 },
     /// Skipping padding or an entry we do not use.
@@ -58,6 +62,8 @@ pub struct TarStream {
     /// Name and size from a preceding GNU `L` or PAX `x` entry.
     next_name: Option<String>,
     next_size: Option<u64>,
+    /// Offset of the first long-name/PAX header of the entry being read.
+    entry_start: Option<u64>,
     ready: VecDeque<Member>,
 }
 
@@ -77,6 +83,7 @@ impl TarStream {
             offset: 0,
             next_name: None,
             next_size: None,
+            entry_start: None,
             ready: VecDeque::new(),
         }
     }
@@ -117,12 +124,12 @@ impl TarStream {
                     *remaining -= take as u64;
                     self.offset += take as u64;
                     if *remaining == 0 {
-                        let State::Data { name, offset, blob, pad, .. } =
+                        let State::Data { name, offset, start, blob, pad, .. } =
                             std::mem::replace(&mut self.state, State::Skip { remaining: 0 })
                         else {
                             unreachable!("matched Data above")
                         };
-                        self.ready.push_back(Member { name, offset, data: blob });
+                        self.ready.push_back(Member { name, offset, start, data: blob });
                         self.state = State::Skip { remaining: pad };
                     }
                 }
@@ -170,6 +177,7 @@ impl TarStream {
         self.state = match header.kind {
             EntryKind::File => {
                 let name = self.next_name.take().unwrap_or(header.name);
+                let start = self.entry_start.take().unwrap_or(at);
                 if size > self.max_member_bytes {
                     return Err(ShardError::MemberTooLarge {
                         shard: self.shard.to_string(),
@@ -180,16 +188,17 @@ impl TarStream {
                     });
                 }
                 if size == 0 {
-                    self.ready.push_back(Member { name, offset: at, data: Blob::new() });
+                    self.ready.push_back(Member { name, offset: at, start, data: Blob::new() });
                     State::Skip { remaining: pad }
                 } else {
-                    State::Data { name, offset: at, remaining: size, blob: Blob::new(), pad }
+                    State::Data { name, offset: at, start, remaining: size, blob: Blob::new(), pad }
                 }
             }
             EntryKind::GnuLongName | EntryKind::PaxLocal => {
                 if size > MAX_META_BYTES {
                     return Err(self.corrupt(at, format!("{size}-byte long-name/PAX record")));
                 }
+                self.entry_start.get_or_insert(at);
                 State::Meta {
                     kind: header.kind,
                     remaining: size,
@@ -199,6 +208,8 @@ impl TarStream {
             }
             EntryKind::Other => {
                 self.next_name = None;
+                self.next_size = None;
+                self.entry_start = None;
                 State::Skip { remaining: size + pad }
             }
         };
