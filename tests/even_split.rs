@@ -75,7 +75,7 @@ async fn every_rank_the_same_steps_at_world_sizes_2_3_7_and_above_the_shard_coun
     // 5 shards of unequal sample counts (sample sizes vary ±50%).
     let cfg = small_synth(5, false);
     server.write_synth("s3://data/even/", &cfg).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("test setup");
     let cache = IndexCache::at(dir.path());
     let (dataset, split) = indexed(&server, "s3://data/even/", &cache).await;
     let all = all_keys(&cfg);
@@ -113,7 +113,7 @@ async fn a_compressed_dataset_splits_by_samples_too() {
     server.bucket("data");
     let cfg = small_synth(3, true);
     server.write_synth("s3://data/zst/", &cfg).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("test setup");
     let cache = IndexCache::at(dir.path());
     let (dataset, split) = indexed(&server, "s3://data/zst/", &cache).await;
     assert!(split.index.iter().all(|i| !i.seekable()));
@@ -128,15 +128,15 @@ async fn reading_records_the_index_and_a_changed_or_damaged_one_is_rebuilt() {
     server.bucket("data");
     let cfg = small_synth(3, false);
     server.write_synth("s3://data/rec/", &cfg).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("test setup");
     let cache = IndexCache::at(dir.path());
     // An ordinary run (no split) indexes every shard it reads whole.
     let pcfg = PipelineConfig { index_cache: Some(cache.clone()), ..PipelineConfig::default() };
     run_pipeline("s3://data/rec/", &server.options(), small_fetch(), pcfg).await.expect("run");
-    let dataset = Dataset::open("s3://data/rec/", &server.options()).await.unwrap();
+    let dataset = Dataset::open("s3://data/rec/", &server.options()).await.expect("test setup");
     let engine = FetchEngine::new(dataset.store.clone(), small_fetch());
     let fresh = IndexCache::at(dir.path());
-    let (index, report) = ensure_index(&dataset, &engine, &fresh, false).await.unwrap();
+    let (index, report) = ensure_index(&dataset, &engine, &fresh, false).await.expect("test setup");
     assert_eq!((report.cached, report.built), (3, 0), "{report:?}");
     for (s, i) in index.iter().enumerate() {
         assert_eq!(i.count() as usize, cfg.samples_in_shard(s));
@@ -150,10 +150,11 @@ async fn reading_records_the_index_and_a_changed_or_damaged_one_is_rebuilt() {
     let bytes = read_object(&server, &other_url).await;
     server.put(&url1, bytes).await;
     // Shard 2's index file damaged.
-    std::fs::write(fresh.file_of(&dataset.shards[2].url), b"{\"v\":1,\"url\":").unwrap();
-    let dataset = Dataset::open("s3://data/rec/", &server.options()).await.unwrap();
+    std::fs::write(fresh.file_of(&dataset.shards[2].url), b"{\"v\":1,\"url\":")
+        .expect("test setup");
+    let dataset = Dataset::open("s3://data/rec/", &server.options()).await.expect("test setup");
     let again = IndexCache::at(dir.path());
-    let (index, report) = ensure_index(&dataset, &engine, &again, false).await.unwrap();
+    let (index, report) = ensure_index(&dataset, &engine, &again, false).await.expect("test setup");
     assert_eq!((report.cached, report.built, report.refused), (1, 2, 2), "{report:?}");
     assert_eq!(index[1].count() as usize, other.samples_in_shard(1));
     assert!(engine.stats.requests.load(std::sync::atomic::Ordering::Relaxed) > requests);
@@ -165,7 +166,7 @@ async fn a_shard_that_changed_after_planning_is_a_named_error() {
     server.bucket("data");
     let cfg = small_synth(2, false);
     server.write_synth("s3://data/late/", &cfg).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("test setup");
     let cache = IndexCache::at(dir.path());
     // A pattern, not a listing: each shard's version comes from a HEAD as
     // it is read, and is checked against the index the plan came from.
@@ -187,9 +188,9 @@ async fn a_shard_that_changed_after_planning_is_a_named_error() {
 }
 
 async fn read_object(server: &S3Server, url: &str) -> Vec<u8> {
-    let u = stoker::source::DatasetUrl::parse(url).unwrap();
-    let store = stoker::source::open_store(&u, &server.options()).unwrap();
+    let u = stoker::source::DatasetUrl::parse(url).expect("test setup");
+    let store = stoker::source::open_store(&u, &server.options()).expect("test setup");
     let path = object_store::path::Path::from(u.key.as_str());
     use object_store::ObjectStoreExt;
-    store.get(&path).await.unwrap().bytes().await.unwrap().to_vec()
+    store.get(&path).await.expect("test setup").bytes().await.expect("test setup").to_vec()
 }
