@@ -9,7 +9,6 @@ pub mod generate;
 pub mod index;
 pub mod plot;
 pub mod report;
-pub mod sample_split;
 pub mod serve;
 pub mod size_arg;
 pub mod tuning_cache;

@@ -160,6 +160,8 @@ class Loader:
         self.state: Optional[bytes] = request.state or None
         self.session: Optional[str] = None
         self.reconnects = 0
+        self.samples_left_out = 0
+        self.samples_repeated = 0
         self._call = None
         self._slots = 0
         # Batches handed out and not yet released; releases not yet sent.
@@ -301,6 +303,9 @@ class Loader:
                             del batch
                             self._check_room()
                         elif kind == "end":
+                            # What `even` cost this stream (0 without it).
+                            self.samples_left_out = event.end.samples_left_out
+                            self.samples_repeated = event.end.samples_repeated
                             return
                     raise StokerError("UNAVAILABLE", "the stream ended without its end marker")
                 except grpc.RpcError as e:
@@ -369,9 +374,16 @@ class Client:
         ring_bytes: int = 0,
         slots: int = 0,
         reconnect_timeout: float = 30.0,
+        even: Optional[str] = None,
     ) -> Loader:
         """A stream of batches of `url` (brace pattern, prefix or shard) for
         `rank` of `world_size`; `state` resumes after the batch it came from.
+
+        `even`: "drop", "pad" or "none" splits each epoch among ranks by
+        samples, so every rank takes the same number of steps (what DDP
+        needs): "drop" leaves the remainder out, "pad" repeats the epoch's
+        first samples; the loader's `samples_left_out` / `samples_repeated`
+        say how many once the stream ends. None: by whole shards.
 
         `reshard_from`: the last `state` of every rank (DataLoader workers
         count as ranks) of a run with another world size, all in one epoch;
@@ -392,6 +404,7 @@ class Client:
             states=list(reshard_from or []),
             ring_bytes=ring_bytes,
             slots=slots,
+            even=even or "",
         )
         return Loader(self, req, reconnect_timeout)
 

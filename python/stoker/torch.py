@@ -158,6 +158,7 @@ class StokerDataset(IterableDataset):
         ring_bytes: int = 0,
         slots: int = 0,
         reshard_from: Optional[Sequence[bytes]] = None,
+        even: Optional[str] = None,
     ):
         super().__init__()
         self.url = url
@@ -178,6 +179,7 @@ class StokerDataset(IterableDataset):
         self._state: Optional[bytes] = None
         self._resume: Optional[bytes] = None
         self._reshard = list(reshard_from or [])
+        self.even = even
 
     def set_epoch(self, epoch: int) -> None:
         """As DistributedSampler.set_epoch: the next iteration runs `epoch`."""
@@ -216,6 +218,7 @@ class StokerDataset(IterableDataset):
             reshard_from=None if self._resume else self._reshard,
             ring_bytes=self.ring_bytes,
             slots=self.slots,
+            even=self.even,
         )
         self._resume = None
         device = self._device()

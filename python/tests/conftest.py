@@ -158,7 +158,9 @@ class Daemon:
         # AF_UNIX paths are short (108 bytes): not under pytest's tmp_path.
         self.dir = tempfile.mkdtemp(prefix="stoker-", dir="/tmp")
         self.socket = os.path.join(self.dir, "stoker.sock")
-        self.env = {**os.environ, **env, "STOKER_LOG": "info"}
+        # Shard indexes in the daemon's own directory: no test sees another's.
+        index = os.path.join(self.dir, "index")
+        self.env = {**os.environ, "STOKER_INDEX_CACHE": index, **env, "STOKER_LOG": "info"}
         self.extra = extra
         self.proc: subprocess.Popen | None = None
         self.log = open(os.path.join(self.dir, "serve.log"), "ab")

@@ -69,7 +69,7 @@ pub struct BenchArgs {
     /// first samples to fill it, `none` splits within one sample. Needs
     /// every shard's sample count: shards not indexed yet are read once
     /// first (`stoker index`). More ranks than shards split by samples too.
-    #[arg(long, value_name = "POLICY", value_parser = super::sample_split::parse_even)]
+    #[arg(long, value_name = "POLICY", value_parser = crate::index::parse_even)]
     pub even: Option<Even>,
     /// Neither use nor keep shard indexes (the cache:
     /// $XDG_CACHE_HOME/stoker/index/, or STOKER_INDEX_CACHE).
@@ -270,10 +270,10 @@ async fn split_config(
     dataset: &Dataset,
     fetch: &FetchConfig,
     mut cfg: PipelineConfig,
-) -> anyhow::Result<(PipelineConfig, Option<super::sample_split::SplitReport>)> {
+) -> anyhow::Result<(PipelineConfig, Option<crate::index::SplitReport>)> {
     let cache = if args.no_index_cache { None } else { IndexCache::default_location() };
     cfg.index_cache = cache.clone();
-    if !super::sample_split::needs_split(args.even, &cfg.order, dataset.shards.len()) {
+    if !crate::index::needs_split(args.even, &cfg.order, dataset.shards.len()) {
         return Ok((cfg, None));
     }
     // Without a cache the index lives for this run only.
@@ -286,8 +286,7 @@ async fn split_config(
         }
     };
     let engine = FetchEngine::for_endpoint(dataset.store.clone(), fetch.clone(), "index");
-    let split =
-        super::sample_split::sample_split(dataset, &engine, &cache, &cfg.order, args.even).await?;
+    let split = crate::index::sample_split(dataset, &engine, &cache, &cfg.order, args.even).await?;
     let report = split.map(|(split, report)| {
         cfg.split = Some(split);
         report

@@ -166,7 +166,7 @@ pub struct BenchReport {
     pub epoch_boundaries: Vec<super::epoch_boundary::EpochBoundary>,
     /// The split by samples (`--even`, or more ranks than shards) and the
     /// index it was made from; absent when epochs split by whole shards.
-    pub split: Option<super::sample_split::SplitReport>,
+    pub split: Option<crate::index::SplitReport>,
 }
 
 /// What the run did with the tuning cache.
@@ -291,7 +291,7 @@ impl BenchReport {
             t.add_row([
                 "split by samples".to_string(),
                 format!(
-                    "--even {}: {} samples a epoch for this rank, {} left out, {} repeated; \
+                    "--even {}: {} samples an epoch for this rank, {} left out, {} repeated; \
                      index of {} shards ({} samples): {} from the cache, {} read now",
                     split.even.as_str(),
                     split.per_epoch.samples,

@@ -72,6 +72,12 @@ pub struct ServeArgs {
     /// the store is reachable with the daemon's credentials. Retried every 5 s.
     #[arg(long, value_name = "URL")]
     pub ready_url: Option<String>,
+    /// Where shard indexes (sample counts and offsets) are kept, for
+    /// sessions that split epochs by samples (`even`, or more ranks than
+    /// shards) [default: $XDG_CACHE_HOME/stoker/index, or
+    /// STOKER_INDEX_CACHE; else a directory under /tmp].
+    #[arg(long, value_name = "DIR")]
+    pub index_cache: Option<PathBuf>,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -92,6 +98,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             slots: args.slots,
             prefetch_batches: args.prefetch.max(1),
             shuffle_bytes: crate::pipeline::PipelineConfig::default().shuffle_bytes,
+            index_cache: match args.index_cache {
+                Some(dir) => crate::index::IndexCache::at(dir),
+                None => crate::index::IndexCache::default_location().unwrap_or_else(|| {
+                    crate::index::IndexCache::at(std::env::temp_dir().join("stoker-index"))
+                }),
+            },
         },
         drain_timeout: Duration::from_secs_f64(args.drain_secs.clamp(0.0, 3600.0)),
         metrics: args.metrics_addr,

@@ -167,6 +167,7 @@ mod tests {
             fields: &[],
             rank,
             world_size,
+            split: "",
         }
     }
 

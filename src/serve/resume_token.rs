@@ -124,6 +124,9 @@ pub struct OrderSettings<'a> {
     pub fields: &'a [String],
     pub rank: u32,
     pub world_size: u32,
+    /// How epochs are split when by samples (`even`: none, drop, pad);
+    /// empty when by whole shards.
+    pub split: &'a str,
 }
 
 /// The digest shared by every rank of a run: `s` without rank and world size.
@@ -152,6 +155,12 @@ pub fn fingerprint(s: &OrderSettings<'_>, items: Option<&str>) -> String {
     if let Some(items) = items {
         eat(b"items");
         eat(items.as_bytes());
+    }
+    // Absent for a split by shards, so tokens from before splits existed
+    // still resume.
+    if !s.split.is_empty() {
+        eat(b"split");
+        eat(s.split.as_bytes());
     }
     for n in [
         s.seed,
@@ -183,6 +192,7 @@ mod tests {
                 fields: &["jpg".into()],
                 rank: 0,
                 world_size: 2,
+                split: "",
             },
             None,
         )

@@ -44,6 +44,9 @@ pub struct SessionDefaults {
     pub slots: u32,
     pub prefetch_batches: usize,
     pub shuffle_bytes: u64,
+    /// Shard indexes: read for sessions that split by samples, and
+    /// recorded by every session as it reads shards whole.
+    pub index_cache: Arc<crate::index::IndexCache>,
 }
 
 /// What every request handler shares.
@@ -137,6 +140,8 @@ struct Plan {
     dataset: Dataset,
     pipeline: PipelineConfig,
     tokens: TokenMaker,
+    /// Samples left out and repeated over the stream's epochs (`even`).
+    evened: (u64, u64),
 }
 
 impl StokerService {
@@ -166,6 +171,19 @@ impl StokerService {
             .await
             .map_err(|e| status_of(&e.into()))?;
         drop(opening);
+        let even = match r.even.as_str() {
+            "" => None,
+            text => Some(text.parse::<crate::order::Even>().map_err(|why| {
+                Status::invalid_argument(crate::echo::bounded(&why, crate::echo::MAX_MESSAGE_BYTES))
+            })?),
+        };
+        let split_by_samples = crate::index::needs_split(even, &order, dataset.shards.len());
+        if split_by_samples && !r.states.is_empty() {
+            return Err(Status::unimplemented(
+                "resharding a stream split by samples (even, or more ranks than shards) is not \
+                 supported yet: resume with the same world size",
+            ));
+        }
         let mut fields = r.fields.clone();
         fields.sort();
         fields.dedup();
@@ -179,6 +197,7 @@ impl StokerService {
             fields: &fields,
             rank: r.rank,
             world_size,
+            split: if split_by_samples { even.unwrap_or_default().as_str() } else { "" },
         };
         let epochs = r.epochs.max(1);
         // `u64::MAX` epochs means "until I stop": the range saturates
@@ -209,7 +228,7 @@ impl StokerService {
             plan: None,
             track_progress: true,
             split: None,
-            index_cache: None,
+            index_cache: Some(self.state.defaults.index_cache.clone()),
         };
         if let Some(start) = start {
             pipeline.order.epoch = start.epoch;
@@ -217,7 +236,26 @@ impl StokerService {
             pipeline.skip_batches = start.skip_batches;
             pipeline.plan = start.items.map(|(items, _)| items);
         }
-        Ok(Plan { dataset, pipeline, tokens })
+        let mut evened = (0, 0);
+        if split_by_samples {
+            // Shards not indexed yet are read whole first, on the endpoint's
+            // engine (sessions of one job share those reads).
+            let engine = self.state.engines.for_dataset(&dataset);
+            let cache = &self.state.defaults.index_cache;
+            let order = pipeline.order.clone();
+            let split = crate::index::sample_split(&dataset, &engine, cache, &order, even)
+                .await
+                .map_err(|e| status_of(&e))?;
+            if let Some((split, report)) = split {
+                let epochs = pipeline.epochs;
+                evened = (
+                    report.per_epoch.dropped.saturating_mul(epochs),
+                    report.per_epoch.padded.saturating_mul(epochs),
+                );
+                pipeline.split = Some(split);
+            }
+        }
+        Ok(Plan { dataset, pipeline, tokens, evened })
     }
 
     /// The ring a request asks for: slots, bytes per slot, bytes in all.
@@ -289,6 +327,7 @@ impl StokerService {
             quota,
             fd_sent: watch::channel(false).0,
             opened_at: std::time::Instant::now(),
+            evened: plan.evened,
         });
         let info = proto::RingInfo {
             session: session.id.clone(),
@@ -484,6 +523,8 @@ async fn drive(
             None => Event::End(proto::StreamEnd {
                 batches: session.stats.batches.load(Ordering::Relaxed),
                 samples: session.stats.samples.load(Ordering::Relaxed),
+                samples_left_out: session.evened.0,
+                samples_repeated: session.evened.1,
             }),
         };
         let end = matches!(event, Event::End(_));

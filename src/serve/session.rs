@@ -25,6 +25,9 @@ pub struct Session {
     /// Set once the client has the ring's descriptor.
     pub fd_sent: tokio::sync::watch::Sender<bool>,
     pub opened_at: std::time::Instant,
+    /// Samples the stream leaves out and repeats to give every rank the
+    /// same steps (`even`), over its epochs; told in its end event.
+    pub evened: (u64, u64),
 }
 
 /// What a session delivered and how long its client waited.

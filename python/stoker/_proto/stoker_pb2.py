@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16stoker/v1/stoker.proto\x12\tstoker.v1\"\x98\x02\n\x11OpenStreamRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x12\n\nbatch_size\x18\x02 \x01(\r\x12\x0c\n\x04rank\x18\x03 \x01(\r\x12\x12\n\nworld_size\x18\x04 \x01(\r\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12\r\n\x05\x65poch\x18\x06 \x01(\x04\x12\x16\n\x0eshuffle_buffer\x18\x07 \x01(\r\x12\x16\n\x0eshuffle_shards\x18\x08 \x01(\x08\x12\x0e\n\x06\x66ields\x18\t \x03(\t\x12\x11\n\tdrop_last\x18\n \x01(\x08\x12\r\n\x05state\x18\x0b \x01(\x0c\x12\x0e\n\x06\x65pochs\x18\x0c \x01(\x04\x12\x12\n\nring_bytes\x18\r \x01(\x04\x12\r\n\x05slots\x18\x0e \x01(\r\x12\x0e\n\x06states\x18\x0f \x03(\x0c\"\x8d\x01\n\x0bStreamEvent\x12#\n\x04ring\x18\x01 \x01(\x0b\x32\x13.stoker.v1.RingInfoH\x00\x12+\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x1a.stoker.v1.BatchDescriptorH\x00\x12#\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x14.stoker.v1.StreamEndH\x00\x42\x07\n\x05\x65vent\"g\n\x08RingInfo\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05slots\x18\x02 \x01(\r\x12\x12\n\nslot_bytes\x18\x03 \x01(\x04\x12\x10\n\x08\x66\x64_token\x18\x04 \x01(\t\x12\x15\n\rsegment_bytes\x18\x05 \x01(\x04\"Q\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\noffsets_at\x18\x02 \x01(\x04\x12\x11\n\tvalues_at\x18\x03 \x01(\x04\x12\x12\n\nvalues_len\x18\x04 \x01(\x04\"\xd7\x01\n\x0f\x42\x61tchDescriptor\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0b\n\x03len\x18\x04 \x01(\x04\x12\x13\n\x0bnum_samples\x18\x05 \x01(\r\x12\x1f\n\x04keys\x18\x06 \x01(\x0b\x32\x11.stoker.v1.Column\x12\"\n\x07\x63olumns\x18\x07 \x03(\x0b\x32\x11.stoker.v1.Column\x12\r\n\x05\x65poch\x18\x08 \x01(\x04\x12\r\n\x05index\x18\t \x01(\x04\x12\r\n\x05state\x18\n \x01(\x0c\"-\n\tStreamEnd\x12\x0f\n\x07\x62\x61tches\x18\x01 \x01(\x04\x12\x0f\n\x07samples\x18\x02 \x01(\x04\"-\n\tSlotLease\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x12\n\ngeneration\x18\x02 \x01(\x04\"Z\n\x0eReleaseRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12$\n\x06leases\x18\x02 \x03(\x0b\x32\x14.stoker.v1.SlotLease\x12\x11\n\twaited_us\x18\x03 \x01(\x04\"5\n\x0cReleaseReply\x12%\n\x07refused\x18\x01 \x03(\x0b\x32\x14.stoker.v1.SlotLease\"\x1f\n\x0cStatsRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\"\xa3\x02\n\nStatsReply\x12\x0f\n\x07\x62\x61tches\x18\x01 \x01(\x04\x12\x0f\n\x07samples\x18\x02 \x01(\x04\x12\r\n\x05\x62ytes\x18\x03 \x01(\x04\x12\x10\n\x08requests\x18\x04 \x01(\x04\x12\x0f\n\x07retries\x18\x05 \x01(\x04\x12\x11\n\tthrottled\x18\x06 \x01(\x04\x12\x13\n\x0b\x63oncurrency\x18\x07 \x01(\r\x12\x12\n\npart_bytes\x18\x08 \x01(\x04\x12\x14\n\x0cslots_leased\x18\t \x01(\r\x12\x10\n\x08sessions\x18\n \x01(\r\x12\x12\n\nring_bytes\x18\x0b \x01(\x04\x12\x19\n\x11\x62udget_used_bytes\x18\x0c \x01(\x04\x12\x14\n\x0cshared_bytes\x18\r \x01(\x04\x12\x18\n\x10\x63onsumer_wait_us\x18\x0e \x01(\x04\x32\xc6\x01\n\x06Stoker\x12\x44\n\nOpenStream\x12\x1c.stoker.v1.OpenStreamRequest\x1a\x16.stoker.v1.StreamEvent0\x01\x12=\n\x07Release\x12\x19.stoker.v1.ReleaseRequest\x1a\x17.stoker.v1.ReleaseReply\x12\x37\n\x05Stats\x12\x17.stoker.v1.StatsRequest\x1a\x15.stoker.v1.StatsReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16stoker/v1/stoker.proto\x12\tstoker.v1\"\xa6\x02\n\x11OpenStreamRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x12\n\nbatch_size\x18\x02 \x01(\r\x12\x0c\n\x04rank\x18\x03 \x01(\r\x12\x12\n\nworld_size\x18\x04 \x01(\r\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12\r\n\x05\x65poch\x18\x06 \x01(\x04\x12\x16\n\x0eshuffle_buffer\x18\x07 \x01(\r\x12\x16\n\x0eshuffle_shards\x18\x08 \x01(\x08\x12\x0e\n\x06\x66ields\x18\t \x03(\t\x12\x11\n\tdrop_last\x18\n \x01(\x08\x12\r\n\x05state\x18\x0b \x01(\x0c\x12\x0e\n\x06\x65pochs\x18\x0c \x01(\x04\x12\x12\n\nring_bytes\x18\r \x01(\x04\x12\r\n\x05slots\x18\x0e \x01(\r\x12\x0e\n\x06states\x18\x0f \x03(\x0c\x12\x0c\n\x04\x65ven\x18\x10 \x01(\t\"\x8d\x01\n\x0bStreamEvent\x12#\n\x04ring\x18\x01 \x01(\x0b\x32\x13.stoker.v1.RingInfoH\x00\x12+\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x1a.stoker.v1.BatchDescriptorH\x00\x12#\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x14.stoker.v1.StreamEndH\x00\x42\x07\n\x05\x65vent\"g\n\x08RingInfo\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05slots\x18\x02 \x01(\r\x12\x12\n\nslot_bytes\x18\x03 \x01(\x04\x12\x10\n\x08\x66\x64_token\x18\x04 \x01(\t\x12\x15\n\rsegment_bytes\x18\x05 \x01(\x04\"Q\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\noffsets_at\x18\x02 \x01(\x04\x12\x11\n\tvalues_at\x18\x03 \x01(\x04\x12\x12\n\nvalues_len\x18\x04 \x01(\x04\"\xd7\x01\n\x0f\x42\x61tchDescriptor\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0b\n\x03len\x18\x04 \x01(\x04\x12\x13\n\x0bnum_samples\x18\x05 \x01(\r\x12\x1f\n\x04keys\x18\x06 \x01(\x0b\x32\x11.stoker.v1.Column\x12\"\n\x07\x63olumns\x18\x07 \x03(\x0b\x32\x11.stoker.v1.Column\x12\r\n\x05\x65poch\x18\x08 \x01(\x04\x12\r\n\x05index\x18\t \x01(\x04\x12\r\n\x05state\x18\n \x01(\x0c\"a\n\tStreamEnd\x12\x0f\n\x07\x62\x61tches\x18\x01 \x01(\x04\x12\x0f\n\x07samples\x18\x02 \x01(\x04\x12\x18\n\x10samples_left_out\x18\x03 \x01(\x04\x12\x18\n\x10samples_repeated\x18\x04 \x01(\x04\"-\n\tSlotLease\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x12\n\ngeneration\x18\x02 \x01(\x04\"Z\n\x0eReleaseRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12$\n\x06leases\x18\x02 \x03(\x0b\x32\x14.stoker.v1.SlotLease\x12\x11\n\twaited_us\x18\x03 \x01(\x04\"5\n\x0cReleaseReply\x12%\n\x07refused\x18\x01 \x03(\x0b\x32\x14.stoker.v1.SlotLease\"\x1f\n\x0cStatsRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\"\xa3\x02\n\nStatsReply\x12\x0f\n\x07\x62\x61tches\x18\x01 \x01(\x04\x12\x0f\n\x07samples\x18\x02 \x01(\x04\x12\r\n\x05\x62ytes\x18\x03 \x01(\x04\x12\x10\n\x08requests\x18\x04 \x01(\x04\x12\x0f\n\x07retries\x18\x05 \x01(\x04\x12\x11\n\tthrottled\x18\x06 \x01(\x04\x12\x13\n\x0b\x63oncurrency\x18\x07 \x01(\r\x12\x12\n\npart_bytes\x18\x08 \x01(\x04\x12\x14\n\x0cslots_leased\x18\t \x01(\r\x12\x10\n\x08sessions\x18\n \x01(\r\x12\x12\n\nring_bytes\x18\x0b \x01(\x04\x12\x19\n\x11\x62udget_used_bytes\x18\x0c \x01(\x04\x12\x14\n\x0cshared_bytes\x18\r \x01(\x04\x12\x18\n\x10\x63onsumer_wait_us\x18\x0e \x01(\x04\x32\xc6\x01\n\x06Stoker\x12\x44\n\nOpenStream\x12\x1c.stoker.v1.OpenStreamRequest\x1a\x16.stoker.v1.StreamEvent0\x01\x12=\n\x07Release\x12\x19.stoker.v1.ReleaseRequest\x1a\x17.stoker.v1.ReleaseReply\x12\x37\n\x05Stats\x12\x17.stoker.v1.StatsRequest\x1a\x15.stoker.v1.StatsReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,27 +32,27 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stoker.v1.stoker_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_OPENSTREAMREQUEST']._serialized_start=38
-  _globals['_OPENSTREAMREQUEST']._serialized_end=318
-  _globals['_STREAMEVENT']._serialized_start=321
-  _globals['_STREAMEVENT']._serialized_end=462
-  _globals['_RINGINFO']._serialized_start=464
-  _globals['_RINGINFO']._serialized_end=567
-  _globals['_COLUMN']._serialized_start=569
-  _globals['_COLUMN']._serialized_end=650
-  _globals['_BATCHDESCRIPTOR']._serialized_start=653
-  _globals['_BATCHDESCRIPTOR']._serialized_end=868
-  _globals['_STREAMEND']._serialized_start=870
-  _globals['_STREAMEND']._serialized_end=915
-  _globals['_SLOTLEASE']._serialized_start=917
-  _globals['_SLOTLEASE']._serialized_end=962
-  _globals['_RELEASEREQUEST']._serialized_start=964
-  _globals['_RELEASEREQUEST']._serialized_end=1054
-  _globals['_RELEASEREPLY']._serialized_start=1056
-  _globals['_RELEASEREPLY']._serialized_end=1109
-  _globals['_STATSREQUEST']._serialized_start=1111
-  _globals['_STATSREQUEST']._serialized_end=1142
-  _globals['_STATSREPLY']._serialized_start=1145
-  _globals['_STATSREPLY']._serialized_end=1436
-  _globals['_STOKER']._serialized_start=1439
-  _globals['_STOKER']._serialized_end=1637
+  _globals['_OPENSTREAMREQUEST']._serialized_end=332
+  _globals['_STREAMEVENT']._serialized_start=335
+  _globals['_STREAMEVENT']._serialized_end=476
+  _globals['_RINGINFO']._serialized_start=478
+  _globals['_RINGINFO']._serialized_end=581
+  _globals['_COLUMN']._serialized_start=583
+  _globals['_COLUMN']._serialized_end=664
+  _globals['_BATCHDESCRIPTOR']._serialized_start=667
+  _globals['_BATCHDESCRIPTOR']._serialized_end=882
+  _globals['_STREAMEND']._serialized_start=884
+  _globals['_STREAMEND']._serialized_end=981
+  _globals['_SLOTLEASE']._serialized_start=983
+  _globals['_SLOTLEASE']._serialized_end=1028
+  _globals['_RELEASEREQUEST']._serialized_start=1030
+  _globals['_RELEASEREQUEST']._serialized_end=1120
+  _globals['_RELEASEREPLY']._serialized_start=1122
+  _globals['_RELEASEREPLY']._serialized_end=1175
+  _globals['_STATSREQUEST']._serialized_start=1177
+  _globals['_STATSREQUEST']._serialized_end=1208
+  _globals['_STATSREPLY']._serialized_start=1211
+  _globals['_STATSREPLY']._serialized_end=1502
+  _globals['_STOKER']._serialized_start=1505
+  _globals['_STOKER']._serialized_end=1703
 # @@protoc_insertion_point(module_scope)

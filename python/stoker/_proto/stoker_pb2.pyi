@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class OpenStreamRequest(_message.Message):
-    __slots__ = ("url", "batch_size", "rank", "world_size", "seed", "epoch", "shuffle_buffer", "shuffle_shards", "fields", "drop_last", "state", "epochs", "ring_bytes", "slots", "states")
+    __slots__ = ("url", "batch_size", "rank", "world_size", "seed", "epoch", "shuffle_buffer", "shuffle_shards", "fields", "drop_last", "state", "epochs", "ring_bytes", "slots", "states", "even")
     URL_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,7 @@ class OpenStreamRequest(_message.Message):
     RING_BYTES_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     STATES_FIELD_NUMBER: _ClassVar[int]
+    EVEN_FIELD_NUMBER: _ClassVar[int]
     url: str
     batch_size: int
     rank: int
@@ -38,7 +39,8 @@ class OpenStreamRequest(_message.Message):
     ring_bytes: int
     slots: int
     states: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, url: _Optional[str] = ..., batch_size: _Optional[int] = ..., rank: _Optional[int] = ..., world_size: _Optional[int] = ..., seed: _Optional[int] = ..., epoch: _Optional[int] = ..., shuffle_buffer: _Optional[int] = ..., shuffle_shards: _Optional[bool] = ..., fields: _Optional[_Iterable[str]] = ..., drop_last: _Optional[bool] = ..., state: _Optional[bytes] = ..., epochs: _Optional[int] = ..., ring_bytes: _Optional[int] = ..., slots: _Optional[int] = ..., states: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    even: str
+    def __init__(self, url: _Optional[str] = ..., batch_size: _Optional[int] = ..., rank: _Optional[int] = ..., world_size: _Optional[int] = ..., seed: _Optional[int] = ..., epoch: _Optional[int] = ..., shuffle_buffer: _Optional[int] = ..., shuffle_shards: _Optional[bool] = ..., fields: _Optional[_Iterable[str]] = ..., drop_last: _Optional[bool] = ..., state: _Optional[bytes] = ..., epochs: _Optional[int] = ..., ring_bytes: _Optional[int] = ..., slots: _Optional[int] = ..., states: _Optional[_Iterable[bytes]] = ..., even: _Optional[str] = ...) -> None: ...
 
 class StreamEvent(_message.Message):
     __slots__ = ("ring", "batch", "end")
@@ -101,12 +103,16 @@ class BatchDescriptor(_message.Message):
     def __init__(self, slot: _Optional[int] = ..., generation: _Optional[int] = ..., offset: _Optional[int] = ..., len: _Optional[int] = ..., num_samples: _Optional[int] = ..., keys: _Optional[_Union[Column, _Mapping]] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., epoch: _Optional[int] = ..., index: _Optional[int] = ..., state: _Optional[bytes] = ...) -> None: ...
 
 class StreamEnd(_message.Message):
-    __slots__ = ("batches", "samples")
+    __slots__ = ("batches", "samples", "samples_left_out", "samples_repeated")
     BATCHES_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_LEFT_OUT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_REPEATED_FIELD_NUMBER: _ClassVar[int]
     batches: int
     samples: int
-    def __init__(self, batches: _Optional[int] = ..., samples: _Optional[int] = ...) -> None: ...
+    samples_left_out: int
+    samples_repeated: int
+    def __init__(self, batches: _Optional[int] = ..., samples: _Optional[int] = ..., samples_left_out: _Optional[int] = ..., samples_repeated: _Optional[int] = ...) -> None: ...
 
 class SlotLease(_message.Message):
     __slots__ = ("slot", "generation")

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
+use super::{IndexCache, IndexReport, ensure_index};
 use crate::fetch::FetchEngine;
-use crate::index::{IndexCache, IndexReport, ensure_index};
 use crate::order::{Even, EvenTally, OrderConfig, even_tally};
 use crate::pipeline::SampleSplit;
 use crate::source::Dataset;
