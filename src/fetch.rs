@@ -50,7 +50,7 @@ pub use part_sharing::{Claim, PartKey, PartSharing};
 pub use rate_gate::RateGate;
 pub use retry_budget::{RetryBudget, RetryBudgetConfig};
 pub use retry_loop::{GiveUp, RetryLoop};
-pub use shard_stream::{PartEvent, spawn_shard_stream};
+pub use shard_stream::{PartEvent, ShardRead, spawn_shard_stream};
 
 use crate::ErrorKind;
 use crate::source::{ShardRef, chain, classify};

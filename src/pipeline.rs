@@ -281,9 +281,12 @@ impl<B: Send + 'static> Pipeline<B> {
         if let Some(split) = &cfg.split {
             plan = plan.by_samples(split.counts(), split.even);
         }
+        let index = cfg.split.as_ref().map(|s| s.index.clone());
         let plan = plan.map(move |entry| {
             let shard = shards[entry.shard as usize].clone();
-            (entry, shard)
+            let shard_index = index.as_ref().and_then(|ix| ix.get(entry.shard as usize));
+            let (read, bytes) = EntryRead::of(entry, shard_index);
+            (read, shard, bytes)
         });
         let budget = engine.budget.total_bytes();
         let demand = engine.demand.clone();
@@ -326,6 +329,41 @@ impl<B: Send + 'static> Pipeline<B> {
     }
 }
 
+/// How a plan entry is read: whole (and indexed as it goes), or, for a
+/// plain tar with an index, only the bytes of its range of samples: from
+/// its first sample's start to the next range's (the index's offsets).
+#[derive(Debug)]
+struct EntryRead {
+    entry: RunEntry,
+    /// Ordinal of the first sample the bytes hold.
+    first_ordinal: u32,
+    /// The ordinal the bytes stop before, when they stop before the end.
+    stops_at: Option<u32>,
+    whole: bool,
+}
+
+impl EntryRead {
+    fn of(
+        entry: RunEntry,
+        index: Option<&Arc<ShardIndex>>,
+    ) -> (EntryRead, Option<std::ops::Range<u64>>) {
+        let f = &entry.filter;
+        if let Some(ix) = index.filter(|ix| ix.seekable() && f.only.is_empty()) {
+            let count = ix.count();
+            let (from, to) = (f.from.min(count), f.to.min(count));
+            if from > 0 || to < count {
+                let at = |ordinal: u32| ix.starts.get(ordinal as usize).copied();
+                let start = at(from).unwrap_or(ix.size);
+                let end = if to < count { at(to).unwrap_or(u64::MAX) } else { u64::MAX };
+                let stops_at = (to < count).then_some(to);
+                let read = EntryRead { entry, first_ordinal: from, stops_at, whole: false };
+                return (read, Some(start..end));
+            }
+        }
+        (EntryRead { entry, first_ordinal: 0, stops_at: None, whole: true }, None)
+    }
+}
+
 /// The parse thread's view of the index: the one the plan came from (each
 /// shard read is checked against it) and where to record new ones.
 struct Indexing {
@@ -353,23 +391,25 @@ impl Indexing {
             .map_err(|e| Error::IndexMismatch { shard: url.to_string(), detail: e.to_string() })
     }
 
-    /// At a shard's clean end: its sample count against the plan's index,
-    /// and the new index saved.
+    /// At a shard's clean end (`end`: the ordinal after its last sample
+    /// read): where it ended against the plan's index, and the new index
+    /// saved.
     fn finish(
         &self,
         shard: u32,
         rec: Option<Recording>,
         compressed: bool,
-        samples: u64,
+        end: u64,
+        stops_at: Option<u32>,
     ) -> Result<()> {
-        if let Some(index) = self.planned.as_ref().and_then(|p| p.get(shard as usize))
-            && rec.is_some()
-            && u64::from(index.count()) != samples
-        {
-            return Err(Error::IndexMismatch {
-                shard: index.url.clone(),
-                detail: format!("{samples} samples, the index says {}", index.count()),
-            });
+        if let Some(index) = self.planned.as_ref().and_then(|p| p.get(shard as usize)) {
+            let want = stops_at.unwrap_or(index.count());
+            if u64::from(want) != end {
+                return Err(Error::IndexMismatch {
+                    shard: index.url.clone(),
+                    detail: format!("its samples end at {end}, the index says at {want}"),
+                });
+            }
         }
         if let (Some(cache), Some(rec)) = (&self.cache, rec) {
             let index =
@@ -383,7 +423,7 @@ impl Indexing {
 }
 
 fn parse_loop(
-    mut events: mpsc::Receiver<PartEvent<RunEntry>>,
+    mut events: mpsc::Receiver<PartEvent<EntryRead>>,
     tx: SyncSender<SampleMsg>,
     max_member_bytes: u64,
     stats: &PipelineStats,
@@ -392,7 +432,7 @@ fn parse_loop(
     // The shard being parsed; the plan entry of the last shard started (its
     // samples may complete at its end) and its next sample ordinal.
     let mut parser: Option<ShardParser> = None;
-    let mut current: Option<RunEntry> = None;
+    let mut current: Option<EntryRead> = None;
     let mut recording: Option<Recording> = None;
     let mut ordinal = 0u32;
     let mut last_epoch: Option<u64> = None;
@@ -402,23 +442,32 @@ fn parse_loop(
     };
     while let Some(event) = events.blocking_recv() {
         let result: Result<()> = match event {
-            PartEvent::ShardStart { tag, shard, size, e_tag } => {
-                let epoch = tag.epoch;
-                ordinal = 0;
-                if let Err(e) = indexing.check_start(tag.shard, &shard.url, e_tag.as_deref(), size)
-                {
+            PartEvent::ShardStart { tag, shard, size, e_tag, span } => {
+                let epoch = tag.entry.epoch;
+                ordinal = tag.first_ordinal;
+                let url = shard.url.as_str();
+                if let Err(e) = indexing.check_start(tag.entry.shard, url, e_tag.as_deref(), size) {
                     return fail(e);
                 }
                 // Read from its first byte to its last: index it.
-                recording =
-                    Some(Recording { url: shard.url.clone(), e_tag, size, starts: Vec::new() });
+                recording = tag.whole.then(|| Recording {
+                    url: shard.url.clone(),
+                    e_tag,
+                    size,
+                    starts: Vec::new(),
+                });
                 if let Some(prev) = last_epoch.filter(|&e| e != epoch)
                     && tx.send(SampleMsg::EpochEnd { epoch: prev }).is_err()
                 {
                     return;
                 }
                 last_epoch = Some(epoch);
-                parser = Some(ShardParser::new(shard.url.as_str().into(), max_member_bytes));
+                parser = Some(if tag.whole {
+                    ShardParser::new(url.into(), max_member_bytes)
+                } else {
+                    let early = tag.stops_at.is_some();
+                    ShardParser::plain_tar_from(url.into(), max_member_bytes, span.start, early)
+                });
                 current = Some(tag);
                 Ok(())
             }
@@ -433,16 +482,16 @@ fn parse_loop(
                 (_, None) => Err(Error::Internal("a part arrived outside a shard".into())),
             },
             PartEvent::ShardEnd => match (parser.take(), current.as_ref()) {
-                (Some(p), Some(entry)) => {
+                (Some(p), Some(read)) => {
                     let compressed = p.compressed();
                     p.finish(&mut out).map_err(Error::from).and_then(|_| {
                         let rec = recording.take().map(|mut rec| {
                             rec.starts.extend(out.iter().map(|s| s.offset));
                             rec
                         });
-                        let samples = u64::from(ordinal) + out.len() as u64;
+                        let end = u64::from(ordinal) + out.len() as u64;
                         stats.shards_done.fetch_add(1, Ordering::Relaxed);
-                        indexing.finish(entry.shard, rec, compressed, samples)
+                        indexing.finish(read.entry.shard, rec, compressed, end, read.stops_at)
                     })
                 }
                 _ => Err(Error::Internal("a shard ended that never started".into())),
@@ -456,7 +505,7 @@ fn parse_loop(
         if let Some(rec) = recording.as_mut() {
             rec.starts.extend(out.iter().map(|s| s.offset));
         }
-        let Some(entry) = current.as_ref() else {
+        let Some(entry) = current.as_ref().map(|read| &read.entry) else {
             out.clear();
             continue;
         };

@@ -23,7 +23,7 @@ async fn indexed(server: &S3Server, url: &str, cache: &IndexCache) -> (Dataset, 
 }
 
 /// Runs every rank of `world` with `even`; checks the counts and returns
-/// how often each key was delivered.
+/// how often each key was delivered and the bytes fetched over all ranks.
 async fn run_ranks(
     dataset: &Dataset,
     split: &SampleSplit,
@@ -31,7 +31,8 @@ async fn run_ranks(
     world: usize,
     even: Even,
     shuffle_buffer: usize,
-) -> HashMap<String, u32> {
+) -> (HashMap<String, u32>, u64) {
+    let mut fetched = 0;
     let mut seen: HashMap<String, u32> = HashMap::new();
     let mut batches_per_rank = Vec::new();
     let split = SampleSplit { even, ..split.clone() };
@@ -50,7 +51,9 @@ async fn run_ranks(
             split: Some(split.clone()),
             ..PipelineConfig::default()
         };
-        let batches = run_dataset(dataset, small_fetch(), pcfg).await.expect("pipeline");
+        let engine = FetchEngine::new(dataset.store.clone(), small_fetch());
+        let batches = run_engine(dataset, engine.clone(), pcfg).await.expect("pipeline");
+        fetched += engine.stats.bytes.load(std::sync::atomic::Ordering::Relaxed);
         let keys = check_against_synth(&batches, cfg);
         assert_eq!(keys.len() as u64, tally.samples, "world {world} rank {rank} {even:?}");
         batches_per_rank.push(batches.len());
@@ -65,7 +68,7 @@ async fn run_ranks(
             "world {world} {even:?}: batches per rank {batches_per_rank:?}"
         );
     }
-    seen
+    (seen, fetched)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,8 +89,16 @@ async fn every_rank_the_same_steps_at_world_sizes_2_3_7_and_above_the_shard_coun
     // 12 ranks (e.g. 3 ranks × 4 workers) over 5 shards.
     for world in [2usize, 3, 7, 12] {
         for (even, shuffle) in [(Even::Drop, 0), (Even::Pad, 8), (Even::None, 0)] {
-            let seen = run_ranks(&dataset, &split, &cfg, world, even, shuffle).await;
+            let (seen, fetched) = run_ranks(&dataset, &split, &cfg, world, even, shuffle).await;
             let w = world as u64;
+            // A rank reads its range's bytes only (the index's offsets):
+            // split at samples, the shards' bytes are fetched once in all.
+            let bytes: u64 = split.index.iter().map(|i| i.size).sum();
+            match even {
+                Even::None => assert_eq!(fetched, bytes, "world {world}: each byte once"),
+                Even::Drop => assert!(fetched <= bytes, "world {world}: {fetched} > {bytes}"),
+                Even::Pad => assert!(fetched < 2 * bytes, "world {world}: {fetched}"),
+            }
             match even {
                 Even::Drop => {
                     assert!(seen.values().all(|&n| n == 1), "drop: never twice");
@@ -117,7 +128,7 @@ async fn a_compressed_dataset_splits_by_samples_too() {
     let cache = IndexCache::at(dir.path());
     let (dataset, split) = indexed(&server, "s3://data/zst/", &cache).await;
     assert!(split.index.iter().all(|i| !i.seekable()));
-    let seen = run_ranks(&dataset, &split, &cfg, 4, Even::Drop, 0).await;
+    let (seen, _) = run_ranks(&dataset, &split, &cfg, 4, Even::Drop, 0).await;
     let total = all_keys(&cfg).len() as u64;
     assert_eq!(seen.len() as u64, 4 * (total / 4));
 }

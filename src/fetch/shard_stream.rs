@@ -27,9 +27,15 @@ use crate::source::ShardRef;
 /// of each shard (the pipeline's plan entry), handed back at its start.
 #[derive(Debug)]
 pub enum PartEvent<T> {
-    /// A shard begins; `size` bytes follow in parts, of the version the
-    /// store calls `e_tag` (every part is pinned to it).
-    ShardStart { tag: T, shard: Arc<ShardRef>, size: u64, e_tag: Option<Arc<str>> },
+    /// A shard of `size` bytes begins, of the version the store calls
+    /// `e_tag` (every part is pinned to it); its bytes `span` follow in parts.
+    ShardStart {
+        tag: T,
+        shard: Arc<ShardRef>,
+        size: u64,
+        e_tag: Option<Arc<str>>,
+        span: std::ops::Range<u64>,
+    },
     /// The next part of the current shard, once it has arrived.
     Part { offset: u64, data: oneshot::Receiver<Result<PartData, FetchError>> },
     /// The current shard's parts are all sent.
@@ -107,8 +113,12 @@ async fn send_ready<T>(tx: &mpsc::Sender<PartEvent<T>>, offset: u64, bytes: Part
     tx.send(PartEvent::Part { offset, data }).await.is_ok()
 }
 
-/// Starts fetching `shards` (tag, shard) in order on the current tokio
-/// runtime. The iterator is drawn lazily, a HEAD lookahead ahead of the
+/// One shard to read: the caller's tag, the shard, and the bytes of it to
+/// read (`None`: all; a range is cut to the object's size).
+pub type ShardRead<T> = (T, Arc<ShardRef>, Option<std::ops::Range<u64>>);
+
+/// Starts fetching `shards` (tag, shard, bytes) in order on the current
+/// tokio runtime. The iterator is drawn lazily, a HEAD lookahead ahead of the
 /// parts being fetched, so a run of many epochs costs memory for what is in
 /// flight, not for its whole plan. Dropping the receiver stops the
 /// scheduler, also while it waits for budget, a permit or another session's
@@ -117,7 +127,7 @@ async fn send_ready<T>(tx: &mpsc::Sender<PartEvent<T>>, offset: u64, bytes: Part
 pub fn spawn_shard_stream<T, I>(engine: Arc<FetchEngine>, shards: I) -> mpsc::Receiver<PartEvent<T>>
 where
     T: Send + 'static,
-    I: IntoIterator<Item = (T, Arc<ShardRef>)>,
+    I: IntoIterator<Item = ShardRead<T>>,
     I::IntoIter: Send + 'static,
 {
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
@@ -141,14 +151,14 @@ where
 /// The scheduler: HEADs ahead, then each shard's parts in order.
 async fn schedule<T: Send + 'static>(
     engine: Arc<FetchEngine>,
-    shards: impl Iterator<Item = (T, Arc<ShardRef>)> + Send,
+    shards: impl Iterator<Item = ShardRead<T>> + Send,
     tx: mpsc::Sender<PartEvent<T>>,
     me: u64,
 ) {
     let lookahead = engine.config.head_lookahead.max(1);
     // Spawned, so lookahead HEADs progress while the loop below waits
     // for budget or permits; `buffered` keeps them in plan order.
-    let heads = futures::stream::iter(shards).map(|(tag, shard)| {
+    let heads = futures::stream::iter(shards).map(|(tag, shard, bytes)| {
         let engine = engine.clone();
         tokio::spawn(async move {
             let head = head_shard(
@@ -159,12 +169,12 @@ async fn schedule<T: Send + 'static>(
                 engine.gate.as_deref(),
             )
             .await;
-            (tag, shard, head)
+            (tag, shard, bytes, head)
         })
     });
     let mut heads = heads.buffered(lookahead);
     while let Some(joined) = heads.next().await {
-        let Ok((tag, shard, head)) = joined else {
+        let Ok((tag, shard, bytes, head)) = joined else {
             let e = FetchError::Internal("a HEAD task panicked".into());
             let _ = tx.send(PartEvent::Failed(e)).await;
             return;
@@ -177,12 +187,20 @@ async fn schedule<T: Send + 'static>(
             }
         };
         let e_tag: Option<Arc<str>> = e_tag.map(Into::into);
-        let start = PartEvent::ShardStart { tag, shard: shard.clone(), size, e_tag: e_tag.clone() };
+        let span = bytes.map_or(0..size, |r| r.start.min(size)..r.end.min(size));
+        let start = PartEvent::ShardStart {
+            tag,
+            shard: shard.clone(),
+            size,
+            e_tag: e_tag.clone(),
+            span: span.clone(),
+        };
         if tx.send(start).await.is_err() {
             return;
         }
         let part_bytes = engine.part_bytes();
-        for range in PartPlan::new(size, part_bytes).ranges() {
+        let parts = PartPlan::new(span.end.saturating_sub(span.start), part_bytes).ranges();
+        for range in parts.map(|r| r.start + span.start..r.end + span.start) {
             // Another session fetching (or holding) the same part? Join
             // it; waiting here keeps reservations in consumption order,
             // and the fetch waited on already holds its budget and permit.
@@ -243,7 +261,7 @@ mod tests {
             let path = Path::from(format!("s{i}.tar"));
             store.put(&path, vec![7u8; 4096].into()).await.unwrap();
             let url = format!("memory://t/s{i}.tar");
-            shards.push((i, Arc::new(ShardRef { url, path, size: None, e_tag: None })));
+            shards.push((i, Arc::new(ShardRef { url, path, size: None, e_tag: None }), None));
         }
         // Room for one part only: the scheduler waits for budget after it.
         let config = FetchConfig {

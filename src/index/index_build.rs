@@ -74,7 +74,7 @@ pub async fn ensure_index(
     report.built = missing.len();
     if !missing.is_empty() {
         tracing::info!(shards = missing.len(), "Indexing shards (reading them whole).");
-        let plan: Vec<_> = missing.iter().map(|&i| (i, dataset.shards[i].clone())).collect();
+        let plan: Vec<_> = missing.iter().map(|&i| (i, dataset.shards[i].clone(), None)).collect();
         let events = spawn_shard_stream(engine.clone(), plan);
         let max_member = engine.budget.total_bytes() / 4;
         let built = tokio::task::spawn_blocking(move || index_shards(events, max_member))
@@ -116,7 +116,7 @@ fn index_shards(
     };
     while let Some(event) = events.blocking_recv() {
         match event {
-            PartEvent::ShardStart { tag, shard, size, e_tag } => {
+            PartEvent::ShardStart { tag, shard, size, e_tag, .. } => {
                 let url: Arc<str> = shard.url.as_str().into();
                 let parser = ShardParser::new(url.clone(), max_member_bytes);
                 current = Some(Reading { i: tag, url, e_tag, size, parser });

@@ -26,6 +26,9 @@ pub struct ShardParser {
     tar: TarStream,
     grouper: SampleGrouper,
     samples: u64,
+    /// The bytes stop before the archive's end marker, at an entry
+    /// boundary (a range of samples read by the index's offsets).
+    ends_early: bool,
 }
 
 impl ShardParser {
@@ -40,7 +43,25 @@ impl ShardParser {
             zstd: None,
             compressed: false,
             samples: 0,
+            ends_early: false,
         }
+    }
+
+    /// A parser for the bytes of a plain tar from `offset` (a sample's
+    /// start, from the index); `ends_early`: they stop at another sample's
+    /// start, before the end marker.
+    pub fn plain_tar_from(
+        shard: Arc<str>,
+        max_member_bytes: u64,
+        offset: u64,
+        ends_early: bool,
+    ) -> ShardParser {
+        let mut parser = ShardParser::new(shard, max_member_bytes);
+        parser.tar = TarStream::new(parser.shard.clone(), max_member_bytes).starting_at(offset);
+        // Not sniffed: a name's first bytes could look like zstd's magic.
+        parser.started = true;
+        parser.ends_early = ends_early;
+        parser
     }
 
     /// Whether the shard's bytes are zstd (known once its first 4 arrived).
@@ -99,7 +120,9 @@ impl ShardParser {
         if let Some(mut z) = self.zstd.take() {
             z.finish(&mut |chunk| self.feed_tar(chunk, out))?;
         }
-        self.tar.finish()?;
+        if !(self.ends_early && self.tar.at_entry_boundary()) {
+            self.tar.finish()?;
+        }
         if let Some(sample) = self.grouper.finish() {
             self.samples += 1;
             out.push(sample);

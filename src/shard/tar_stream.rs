@@ -88,6 +88,20 @@ impl TarStream {
         }
     }
 
+    /// A parser for a stream entered at `offset` of the archive (an entry's
+    /// first header, from the index): offsets and errors count from the
+    /// archive's start.
+    pub fn starting_at(mut self, offset: u64) -> TarStream {
+        self.offset = offset;
+        self
+    }
+
+    /// Whether the bytes so far end between two entries (or at the end
+    /// marker): where a read of a range of samples may stop.
+    pub fn at_entry_boundary(&self) -> bool {
+        matches!(self.state, State::Header { have: 0 } | State::End)
+    }
+
     /// The next complete member, if any.
     pub fn next_member(&mut self) -> Option<Member> {
         self.ready.pop_front()
