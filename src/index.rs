@@ -18,6 +18,6 @@ mod sample_split;
 mod shard_index;
 
 pub use index_build::{IndexReport, ensure_index};
-pub use index_cache::IndexCache;
+pub use index_cache::{IndexCache, Lookup};
 pub use sample_split::{SplitReport, needs_split, parse_even, sample_split};
 pub use shard_index::{IndexError, MAX_SAMPLES, ShardIndex};

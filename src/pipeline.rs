@@ -32,7 +32,7 @@ use crate::index::{IndexCache, ShardIndex};
 use crate::order::reshard::{PlanItem, Progress};
 use crate::order::{Even, OrderConfig, RunEntry, RunPlan, ShuffleBuffer, stream_rng};
 use crate::shard::{Sample, ShardParser};
-use crate::source::Dataset;
+use crate::source::{Dataset, ShardRef};
 use crate::{Error, Result};
 
 /// The most samples a batch may hold: 2^20, far beyond any training batch,
@@ -72,6 +72,28 @@ pub struct PipelineConfig {
     pub split: Option<SampleSplit>,
     /// Where shards read whole are indexed as a by-product.
     pub index_cache: Option<Arc<IndexCache>>,
+    /// Resume the first epoch by seeking (see [`Resume`]) instead of
+    /// replaying `skip_batches`.
+    pub resume: Option<Resume>,
+}
+
+/// Where a stream stood after a batch, enough to go on from there without
+/// replaying its epoch: the samples it held (fetched again, each alone
+/// where an index says where it is), the shuffle buffer's random state,
+/// and the read position (fetching goes on from there; a plain tar with
+/// an index is entered at the sample).
+#[derive(Debug, Clone, Default)]
+pub struct Resume {
+    /// Plan item and sample ordinal to read from.
+    pub item: u32,
+    pub ordinal: u32,
+    /// (shard, ordinal): the first `rest` wait for a batch, the others
+    /// are the shuffle buffer's, in slot order.
+    pub held: Vec<(u32, u32)>,
+    pub rest: u32,
+    pub rng_word_pos: Option<u128>,
+    /// Batches of the epoch already delivered (the next one's index).
+    pub batches: u64,
 }
 
 /// An epoch split by samples: the dataset's index (one per shard, in its
@@ -103,6 +125,7 @@ impl Default for PipelineConfig {
             track_progress: false,
             split: None,
             index_cache: None,
+            resume: None,
         }
     }
 }
@@ -138,8 +161,19 @@ pub struct PipelineStats {
 
 /// Messages from the parse thread to the batch thread.
 enum SampleMsg {
-    Sample { epoch: u64, tag: Tag, sample: Sample },
-    EpochEnd { epoch: u64 },
+    Sample {
+        epoch: u64,
+        tag: Tag,
+        sample: Sample,
+    },
+    /// A resumed stream's held sample, fetched again.
+    Restored {
+        tag: Tag,
+        sample: Sample,
+    },
+    EpochEnd {
+        epoch: u64,
+    },
     Failed(Error),
 }
 
@@ -281,13 +315,38 @@ impl<B: Send + 'static> Pipeline<B> {
         if let Some(split) = &cfg.split {
             plan = plan.by_samples(split.counts(), split.even);
         }
-        let index = cfg.split.as_ref().map(|s| s.index.clone());
-        let plan = plan.map(move |entry| {
+        if let Some(r) = &cfg.resume {
+            plan = plan.starting_at(r.item, r.ordinal);
+        }
+        // A shard read in part is entered at its sample when an index says
+        // where: the split's, else (resuming) a fresh one in the cache.
+        let split_index = cfg.split.as_ref().map(|s| s.index.clone());
+        let cache = cfg.resume.as_ref().and(cfg.index_cache.clone());
+        let index_of = move |shard: &ShardRef, s: u32| -> Option<Arc<ShardIndex>> {
+            if let Some(ix) = &split_index {
+                return ix.get(s as usize).cloned();
+            }
+            match cache.as_ref()?.load(&shard.url, shard.e_tag.as_deref(), shard.size?) {
+                crate::index::Lookup::Fresh(ix) => Some(ix),
+                _ => None,
+            }
+        };
+        let restore = restore_reads(&cfg, &dataset.shards, &index_of);
+        let plan = plan.filter_map(move |entry| {
             let shard = shards[entry.shard as usize].clone();
-            let shard_index = index.as_ref().and_then(|ix| ix.get(entry.shard as usize));
-            let (read, bytes) = EntryRead::of(entry, shard_index);
-            (read, shard, bytes)
+            let partial = entry.filter != crate::order::reshard::SampleFilter::ALL;
+            let shard_index = if partial { index_of(&shard, entry.shard) } else { None };
+            // Nothing of it left (a resume read its last sample): no read.
+            if let Some(ix) = &shard_index
+                && entry.filter.from >= ix.count()
+                && entry.filter.only.is_empty()
+            {
+                return None;
+            }
+            let (read, bytes) = EntryRead::of(entry, shard_index.as_ref());
+            Some((read, shard, bytes))
         });
+        let plan = restore.into_iter().chain(plan);
         let budget = engine.budget.total_bytes();
         let demand = engine.demand.clone();
         let events = spawn_shard_stream(engine, plan);
@@ -329,6 +388,53 @@ impl<B: Send + 'static> Pipeline<B> {
     }
 }
 
+/// The reads that fetch a resumed stream's held samples again, ahead of
+/// its plan: per shard, the runs of consecutive ordinals (each entered at
+/// its first sample when an index says where), else the shard whole.
+fn restore_reads(
+    cfg: &PipelineConfig,
+    shards: &[Arc<ShardRef>],
+    index_of: &dyn Fn(&ShardRef, u32) -> Option<Arc<ShardIndex>>,
+) -> Vec<crate::fetch::ShardRead<EntryRead>> {
+    use crate::order::reshard::SampleFilter;
+    let Some(resume) = &cfg.resume else {
+        return Vec::new();
+    };
+    let mut by_shard: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
+    for &(shard, ordinal) in &resume.held {
+        by_shard.entry(shard).or_default().push(ordinal);
+    }
+    let mut reads = Vec::new();
+    for (s, mut ordinals) in by_shard {
+        let Some(shard) = shards.get(s as usize) else {
+            continue;
+        };
+        ordinals.sort_unstable();
+        ordinals.dedup();
+        let index = index_of(shard, s).filter(|ix| ix.seekable());
+        let filters: Vec<SampleFilter> = match &index {
+            Some(_) => {
+                let mut runs: Vec<(u32, u32)> = Vec::new();
+                for o in ordinals {
+                    match runs.last_mut() {
+                        Some((_, end)) if *end == o => *end = o + 1,
+                        _ => runs.push((o, o + 1)),
+                    }
+                }
+                runs.into_iter().map(|(a, b)| SampleFilter::range(a, b)).collect()
+            }
+            None => vec![SampleFilter { from: u32::MAX, only: ordinals, to: u32::MAX }],
+        };
+        for filter in filters {
+            let entry = RunEntry { epoch: cfg.order.epoch, item: u32::MAX, shard: s, filter };
+            let (mut read, bytes) = EntryRead::of(entry, index.as_ref());
+            read.restore = true;
+            reads.push((read, shard.clone(), bytes));
+        }
+    }
+    reads
+}
+
 /// How a plan entry is read: whole (and indexed as it goes), or, for a
 /// plain tar with an index, only the bytes of its range of samples: from
 /// its first sample's start to the next range's (the index's offsets).
@@ -340,6 +446,8 @@ struct EntryRead {
     /// The ordinal the bytes stop before, when they stop before the end.
     stops_at: Option<u32>,
     whole: bool,
+    /// Fetches a resumed stream's held samples again.
+    restore: bool,
 }
 
 impl EntryRead {
@@ -356,11 +464,19 @@ impl EntryRead {
                 let start = at(from).unwrap_or(ix.size);
                 let end = if to < count { at(to).unwrap_or(u64::MAX) } else { u64::MAX };
                 let stops_at = (to < count).then_some(to);
-                let read = EntryRead { entry, first_ordinal: from, stops_at, whole: false };
+                let read = EntryRead {
+                    entry,
+                    first_ordinal: from,
+                    stops_at,
+                    whole: false,
+                    restore: false,
+                };
                 return (read, Some(start..end));
             }
         }
-        (EntryRead { entry, first_ordinal: 0, stops_at: None, whole: true }, None)
+        let read =
+            EntryRead { entry, first_ordinal: 0, stops_at: None, whole: true, restore: false };
+        (read, None)
     }
 }
 
@@ -505,17 +621,23 @@ fn parse_loop(
         if let Some(rec) = recording.as_mut() {
             rec.starts.extend(out.iter().map(|s| s.offset));
         }
-        let Some(entry) = current.as_ref().map(|read| &read.entry) else {
+        let Some(read) = current.as_ref() else {
             out.clear();
             continue;
         };
+        let entry = &read.entry;
         for sample in out.drain(..) {
             let tag = Tag { item: entry.item, shard: entry.shard, ordinal };
             ordinal += 1;
             if !entry.filter.selects(tag.ordinal) {
                 continue;
             }
-            if tx.send(SampleMsg::Sample { epoch: entry.epoch, tag, sample }).is_err() {
+            let msg = if read.restore {
+                SampleMsg::Restored { tag, sample }
+            } else {
+                SampleMsg::Sample { epoch: entry.epoch, tag, sample }
+            };
+            if tx.send(msg).is_err() {
                 return;
             }
         }
@@ -543,7 +665,8 @@ impl EpochBatcher {
         let (item, next_ordinal) = self.read.unwrap_or((0, 0));
         let buffered = self.shuffle.iter().flat_map(|b| b.iter());
         let leftovers = rest.iter().chain(buffered).map(|(t, _)| (t.shard, t.ordinal)).collect();
-        Progress { item, next_ordinal, leftovers }
+        let rng_word_pos = self.shuffle.as_ref().map(ShuffleBuffer::word_pos);
+        Progress { item, next_ordinal, leftovers, rest: rest.len() as u32, rng_word_pos }
     }
 }
 
@@ -571,6 +694,25 @@ fn batch_loop<W: BatchWriter>(
     };
     let mut state: Option<EpochBatcher> = None;
     let mut ready: Vec<(Tag, Sample)> = Vec::new();
+    // A resumed stream starts where its token says: the held samples come
+    // first (fetched again), then the shuffle buffer is put back as it was.
+    let mut restoring: Option<Restoring> = None;
+    if let Some(r) = &cfg.resume {
+        let mut st = new_epoch(first_epoch);
+        (st.index, st.read) = (r.batches, Some((r.item, r.ordinal)));
+        let restore = Restoring::new(st, r);
+        if r.held.is_empty() {
+            match restore.install(r, &mut ready) {
+                Ok(st) => state = Some(st),
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        } else {
+            restoring = Some(restore);
+        }
+    }
     // Sends a full or final batch; false when the consumer is gone. The
     // first `skip_batches` of a resumed run are built (the order depends
     // on them) but not collated.
@@ -594,8 +736,48 @@ fn batch_loop<W: BatchWriter>(
             }
         }
     };
+    let unrestored = || {
+        Error::Config(
+            "the resume state names samples its shards do not have (did a shard change?): \
+             start the epoch again without it"
+                .into(),
+        )
+    };
     for msg in rx {
+        if restoring.is_some() && !matches!(msg, SampleMsg::Restored { .. } | SampleMsg::Failed(_))
+        {
+            let _ = tx.blocking_send(Err(unrestored()));
+            return;
+        }
         match msg {
+            SampleMsg::Restored { tag, sample } => {
+                let Some(mut restore) = restoring.take() else {
+                    continue;
+                };
+                if restore.put(tag, keep_fields(sample, &cfg.fields)) {
+                    restoring = Some(restore);
+                    continue;
+                }
+                let Some(r) = &cfg.resume else { continue };
+                let mut st = match restore.install(r, &mut ready) {
+                    Ok(st) => st,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                };
+                // The samples that waited for a batch go on to one.
+                let mut out = ready.drain(..);
+                while let Some((_, sample)) = out.next() {
+                    st.pending_bytes += sample.nbytes();
+                    st.pending.push(sample);
+                    if st.pending.len() == cfg.batch_size && !send(&mut st, out.as_slice()) {
+                        return;
+                    }
+                }
+                drop(out);
+                state = Some(st);
+            }
             SampleMsg::Sample { epoch, tag, sample } => {
                 let st = match &mut state {
                     Some(st) if st.epoch == epoch => st,
@@ -656,6 +838,65 @@ fn batch_loop<W: BatchWriter>(
                 return;
             }
         }
+    }
+}
+
+/// A resumed stream's held samples as they arrive, and the epoch's state
+/// to put them into.
+struct Restoring {
+    st: EpochBatcher,
+    /// Where each (shard, ordinal) goes in `got` (a padded rank can hold
+    /// one sample twice).
+    slots: std::collections::HashMap<(u32, u32), Vec<usize>>,
+    got: Vec<Option<(Tag, Sample)>>,
+    left: usize,
+}
+
+impl Restoring {
+    fn new(st: EpochBatcher, r: &Resume) -> Restoring {
+        let mut slots: std::collections::HashMap<(u32, u32), Vec<usize>> = Default::default();
+        for (i, &key) in r.held.iter().enumerate() {
+            slots.entry(key).or_default().push(i);
+        }
+        Restoring { st, slots, got: vec![None; r.held.len()], left: r.held.len() }
+    }
+
+    /// Takes a sample; false once every held sample is here.
+    fn put(&mut self, tag: Tag, sample: Sample) -> bool {
+        let tag = Tag { item: 0, ..tag };
+        for &i in self.slots.get(&(tag.shard, tag.ordinal)).into_iter().flatten() {
+            if let Some(slot) = self.got.get_mut(i).filter(|s| s.is_none()) {
+                *slot = Some((tag, sample.clone()));
+                self.left -= 1;
+            }
+        }
+        self.left > 0
+    }
+
+    /// The epoch's state with its shuffle buffer as it was; the samples
+    /// that waited for a batch go to `ready`.
+    fn install(self, r: &Resume, ready: &mut Vec<(Tag, Sample)>) -> Result<EpochBatcher> {
+        let mut st = self.st;
+        let held: Vec<(Tag, Sample)> = self.got.into_iter().flatten().collect();
+        let rest = (r.rest as usize).min(held.len());
+        let mut held = held.into_iter();
+        ready.extend(held.by_ref().take(rest));
+        let buffered: Vec<((Tag, Sample), u64)> = held
+            .map(|(t, s)| {
+                let n = s.nbytes();
+                ((t, s.compacted()), n)
+            })
+            .collect();
+        match (&mut st.shuffle, r.rng_word_pos) {
+            (Some(buffer), Some(pos)) => buffer.restore(buffered, pos),
+            (None, _) if buffered.is_empty() => {}
+            _ => {
+                return Err(Error::Config(
+                    "the resume state's shuffle buffer does not fit the stream's settings".into(),
+                ));
+            }
+        }
+        Ok(st)
     }
 }
 

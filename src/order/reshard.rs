@@ -60,8 +60,13 @@ pub struct Progress {
     /// (`(0, 0)`: nothing read yet).
     pub item: u32,
     pub next_ordinal: u32,
-    /// Samples read but not yet delivered: (shard, ordinal).
+    /// Samples read but not yet delivered: (shard, ordinal); first the
+    /// `rest` out of the shuffle buffer waiting for a batch, then the
+    /// buffer's, in its slot order.
     pub leftovers: Vec<(u32, u32)>,
+    pub rest: u32,
+    /// Where the shuffle buffer's random stream stands (none: no buffer).
+    pub rng_word_pos: Option<u128>,
 }
 
 /// The work a rank still had: its plan and its progress.
@@ -231,7 +236,7 @@ mod tests {
                     }
                 }
                 let progress = if read.is_empty() { Progress::default() } else {
-                    Progress { item, next_ordinal: next, leftovers }
+                    Progress { item, next_ordinal: next, leftovers, ..Progress::default() }
                 };
                 states.push(RankState { plan, progress });
             }

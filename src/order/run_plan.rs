@@ -43,6 +43,8 @@ pub struct RunPlan {
     item: u32,
     /// Split by samples (`order::even_plan`): every shard's sample count.
     split: Option<(Arc<[u32]>, Even)>,
+    /// Where the first epoch starts: plan item and sample ordinal.
+    start: Option<(u32, u32)>,
 }
 
 impl RunPlan {
@@ -64,7 +66,15 @@ impl RunPlan {
             epoch: order.epoch,
             item: 0,
             split: None,
+            start: None,
         }
+    }
+
+    /// The first epoch from plan item `item`'s sample `ordinal` on (a
+    /// resume): earlier items are left out, their numbers kept.
+    pub fn starting_at(mut self, item: u32, ordinal: u32) -> RunPlan {
+        self.start = Some((item, ordinal));
+        self
     }
 
     /// Epochs split by samples, `counts[s]` in shard `s`, instead of by
@@ -117,7 +127,20 @@ impl Iterator for RunPlan {
                         .collect()
                 }
             };
-            (self.epoch, self.item, self.items) = (epoch, 0, items.into_iter());
+            let mut items = items.into_iter();
+            let mut first_item = 0;
+            if let Some((item, ordinal)) = self.start.take() {
+                items.by_ref().take(item as usize).for_each(drop);
+                first_item = item;
+                let mut rest: Vec<PlanItem> = items.collect();
+                if let Some(first) = rest.first_mut() {
+                    let f = &mut first.filter;
+                    f.from = f.from.max(ordinal);
+                    f.only.retain(|&o| o >= ordinal);
+                }
+                items = rest.into_iter();
+            }
+            (self.epoch, self.item, self.items) = (epoch, first_item, items);
         }
     }
 }
@@ -153,6 +176,17 @@ mod tests {
         assert_eq!(got.len(), 4);
         assert_eq!((got[0].epoch, got[0].shard, &got[0].filter), (0, 2, &first[0].filter));
         assert!(got[1..].iter().all(|x| x.epoch == 1 && x.filter == SampleFilter::ALL));
+    }
+
+    #[test]
+    fn a_resumed_plan_starts_at_its_item_and_sample() {
+        let order = OrderConfig { seed: 3, ..OrderConfig::default() };
+        let full: Vec<RunEntry> = RunPlan::new(&order, 6, 2, None).collect();
+        let resumed: Vec<RunEntry> = RunPlan::new(&order, 6, 2, None).starting_at(2, 5).collect();
+        assert_eq!(resumed.len(), full.len() - 2);
+        assert_eq!((resumed[0].item, resumed[0].shard), (2, full[2].shard));
+        assert_eq!(resumed[0].filter.from, 5);
+        assert_eq!(resumed[1..], full[3..]);
     }
 
     #[test]

@@ -51,6 +51,20 @@ impl<T> ShuffleBuffer<T> {
         self.bytes = 0;
     }
 
+    /// Where the buffer's random stream stands (for a resume token).
+    pub fn word_pos(&self) -> u128 {
+        self.rng.get_word_pos()
+    }
+
+    /// Puts back what a buffer held (`items` in slot order, with their
+    /// bytes) and where its random stream stood: it then draws as the
+    /// saved one would have.
+    pub fn restore(&mut self, items: Vec<(T, u64)>, word_pos: u128) {
+        self.bytes = items.iter().map(|(_, n)| n).sum();
+        self.items = items;
+        self.rng.set_word_pos(word_pos);
+    }
+
     pub fn len(&self) -> usize {
         self.items.len()
     }
@@ -89,6 +103,26 @@ mod tests {
         assert_ne!(a, sorted);
         assert_eq!(a, run(1));
         assert_ne!(a, run(2));
+    }
+
+    #[test]
+    fn a_restored_buffer_continues_as_the_saved_one() {
+        let mut a = ShuffleBuffer::new(10, u64::MAX, stream_rng("t", &[3]));
+        let mut out = Vec::new();
+        for i in 0..37 {
+            a.push(i, 1, &mut out);
+        }
+        let held: Vec<(u32, u64)> = a.iter().map(|&i| (i, 1)).collect();
+        let mut b = ShuffleBuffer::new(10, u64::MAX, stream_rng("t", &[3]));
+        b.restore(held, a.word_pos());
+        let (mut rest_a, mut rest_b) = (Vec::new(), Vec::new());
+        for i in 37..100 {
+            a.push(i, 1, &mut rest_a);
+            b.push(i, 1, &mut rest_b);
+        }
+        a.drain(&mut rest_a);
+        b.drain(&mut rest_b);
+        assert_eq!(rest_a, rest_b);
     }
 
     #[test]

@@ -14,6 +14,9 @@ use crate::order::{OrderConfig, plan_shards};
 pub struct Start {
     pub epoch: u64,
     pub skip_batches: u64,
+    /// Where to seek to instead of replaying `skip_batches` (tokens that
+    /// carry the shuffle buffer's order and random state).
+    pub seek: Option<crate::pipeline::Resume>,
     /// The first epoch's plan and its text, for a resharded stream.
     pub items: Option<(Vec<PlanItem>, String)>,
 }
@@ -42,6 +45,9 @@ impl TokenMaker {
         token.read = (progress.item, progress.next_ordinal);
         token.leftovers = encode_leftovers(&progress.leftovers);
         token.items = items;
+        token.held = Some(encode_held(&progress.leftovers));
+        token.rest = progress.rest;
+        token.rng = progress.rng_word_pos.map(|p| p.to_string());
         token.encode()
     }
 }
@@ -70,7 +76,15 @@ pub fn start(
     };
     if !state.is_empty() {
         let token = ResumeToken::parse(state)?;
-        let mut start = Start { epoch: token.epoch, skip_batches: token.batches, items: None };
+        let mut start = Start {
+            epoch: token.epoch,
+            skip_batches: token.batches,
+            items: None,
+            seek: seek_of(&token, s)?,
+        };
+        if start.seek.is_some() {
+            start.skip_batches = 0;
+        }
         match &token.items {
             None => token.check(&maker.fingerprint)?,
             Some(text) => {
@@ -132,13 +146,64 @@ pub fn start(
         };
         let leftovers = decode_leftovers(&t.leftovers)
             .ok_or_else(|| TokenError::Malformed("unreadable leftovers".into()))?;
-        let progress = Progress { item: t.read.0, next_ordinal: t.read.1, leftovers };
+        let progress =
+            Progress { item: t.read.0, next_ordinal: t.read.1, leftovers, ..Progress::default() };
         old.push(RankState { plan, progress });
     }
     let mine = share(&remaining(&old), s.rank as usize, s.world_size as usize);
     let text = encode_items(&mine);
     maker.resharded = Some((epoch, text.clone(), fingerprint(s, Some(&text))));
-    Ok((Some(Start { epoch, skip_batches: 0, items: Some((mine, text)) }), maker))
+    Ok((Some(Start { epoch, skip_batches: 0, items: Some((mine, text)), seek: None }), maker))
+}
+
+/// Leftovers in order: `shard:ordinal,…`.
+fn encode_held(held: &[(u32, u32)]) -> String {
+    let parts: Vec<String> = held.iter().map(|(s, o)| format!("{s}:{o}")).collect();
+    parts.join(",")
+}
+
+fn decode_held(text: &str) -> Option<Vec<(u32, u32)>> {
+    if text.is_empty() {
+        return Some(Vec::new());
+    }
+    text.split(',')
+        .map(|p| {
+            let (s, o) = p.split_once(':')?;
+            Some((s.parse().ok()?, o.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Where a token's stream seeks to, if the token says enough for that.
+fn seek_of(
+    t: &ResumeToken,
+    s: &OrderSettings<'_>,
+) -> Result<Option<crate::pipeline::Resume>, TokenError> {
+    let Some(text) = &t.held else {
+        return Ok(None);
+    };
+    let bad = |why: &str| TokenError::Malformed(why.into());
+    let held = decode_held(text).ok_or_else(|| bad("unreadable held samples"))?;
+    // At most a buffer and a batch: more is not a token of these settings.
+    let most = u64::from(s.shuffle_buffer) + u64::from(s.batch_size);
+    if held.len() as u64 > most || t.rest as usize > held.len() {
+        return Err(bad("more held samples than the settings allow"));
+    }
+    if held.iter().any(|&(shard, _)| shard as usize >= s.shards.len()) {
+        return Err(bad("a held sample of a shard the dataset does not have"));
+    }
+    let rng_word_pos = match &t.rng {
+        None => None,
+        Some(p) => Some(p.parse::<u128>().map_err(|_| bad("unreadable random state"))?),
+    };
+    Ok(Some(crate::pipeline::Resume {
+        item: t.read.0,
+        ordinal: t.read.1,
+        held,
+        rest: t.rest,
+        rng_word_pos,
+        batches: t.batches,
+    }))
 }
 
 #[cfg(test)]
@@ -173,7 +238,12 @@ mod tests {
 
     fn token_of(s: &OrderSettings<'_>, epoch: u64, batches: u64, read: (u32, u32)) -> Vec<u8> {
         let (_, maker) = start(&[], &[], s, 0..10).unwrap();
-        let progress = Progress { item: read.0, next_ordinal: read.1, leftovers: vec![(1, 2)] };
+        let progress = Progress {
+            item: read.0,
+            next_ordinal: read.1,
+            leftovers: vec![(1, 2)],
+            ..Progress::default()
+        };
         maker.token(epoch, batches, &progress)
     }
 
@@ -184,7 +254,21 @@ mod tests {
         let token = token_of(&mine, 3, 5, (1, 4));
         let (start_at, _) = start(&token, &[], &mine, 0..10).unwrap();
         let s = start_at.unwrap();
-        assert_eq!((s.epoch, s.skip_batches, s.items.is_none()), (3, 5, true));
+        // It seeks: no batch replayed.
+        assert_eq!((s.epoch, s.skip_batches, s.items.is_none()), (3, 0, true));
+        let seek = s.seek.unwrap();
+        assert_eq!((seek.item, seek.ordinal, seek.batches), (1, 4, 5));
+        assert_eq!((seek.held, seek.rest), (vec![(1, 2)], 0));
+        // A token of a daemon from before seeking replays its epoch.
+        let mut old = ResumeToken::parse(&token).unwrap();
+        old.held = None;
+        let (start_at, _) = start(&old.encode(), &[], &mine, 0..10).unwrap();
+        let s = start_at.unwrap();
+        assert_eq!((s.skip_batches, s.seek.is_none()), (5, true));
+        // Held samples past what a buffer and a batch hold are refused.
+        let mut big = ResumeToken::parse(&token).unwrap();
+        big.held = Some(vec!["1:2"; 100].join(","));
+        assert!(matches!(start(&big.encode(), &[], &mine, 0..10), Err(TokenError::Malformed(_))));
         let other_rank = settings(&all, 0, 2);
         assert_eq!(start(&token, &[], &other_rank, 0..10).err(), Some(TokenError::OtherSettings));
         assert!(matches!(

@@ -49,6 +49,17 @@ pub struct ResumeToken {
     /// The epoch's plan when it came from resharding: `shard:from:ordinals;…`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items: Option<String>,
+    /// The leftovers in order, `shard:ordinal,…`: the first `rest` wait for
+    /// a batch, the others fill the shuffle buffer in its slot order. With
+    /// `rng`, where the buffer's random stream stands, a stream resumes by
+    /// fetching these and seeking to `read`, not by replaying its epoch.
+    /// Absent in tokens of older daemons (they replay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
+    #[serde(default)]
+    pub rest: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rng: Option<String>,
 }
 
 /// Why a token was refused.
@@ -82,6 +93,9 @@ impl ResumeToken {
             read: (0, 0),
             leftovers: String::new(),
             items: None,
+            held: None,
+            rest: 0,
+            rng: None,
         }
     }
 

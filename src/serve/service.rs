@@ -229,11 +229,13 @@ impl StokerService {
             track_progress: true,
             split: None,
             index_cache: Some(self.state.defaults.index_cache.clone()),
+            resume: None,
         };
         if let Some(start) = start {
             pipeline.order.epoch = start.epoch;
             pipeline.epochs = end_epoch - start.epoch;
             pipeline.skip_batches = start.skip_batches;
+            pipeline.resume = start.seek;
             pipeline.plan = start.items.map(|(items, _)| items);
         }
         let mut evened = (0, 0);
