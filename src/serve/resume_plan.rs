@@ -5,7 +5,7 @@
 use super::resume_token::{OrderSettings, ResumeToken, TokenError, base_fingerprint, fingerprint};
 use crate::order::reshard::{
     PlanItem, Progress, RankState, SampleFilter, decode_items, decode_leftovers, encode_items,
-    encode_leftovers, remaining, share,
+    remaining, share,
 };
 use crate::order::{OrderConfig, plan_shards};
 
@@ -43,7 +43,7 @@ impl TokenMaker {
         token.rank = self.rank;
         token.world_size = self.world_size;
         token.read = (progress.item, progress.next_ordinal);
-        token.leftovers = encode_leftovers(&progress.leftovers);
+        // The leftovers once, in order (`held`): resharding reads them there too.
         token.items = items;
         token.held = Some(encode_held(&progress.leftovers));
         token.rest = progress.rest;
@@ -144,8 +144,11 @@ pub fn start(
                     .collect()
             }
         };
-        let leftovers = decode_leftovers(&t.leftovers)
-            .ok_or_else(|| TokenError::Malformed("unreadable leftovers".into()))?;
+        let leftovers = match &t.held {
+            Some(held) => decode_held(held),
+            None => decode_leftovers(&t.leftovers),
+        }
+        .ok_or_else(|| TokenError::Malformed("unreadable leftovers".into()))?;
         let progress =
             Progress { item: t.read.0, next_ordinal: t.read.1, leftovers, ..Progress::default() };
         old.push(RankState { plan, progress });
