@@ -338,7 +338,7 @@ impl<B: Send + 'static> Pipeline<B> {
             let shard_index = if partial { index_of(&shard, entry.shard) } else { None };
             // Nothing of it left (a resume read its last sample): no read.
             if let Some(ix) = &shard_index
-                && entry.filter.from >= ix.count()
+                && entry.filter.from >= ix.count().min(entry.filter.to)
                 && entry.filter.only.is_empty()
             {
                 return None;

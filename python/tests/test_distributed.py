@@ -120,3 +120,34 @@ def test_a_gloo_ddp_job_runs_two_epochs_on_three_ranks_without_a_hang(daemon, un
     steps = [line.split()[1:] for out in outs for line in out.splitlines() if line.startswith("steps")]
     assert len(steps) == 3 and all(s == steps[0] for s in steps), steps
     assert int(steps[0][0]) > 0
+
+
+def tar_bytes(ds, key):
+    """A sample's bytes in its shard: a 512-byte header and padded data per field."""
+    return sum(512 + -(-len(v) // 512) * 512 for v in ds.samples[key].values())
+
+
+@pytest.mark.parametrize("share", [0.1, 0.5, 0.9])
+@pytest.mark.parametrize("even", [None, "drop"])
+def test_a_resume_seeks_instead_of_fetching_the_epoch_again(daemon, dataset, share, even):
+    kw = dict(batch_size=4, shuffle_buffer=16, seed=21, rank=1, world_size=2, even=even)
+    # The first run indexes the shards (a by-product of reading them).
+    full, states, keys = [], [], []
+    for batch in daemon.client().loader(dataset.url, **kw):
+        with batch:
+            full.append((batch.keys, batch["bin"].values.tobytes()))
+            states.append(batch.state)
+    k = max(1, int(len(full) * share))
+    # A restarted daemon (its engines cold, its counters at 0, its index kept).
+    daemon.kill()
+    daemon.start()
+    loader = daemon.client().loader(dataset.url, state=states[k - 1], **kw)
+    rest = [(b.keys, b["bin"].values.tobytes()) for b in loader]
+    assert rest == full[k:], "the same batches, byte for byte"
+    fetched = daemon.client().stats()["bytes"]
+    left = sum(tar_bytes(dataset, key) for keys, _ in full[k:] for key in keys)
+    # The samples left, plus each shard's end marker and the few samples a
+    # rank's range ends beside: not the epoch up to batch k again.
+    shards = len({key.split("-")[0] for keys, _ in full[k:] for key in keys})
+    print(f"resume at {share} ({even}): fetched {fetched}, left {left}, full epoch {sum(tar_bytes(dataset, key) for keys, _ in full for key in keys)}")
+    assert fetched <= 1.05 * left + 2048 * shards, (fetched, left)

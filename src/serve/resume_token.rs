@@ -2,12 +2,14 @@
 //!
 //! A token names the epoch and how many of its batches were delivered, plus
 //! a fingerprint of everything the order depends on (dataset shards, seed,
-//! shuffle settings, batch size, fields, rank and world size). Given back
-//! in `OpenStreamRequest.state`, a new session (new process, restarted
-//! daemon) replays that epoch's order up to the batch (fetching and
-//! grouping, not collating or delivering) and continues with the next one,
-//! byte for byte: the order is a pure function of the fingerprinted
-//! settings.
+//! shuffle settings, batch size, fields, rank and world size, the split).
+//! Given back in `OpenStreamRequest.state`, a new session (new process,
+//! restarted daemon) seeks: it fetches again the samples the stream held
+//! (`held`: waiting for a batch, then the shuffle buffer's in slot order),
+//! puts the buffer back with its random state (`rng`), and reads on from
+//! `read`; its batches are byte for byte those the stream would have
+//! delivered. A token without `held` (an older daemon's) replays the epoch
+//! up to the batch instead.
 //!
 //! For a different world size, the tokens of every old rank together
 //! (`OpenStreamRequest.states`) say what is left of the epoch: each carries
