@@ -21,6 +21,8 @@ fn stoker_with_cache(args: &[&str], cache: &std::path::Path) -> Output {
         .args(args)
         .env("STOKER_LOG", "warn")
         .env("STOKER_TUNING_CACHE", cache)
+        // Shard indexes beside it: runs index for themselves.
+        .env("STOKER_INDEX_CACHE", cache.with_extension("index"))
         .output()
         .expect("run stoker")
 }
@@ -80,8 +82,15 @@ fn help_documents_every_command() {
         "--store-opt",
         "--no-tuning-cache",
         "--outage-tolerance",
+        "--even",
+        "--no-index-cache",
     ] {
         assert!(bench.contains(flag), "bench --help lacks {flag}");
+    }
+    assert!(top.contains("index"), "--help lacks the index command");
+    let index_help = ok(&["index", "--help"]);
+    for flag in ["--refresh", "--dir", "--json", "--store-opt"] {
+        assert!(index_help.contains(flag), "index --help lacks {flag}");
     }
     let gen_help = ok(&["gen", "--help"]);
     for flag in ["--shards", "--shard-bytes", "--sample-bytes", "--fields", "--zstd", "--seed"] {
@@ -145,6 +154,58 @@ fn gen_then_bench_partitions_keys_across_ranks() {
     let unique: HashSet<_> = all.iter().collect();
     assert_eq!(unique.len(), all.len(), "no key on two ranks");
     assert_eq!(all.len(), cfg.total_samples(), "every key on some rank");
+}
+
+#[test]
+fn index_then_even_ranks_take_equal_steps() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let ds = format!("{}/ds/", dir.path().display());
+    ok(&["gen", &ds, "--shards", "5", "--shard-bytes", "160KiB", "--sample-bytes", "8KiB"]);
+    // One tuning cache path, so one index directory beside it, for all runs.
+    let cache = dir.path().join("tuning.json");
+    let run = |args: &[&str]| {
+        let out = stoker_with_cache(args, &cache);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        last_json(&String::from_utf8_lossy(&out.stdout))
+    };
+    let first = run(&["index", &ds, "--json"]);
+    assert_eq!(first["index"]["built"].as_u64(), Some(5), "{first}");
+    let again = run(&["index", &ds, "--json"]);
+    assert_eq!(again["index"]["cached"].as_u64(), Some(5), "{again}");
+    let total = again["index"]["samples"].as_u64().expect("samples");
+    let mut keys = Vec::new();
+    let mut per_rank = Vec::new();
+    for rank in ["0", "1", "2"] {
+        let file = dir.path().join(format!("keys-{rank}"));
+        let report = run(&[
+            "bench",
+            &ds,
+            "--json",
+            "--world-size",
+            "3",
+            "--rank",
+            rank,
+            "--even",
+            "drop",
+            "--batch-size",
+            "4",
+            "--keys-out",
+            file.to_str().expect("path"),
+        ]);
+        let split = &report["split"];
+        assert_eq!(split["even"].as_str(), Some("drop"), "{report}");
+        assert_eq!(split["index"]["cached"].as_u64(), Some(5), "the index was used: {report}");
+        assert_eq!(split["per_epoch"]["dropped"].as_u64(), Some(total % 3));
+        per_rank.push((report["samples"].as_u64(), report["batches"].as_u64()));
+        keys.extend(std::fs::read_to_string(&file).expect("keys").lines().map(String::from));
+    }
+    assert!(per_rank.iter().all(|r| *r == per_rank[0]), "equal steps: {per_rank:?}");
+    let unique: HashSet<_> = keys.iter().collect();
+    assert_eq!(unique.len(), keys.len(), "no sample twice");
+    assert_eq!(keys.len() as u64, total - total % 3, "all but the declared drops");
+    let bad = stoker(&["bench", &ds, "--even", "evenly"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--even"));
 }
 
 #[test]
