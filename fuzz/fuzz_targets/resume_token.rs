@@ -34,6 +34,7 @@ fuzz_target!(|data: &[u8]| {
         rank: 1,
         world_size: 3,
         split: "",
+        counts: None,
     };
     let _ = resume_plan::start(data, &[], &s, 0..3);
     let Ok(mut token) = serde_json::from_slice::<serde_json::Value>(data) else { return };

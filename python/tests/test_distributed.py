@@ -22,7 +22,8 @@ def uneven(s3):
 
 
 def run_rank(daemon, ds, rank, world, **kw):
-    loader = daemon.client().loader(ds.url, 4, rank=rank, world_size=world, seed=3, **kw)
+    args = {"batch_size": 4, "seed": 3, **kw}
+    loader = daemon.client().loader(ds.url, rank=rank, world_size=world, **args)
     batches, keys = 0, []
     for batch in loader:
         with batch:
@@ -151,3 +152,30 @@ def test_a_resume_seeks_instead_of_fetching_the_epoch_again(daemon, dataset, sha
     shards = len({key.split("-")[0] for keys, _ in full[k:] for key in keys})
     print(f"resume at {share} ({even}): fetched {fetched}, left {left}, full epoch {sum(tar_bytes(dataset, key) for keys, _ in full for key in keys)}")
     assert fetched <= 1.05 * left + 2048 * shards, (fetched, left)
+
+
+@pytest.mark.parametrize("old_world,new_world", [(2, 3), (3, 2), (2, 7)])
+def test_a_split_run_reshards_to_another_world_size_with_equal_steps(daemon, uneven, old_world, new_world):
+    client = daemon.client()
+    kw = dict(batch_size=4, shuffle_buffer=6, seed=9, even="drop")
+    delivered, states = [], []
+    for rank in range(old_world):
+        loader = client.loader(uneven.url, rank=rank, world_size=old_world, **kw)
+        it = iter(loader)
+        for _ in range(1 + rank):  # ranks stop at different points
+            batch = next(it)
+            delivered += batch.keys
+        states.append(batch.state)
+        loader.close()
+    runs = [
+        run_rank(daemon, uneven, rank, new_world, reshard_from=states, **kw) for rank in range(new_world)
+    ]
+    assert len({b for b, _, _ in runs}) == 1, [b for b, _, _ in runs]
+    rest = [k for _, keys, _ in runs for k in keys]
+    both = delivered + rest
+    assert len(set(both)) == len(both), "no sample twice"
+    total = len(uneven.keys)
+    old_left_out = total % old_world  # the old epoch's split left these out
+    new_left_out = runs[0][2].samples_left_out
+    assert all(l.samples_left_out == new_left_out for _, _, l in runs)
+    assert len(both) == total - old_left_out - new_left_out

@@ -126,6 +126,64 @@ pub fn plan_samples(counts: &[u32], epoch: u64, cfg: &OrderConfig, even: Even) -
     items
 }
 
+/// Samples an item selects of a shard of `count`: its range (cut to the
+/// shard) and its listed ordinals.
+fn selected(item: &PlanItem, count: u32) -> u64 {
+    let f = &item.filter;
+    let end = f.to.min(count);
+    u64::from(end.saturating_sub(f.from)) + f.only.len() as u64
+}
+
+/// Rank `cfg.rank`'s share of `items` (what the ranks of an earlier run left,
+/// `reshard::remaining_ranges`) split by samples as an epoch is: the items
+/// laid end to end, a contiguous range of them per rank. Items are ranges
+/// or lists of ordinals, cut at samples.
+pub fn share_by_samples(
+    items: &[PlanItem],
+    counts: &[u32],
+    cfg: &OrderConfig,
+    even: Even,
+) -> (Vec<PlanItem>, EvenTally) {
+    let count = |s: u32| counts.get(s as usize).copied().unwrap_or(0);
+    let sizes: Vec<u64> = items.iter().map(|i| selected(i, count(i.shard))).collect();
+    let total: u64 = sizes.iter().sum();
+    let (mut a, b) = positions(total, cfg, even);
+    let w = cfg.world_size.max(1) as u64;
+    let tally = EvenTally {
+        samples: b - a,
+        dropped: if even == Even::Drop { total - w * (total / w) } else { 0 },
+        padded: b.saturating_sub(a.max(total)),
+    };
+    let mut out = Vec::new();
+    if total == 0 {
+        return (out, tally);
+    }
+    while a < b {
+        let lap = a / total;
+        let (at, end) = (a % total, b.min((lap + 1) * total) - lap * total);
+        let mut base = 0u64;
+        for (item, &n) in items.iter().zip(&sizes) {
+            let (lo, hi) = (at.max(base) - base, end.min(base + n).saturating_sub(base));
+            if lo < hi {
+                let f = &item.filter;
+                let filter = if f.only.is_empty() {
+                    SampleFilter::range(f.from + lo as u32, f.from + hi as u32)
+                } else {
+                    let only = f.only[lo as usize..hi as usize].to_vec();
+                    SampleFilter { from: u32::MAX, only, to: u32::MAX }
+                };
+                out.push(PlanItem { shard: item.shard, filter });
+            }
+            base += n;
+            if base >= end {
+                break;
+            }
+        }
+        a = b.min((lap + 1) * total);
+    }
+    (out, tally)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +250,71 @@ mod tests {
                     prop_assert_eq!(extra, padded);
                     prop_assert_eq!(padded, w * total.div_ceil(w) - total);
                 }
+            }
+        }
+    }
+
+    proptest! {
+        /// Ranks of a run split by samples stop anywhere (holding a few
+        /// samples back); the new ranks of another world size share what is
+        /// left by samples: equal counts, and old ∪ new = every sample the
+        /// old plans had, each once, but for the declared drops.
+        #[test]
+        fn resharding_a_split_run_shares_what_is_left_evenly(
+            counts in proptest::collection::vec(1u32..30, 1..8),
+            old in 1usize..6, new in 1usize..9, seed: u64,
+            cuts in proptest::collection::vec((0u32..40, 0usize..3), 6),
+            even in prop_oneof![Just(Even::None), Just(Even::Drop)],
+        ) {
+            use crate::order::reshard::{Progress, RankState, remaining_ranges};
+            let mut done: BTreeMap<(u32, u32), u32> = BTreeMap::new();
+            let mut planned = 0u64;
+            let mut states = Vec::new();
+            for (rank, &(cut, held)) in cuts.iter().enumerate().take(old) {
+                let cfg = OrderConfig { seed, rank, world_size: old, ..OrderConfig::default() };
+                let plan = plan_samples(&counts, 0, &cfg, even);
+                let mut read = Vec::new();
+                for (i, item) in plan.iter().enumerate() {
+                    for o in 0..counts[item.shard as usize] {
+                        if item.filter.selects(o) {
+                            read.push((i as u32, item.shard, o));
+                        }
+                    }
+                }
+                planned += read.len() as u64;
+                read.truncate((cut as usize).min(read.len()));
+                let leftovers: Vec<(u32, u32)> =
+                    read.iter().rev().take(held).map(|&(_, s, o)| (s, o)).collect();
+                for &(_, s, o) in &read {
+                    if !leftovers.contains(&(s, o)) {
+                        *done.entry((s, o)).or_default() += 1;
+                    }
+                }
+                let progress = match read.last() {
+                    Some(&(i, _, o)) => Progress { item: i, next_ordinal: o + 1, leftovers, ..Progress::default() },
+                    None => Progress::default(),
+                };
+                states.push(RankState { plan, progress });
+            }
+            let rest = remaining_ranges(&states, &counts);
+            let mut sizes = Vec::new();
+            let mut new_dropped = 0;
+            let mut seen = done.clone();
+            for rank in 0..new {
+                let cfg = OrderConfig { rank, world_size: new, ..OrderConfig::default() };
+                let (items, tally) = share_by_samples(&rest, &counts, &cfg, even);
+                let got = delivered(&items, &counts);
+                prop_assert_eq!(got.len() as u64, tally.samples);
+                sizes.push(got.len());
+                new_dropped = tally.dropped;
+                for s in got {
+                    *seen.entry(s).or_default() += 1;
+                }
+            }
+            prop_assert!(seen.values().all(|&n| n == 1), "each sample once");
+            prop_assert_eq!(seen.len() as u64 + new_dropped, planned);
+            if even == Even::Drop {
+                prop_assert!(sizes.iter().all(|&n| n == sizes[0]));
             }
         }
     }

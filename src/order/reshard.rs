@@ -117,6 +117,52 @@ pub fn remaining(ranks: &[RankState]) -> Vec<PlanItem> {
         .collect()
 }
 
+/// What the ranks of a run split by samples left, item by item: the rest of
+/// each plan item from the read position as a range (the ranks' ranges are
+/// disjoint, so they are not merged), and the leftovers as one list per
+/// shard; ordered by shard and first sample, the same on every new rank.
+pub fn remaining_ranges(ranks: &[RankState], counts: &[u32]) -> Vec<PlanItem> {
+    let mut items = Vec::new();
+    let mut listed: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for rank in ranks {
+        let p = &rank.progress;
+        let nothing_read = p.item == 0 && p.next_ordinal == 0;
+        for (i, item) in rank.plan.iter().enumerate() {
+            let i = i as u32;
+            if !nothing_read && i < p.item {
+                continue;
+            }
+            let mut f = item.filter.clone();
+            if !nothing_read && i == p.item {
+                f.from = f.from.max(p.next_ordinal);
+                f.only.retain(|&o| o >= p.next_ordinal);
+            }
+            let end = f.to.min(counts.get(item.shard as usize).copied().unwrap_or(0));
+            if f.from < end {
+                items
+                    .push(PlanItem { shard: item.shard, filter: SampleFilter::range(f.from, end) });
+            }
+            listed.entry(item.shard).or_default().extend(f.only);
+        }
+        for &(shard, ordinal) in &p.leftovers {
+            listed.entry(shard).or_default().push(ordinal);
+        }
+    }
+    for (shard, mut only) in listed {
+        only.sort_unstable();
+        if !only.is_empty() {
+            items.push(PlanItem {
+                shard,
+                filter: SampleFilter { from: u32::MAX, only, to: u32::MAX },
+            });
+        }
+    }
+    let first =
+        |i: &PlanItem| i.filter.from.min(i.filter.only.first().copied().unwrap_or(u32::MAX));
+    items.sort_by_key(|i| (i.shard, first(i)));
+    items
+}
+
 /// New rank `rank` of `world_size`'s share of `items`: every
 /// `world_size`-th, as the shard stride.
 pub fn share(items: &[PlanItem], rank: usize, world_size: usize) -> Vec<PlanItem> {

@@ -17,6 +17,8 @@ pub struct Start {
     /// Where to seek to instead of replaying `skip_batches` (tokens that
     /// carry the shuffle buffer's order and random state).
     pub seek: Option<crate::pipeline::Resume>,
+    /// A resharded epoch split by samples: what it costs this rank.
+    pub tally: Option<crate::order::EvenTally>,
     /// The first epoch's plan and its text, for a resharded stream.
     pub items: Option<(Vec<PlanItem>, String)>,
 }
@@ -81,6 +83,7 @@ pub fn start(
             skip_batches: token.batches,
             items: None,
             seek: seek_of(&token, s)?,
+            tally: None,
         };
         if start.seek.is_some() {
             start.skip_batches = 0;
@@ -123,6 +126,11 @@ pub fn start(
             tokens.iter().map(|t| t.world_size).collect::<Vec<_>>()
         )));
     }
+    // Split by samples: the old plans were, and the new shares are.
+    let split = s
+        .counts
+        .filter(|_| !s.split.is_empty())
+        .map(|counts| (counts, s.split.parse::<crate::order::Even>().unwrap_or_default()));
     let mut old = Vec::new();
     for t in &tokens {
         let plan = match &t.items {
@@ -138,10 +146,13 @@ pub fn start(
                     shuffle_shards: s.shuffle_shards,
                     shuffle_buffer: s.shuffle_buffer as usize,
                 };
-                plan_shards(s.shards.len(), epoch, &cfg)
-                    .into_iter()
-                    .map(|i| PlanItem { shard: i as u32, filter: SampleFilter::ALL })
-                    .collect()
+                match split {
+                    Some((counts, even)) => crate::order::plan_samples(counts, epoch, &cfg, even),
+                    None => plan_shards(s.shards.len(), epoch, &cfg)
+                        .into_iter()
+                        .map(|i| PlanItem { shard: i as u32, filter: SampleFilter::ALL })
+                        .collect(),
+                }
             }
         };
         let leftovers = match &t.held {
@@ -153,10 +164,23 @@ pub fn start(
             Progress { item: t.read.0, next_ordinal: t.read.1, leftovers, ..Progress::default() };
         old.push(RankState { plan, progress });
     }
-    let mine = share(&remaining(&old), s.rank as usize, s.world_size as usize);
+    let (mine, tally) = match split {
+        Some((counts, even)) => {
+            let cfg = OrderConfig {
+                rank: s.rank as usize,
+                world_size: s.world_size as usize,
+                ..OrderConfig::default()
+            };
+            let rest = crate::order::reshard::remaining_ranges(&old, counts);
+            let (items, tally) = crate::order::share_by_samples(&rest, counts, &cfg, even);
+            (items, Some(tally))
+        }
+        None => (share(&remaining(&old), s.rank as usize, s.world_size as usize), None),
+    };
     let text = encode_items(&mine);
     maker.resharded = Some((epoch, text.clone(), fingerprint(s, Some(&text))));
-    Ok((Some(Start { epoch, skip_batches: 0, items: Some((mine, text)), seek: None }), maker))
+    let items = Some((mine, text));
+    Ok((Some(Start { epoch, skip_batches: 0, items, seek: None, tally }), maker))
 }
 
 /// Leftovers in order: `shard:ordinal,…`.
@@ -236,6 +260,7 @@ mod tests {
             rank,
             world_size,
             split: "",
+            counts: None,
         }
     }
 

@@ -143,6 +143,9 @@ pub struct OrderSettings<'a> {
     /// How epochs are split when by samples (`even`: none, drop, pad);
     /// empty when by whole shards.
     pub split: &'a str,
+    /// With `split`: every shard's sample count (from the index), to plan
+    /// a resharded epoch by samples. Not part of any fingerprint.
+    pub counts: Option<&'a [u32]>,
 }
 
 /// The digest shared by every rank of a run: `s` without rank and world size.
@@ -209,6 +212,7 @@ mod tests {
                 rank: 0,
                 world_size: 2,
                 split: "",
+                counts: None,
             },
             None,
         )

@@ -178,12 +178,19 @@ impl StokerService {
             })?),
         };
         let split_by_samples = crate::index::needs_split(even, &order, dataset.shards.len());
-        if split_by_samples && !r.states.is_empty() {
-            return Err(Status::unimplemented(
-                "resharding a stream split by samples (even, or more ranks than shards) is not \
-                 supported yet: resume with the same world size",
-            ));
-        }
+        // Split by samples: every shard's sample count first (shards not
+        // indexed yet are read whole now, on the endpoint's engine, so the
+        // sessions of one job share those reads).
+        let split = if split_by_samples {
+            let engine = self.state.engines.for_dataset(&dataset);
+            let cache = &self.state.defaults.index_cache;
+            crate::index::sample_split(&dataset, &engine, cache, &order, even)
+                .await
+                .map_err(|e| status_of(&e))?
+        } else {
+            None
+        };
+        let counts = split.as_ref().map(|(split, _)| split.counts());
         let mut fields = r.fields.clone();
         fields.sort();
         fields.dedup();
@@ -198,6 +205,7 @@ impl StokerService {
             rank: r.rank,
             world_size,
             split: if split_by_samples { even.unwrap_or_default().as_str() } else { "" },
+            counts: counts.as_deref(),
         };
         let epochs = r.epochs.max(1);
         // `u64::MAX` epochs means "until I stop": the range saturates
@@ -231,31 +239,29 @@ impl StokerService {
             index_cache: Some(self.state.defaults.index_cache.clone()),
             resume: None,
         };
+        let mut first_tally = None;
         if let Some(start) = start {
             pipeline.order.epoch = start.epoch;
             pipeline.epochs = end_epoch - start.epoch;
             pipeline.skip_batches = start.skip_batches;
             pipeline.resume = start.seek;
             pipeline.plan = start.items.map(|(items, _)| items);
+            first_tally = start.tally;
         }
+        // What evening costs over the stream's epochs: a resharded first
+        // epoch has its own figures, the others the epoch's.
         let mut evened = (0, 0);
-        if split_by_samples {
-            // Shards not indexed yet are read whole first, on the endpoint's
-            // engine (sessions of one job share those reads).
-            let engine = self.state.engines.for_dataset(&dataset);
-            let cache = &self.state.defaults.index_cache;
-            let order = pipeline.order.clone();
-            let split = crate::index::sample_split(&dataset, &engine, cache, &order, even)
-                .await
-                .map_err(|e| status_of(&e))?;
-            if let Some((split, report)) = split {
-                let epochs = pipeline.epochs;
-                evened = (
-                    report.per_epoch.dropped.saturating_mul(epochs),
-                    report.per_epoch.padded.saturating_mul(epochs),
-                );
-                pipeline.split = Some(split);
-            }
+        if let Some((split, report)) = split {
+            let e = report.per_epoch;
+            let (first, later) = match first_tally {
+                Some(t) => ((t.dropped, t.padded), pipeline.epochs.saturating_sub(1)),
+                None => ((0, 0), pipeline.epochs),
+            };
+            evened = (
+                first.0.saturating_add(e.dropped.saturating_mul(later)),
+                first.1.saturating_add(e.padded.saturating_mul(later)),
+            );
+            pipeline.split = Some(split);
         }
         Ok(Plan { dataset, pipeline, tokens, evened })
     }
