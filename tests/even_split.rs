@@ -205,3 +205,19 @@ async fn read_object(server: &S3Server, url: &str) -> Vec<u8> {
     use object_store::ObjectStoreExt;
     store.get(&path).await.expect("test setup").bytes().await.expect("test setup").to_vec()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexing_a_pattern_of_missing_shards_stops_at_the_first() {
+    let server = S3Server::start().await;
+    server.bucket("data");
+    let url = "s3://data/none/shard-{000000..099999}.tar";
+    let dataset = Dataset::open(url, &server.options()).await.expect("a pattern opens");
+    let engine = FetchEngine::new(dataset.store.clone(), small_fetch());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = ensure_index(&dataset, &engine, &IndexCache::at(dir.path()), false)
+        .await
+        .expect_err("no such shards");
+    assert_eq!(err.kind(), stoker::ErrorKind::NotFound, "{err}");
+    let requests = engine.stats.requests.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(requests < 500, "{requests} requests for 100,000 missing shards");
+}

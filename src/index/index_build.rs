@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use super::index_cache::{IndexCache, Lookup};
 use super::shard_index::ShardIndex;
@@ -39,7 +39,9 @@ pub async fn ensure_index(
     refresh: bool,
 ) -> Result<(Vec<Arc<ShardIndex>>, IndexReport)> {
     let mut report = IndexReport { shards: dataset.shards.len(), ..IndexReport::default() };
-    // Each shard's version now.
+    // Each shard's version now; the first shard that cannot be looked up
+    // ends it (a pattern naming a million missing shards must not cost a
+    // million HEADs before its error).
     let versions: Vec<_> = futures::stream::iter(dataset.shards.iter().cloned())
         .map(|shard| {
             let engine = engine.clone();
@@ -49,12 +51,12 @@ pub async fn ensure_index(
             }
         })
         .buffered(HEAD_PARALLEL)
-        .collect()
-        .await;
+        .try_collect()
+        .await?;
     let mut found: Vec<Option<Arc<ShardIndex>>> = Vec::with_capacity(versions.len());
     let mut missing = Vec::new();
     for (i, version) in versions.into_iter().enumerate() {
-        let (size, e_tag) = version?;
+        let (size, e_tag) = version;
         let url = &dataset.shards[i].url;
         match (refresh, cache.load(url, e_tag.as_deref(), size)) {
             (false, Lookup::Fresh(index)) => {

@@ -142,6 +142,10 @@ struct Plan {
     tokens: TokenMaker,
     /// Samples left out and repeated over the stream's epochs (`even`).
     evened: (u64, u64),
+    /// A split by samples whose index is still to be made: made in the
+    /// session's task, after the ring is handed out (reading shards whole
+    /// can take as long as the store takes; the open must not wait on it).
+    deferred: Option<Option<crate::order::Even>>,
 }
 
 impl StokerService {
@@ -181,7 +185,13 @@ impl StokerService {
         // Split by samples: every shard's sample count first (shards not
         // indexed yet are read whole now, on the endpoint's engine, so the
         // sessions of one job share those reads).
-        let split = if split_by_samples {
+        // Only a reshard needs the counts to plan its start; other streams
+        // index in their own task.
+        // (States that are not tokens fail below without an index.)
+        let resharding = !r.states.is_empty()
+            && r.states.iter().all(|b| super::resume_token::ResumeToken::parse(b).is_ok());
+        let deferred = (split_by_samples && !resharding).then_some(even);
+        let split = if split_by_samples && deferred.is_none() {
             let engine = self.state.engines.for_dataset(&dataset);
             let cache = &self.state.defaults.index_cache;
             crate::index::sample_split(&dataset, &engine, cache, &order, even)
@@ -263,7 +273,7 @@ impl StokerService {
             );
             pipeline.split = Some(split);
         }
-        Ok(Plan { dataset, pipeline, tokens, evened })
+        Ok(Plan { dataset, pipeline, tokens, evened, deferred })
     }
 
     /// The ring a request asks for: slots, bytes per slot, bytes in all.
@@ -317,13 +327,18 @@ impl StokerService {
         let plan = self.plan(&r).await?;
         let (ring, ring_bytes) = self.ring_for(size)?;
         let engine = self.state.engines.for_dataset(&plan.dataset);
-        let pipeline = Pipeline::start_with(
-            &plan.dataset,
-            engine.clone(),
-            plan.pipeline.clone(),
-            RingWriter::new(ring.clone()),
-        )
-        .map_err(|e| status_of(&e))?;
+        let pipeline = match plan.deferred {
+            Some(_) => None,
+            None => Some(
+                Pipeline::start_with(
+                    &plan.dataset,
+                    engine.clone(),
+                    plan.pipeline.clone(),
+                    RingWriter::new(ring.clone()),
+                )
+                .map_err(|e| status_of(&e))?,
+            ),
+        };
         let session = Arc::new(Session {
             id: random_id(),
             fd_token: random_id(),
@@ -335,7 +350,7 @@ impl StokerService {
             quota,
             fd_sent: watch::channel(false).0,
             opened_at: std::time::Instant::now(),
-            evened: plan.evened,
+            evened: std::sync::Mutex::new(plan.evened),
         });
         let info = proto::RingInfo {
             session: session.id.clone(),
@@ -358,7 +373,19 @@ impl StokerService {
         tx.send(Ok(event)).await.map_err(|_| Status::cancelled("the client left"))?;
         let state = self.state.clone();
         tokio::spawn(async move {
-            let client_there = drive(&state, &session, pipeline, plan.tokens, tx).await;
+            let pipeline = match pipeline {
+                Some(p) => Ok(p),
+                None => start_split(&state, &session, &plan).await,
+            };
+            let client_there = match pipeline {
+                Ok(pipeline) => drive(&state, &session, pipeline, plan.tokens, tx).await,
+                Err(status) => {
+                    tracing::warn!(uid = session.uid, error = %status.message(), "session failed");
+                    DaemonCounters::count(&state.counters.failed);
+                    let _ = tx.send(Err(status)).await;
+                    false
+                }
+            };
             if client_there {
                 // A stream shorter than the ring can end before the client
                 // fetched the descriptor: keep the session findable a while.
@@ -471,6 +498,32 @@ impl proto::stoker_server::Stoker for StokerService {
     }
 }
 
+/// A session's split by samples, made in its own task (shards without a
+/// fresh index are read whole first), and its pipeline started on it.
+async fn start_split(
+    state: &DaemonState,
+    session: &Session,
+    plan: &Plan,
+) -> Result<Pipeline<super::ring_writer::RingBatch>, Status> {
+    let even = plan.deferred.flatten();
+    let mut cfg = plan.pipeline.clone();
+    let cache = &state.defaults.index_cache;
+    let split = crate::index::sample_split(&plan.dataset, &session.engine, cache, &cfg.order, even)
+        .await
+        .map_err(|e| status_of(&e))?;
+    if let Some((split, report)) = split {
+        let e = report.per_epoch;
+        let epochs = cfg.epochs;
+        if let Ok(mut evened) = session.evened.lock() {
+            *evened = (e.dropped.saturating_mul(epochs), e.padded.saturating_mul(epochs));
+        }
+        cfg.split = Some(split);
+    }
+    let writer = RingWriter::new(session.ring.clone());
+    Pipeline::start_with(&plan.dataset, session.engine.clone(), cfg, writer)
+        .map_err(|e| status_of(&e))
+}
+
 /// How long a finished session waits for its client to fetch the ring.
 const FD_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -531,8 +584,8 @@ async fn drive(
             None => Event::End(proto::StreamEnd {
                 batches: session.stats.batches.load(Ordering::Relaxed),
                 samples: session.stats.samples.load(Ordering::Relaxed),
-                samples_left_out: session.evened.0,
-                samples_repeated: session.evened.1,
+                samples_left_out: session.evened.lock().map_or(0, |e| e.0),
+                samples_repeated: session.evened.lock().map_or(0, |e| e.1),
             }),
         };
         let end = matches!(event, Event::End(_));

@@ -26,8 +26,9 @@ pub struct Session {
     pub fd_sent: tokio::sync::watch::Sender<bool>,
     pub opened_at: std::time::Instant,
     /// Samples the stream leaves out and repeats to give every rank the
-    /// same steps (`even`), over its epochs; told in its end event.
-    pub evened: (u64, u64),
+    /// same steps (`even`), over its epochs; told in its end event (set
+    /// once the split is known, which may be after the stream opened).
+    pub evened: std::sync::Mutex<(u64, u64)>,
 }
 
 /// What a session delivered and how long its client waited.
