@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::shard_index::{IndexError, MAX_SAMPLES, ShardIndex};
@@ -22,6 +23,9 @@ pub struct IndexCache {
     dir: PathBuf,
     /// By URL: indexes read or saved, so each file is read once.
     known: Mutex<HashMap<String, Arc<ShardIndex>>>,
+    /// A save failed (a read-only or full disk): indexes are kept in
+    /// memory only from then on, and the failure is told once.
+    unwritable: AtomicBool,
 }
 
 /// What a lookup found.
@@ -48,7 +52,11 @@ impl IndexCache {
     }
 
     pub fn at(dir: impl Into<PathBuf>) -> Arc<IndexCache> {
-        Arc::new(IndexCache { dir: dir.into(), known: Mutex::new(HashMap::new()) })
+        Arc::new(IndexCache {
+            dir: dir.into(),
+            known: Mutex::new(HashMap::new()),
+            unwritable: AtomicBool::new(false),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -96,17 +104,27 @@ impl IndexCache {
     }
 
     /// Saves `index` (atomically: a reader sees the old file or the new),
-    /// unless this process saved or read the same one already.
+    /// unless this process saved or read the same one already. The first
+    /// failure is returned; after it, indexes are kept in memory only.
     pub fn save(&self, index: ShardIndex) -> std::io::Result<Arc<ShardIndex>> {
         if let Some(known) = self.known().get(&index.url)
             && known.check == index.check
         {
             return Ok(known.clone());
         }
-        std::fs::create_dir_all(&self.dir)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
-        std::io::Write::write_all(&mut tmp, &index.encode())?;
-        tmp.persist(self.file_of(&index.url)).map_err(|e| e.error)?;
+        if !self.unwritable.load(Ordering::Relaxed) {
+            let write = || -> std::io::Result<()> {
+                std::fs::create_dir_all(&self.dir)?;
+                let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+                std::io::Write::write_all(&mut tmp, &index.encode())?;
+                tmp.persist(self.file_of(&index.url)).map_err(|e| e.error)?;
+                Ok(())
+            };
+            if let Err(e) = write() {
+                self.unwritable.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
         let index = Arc::new(index);
         self.known().insert(index.url.clone(), index.clone());
         Ok(index)
@@ -116,6 +134,19 @@ impl IndexCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unwritable_directory_fails_once_then_keeps_indexes_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"x").unwrap();
+        // A directory under a file cannot be made.
+        let cache = IndexCache::at(file.join("idx"));
+        let index = |url: &str| ShardIndex::new(url, None, 4096, false, vec![0]);
+        assert!(cache.save(index("u1")).is_err());
+        assert!(cache.save(index("u2")).is_ok(), "no second failure");
+        assert!(matches!(cache.load("u2", None, 4096), Lookup::Fresh(_)));
+    }
 
     #[test]
     fn saves_loads_and_refuses_other_versions() {
