@@ -16,6 +16,7 @@
 pub mod alloc_trim;
 pub mod autotune;
 pub mod batch;
+pub mod cache_dir;
 pub mod cli;
 pub mod echo;
 pub mod error;

@@ -12,5 +12,5 @@ mod shuffle_buffer;
 pub use epoch_plan::{OrderConfig, plan_shards, shard_order};
 pub use even_plan::{Even, EvenTally, even_tally, plan_samples, share_by_samples};
 pub use run_plan::{RunEntry, RunPlan};
-pub use seed::{mix64, stream_rng};
+pub use seed::{Digest, mix64, stream_rng};
 pub use shuffle_buffer::ShuffleBuffer;

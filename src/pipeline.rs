@@ -336,14 +336,7 @@ impl<B: Send + 'static> Pipeline<B> {
             let shard = shards[entry.shard as usize].clone();
             let partial = entry.filter != crate::order::reshard::SampleFilter::ALL;
             let shard_index = if partial { index_of(&shard, entry.shard) } else { None };
-            // Nothing of it left (a resume read its last sample): no read.
-            if let Some(ix) = &shard_index
-                && entry.filter.from >= ix.count().min(entry.filter.to)
-                && entry.filter.only.is_empty()
-            {
-                return None;
-            }
-            let (read, bytes) = EntryRead::of(entry, shard_index.as_ref());
+            let (read, bytes) = EntryRead::of(entry, shard_index.as_ref())?;
             Some((read, shard, bytes))
         });
         let plan = restore.into_iter().chain(plan);
@@ -427,9 +420,10 @@ fn restore_reads(
         };
         for filter in filters {
             let entry = RunEntry { epoch: cfg.order.epoch, item: u32::MAX, shard: s, filter };
-            let (mut read, bytes) = EntryRead::of(entry, index.as_ref());
-            read.restore = true;
-            reads.push((read, shard.clone(), bytes));
+            if let Some((mut read, bytes)) = EntryRead::of(entry, index.as_ref()) {
+                read.restore = true;
+                reads.push((read, shard.clone(), bytes));
+            }
         }
     }
     reads
@@ -451,14 +445,19 @@ struct EntryRead {
 }
 
 impl EntryRead {
+    /// `None` when the index says the entry selects nothing (a resume
+    /// that had read its last sample): nothing to read.
     fn of(
         entry: RunEntry,
         index: Option<&Arc<ShardIndex>>,
-    ) -> (EntryRead, Option<std::ops::Range<u64>>) {
+    ) -> Option<(EntryRead, Option<std::ops::Range<u64>>)> {
         let f = &entry.filter;
         if let Some(ix) = index.filter(|ix| ix.seekable() && f.only.is_empty()) {
             let count = ix.count();
             let (from, to) = (f.from.min(count), f.to.min(count));
+            if from >= to {
+                return None;
+            }
             if from > 0 || to < count {
                 let at = |ordinal: u32| ix.starts.get(ordinal as usize).copied();
                 let start = at(from).unwrap_or(ix.size);
@@ -471,12 +470,12 @@ impl EntryRead {
                     whole: false,
                     restore: false,
                 };
-                return (read, Some(start..end));
+                return Some((read, Some(start..end)));
             }
         }
         let read =
             EntryRead { entry, first_ordinal: 0, stops_at: None, whole: true, restore: false };
-        (read, None)
+        Some((read, None))
     }
 }
 

@@ -53,14 +53,7 @@ fn now_unix_secs() -> u64 {
 impl TuningCache {
     /// The cache at its usual place, if a home or cache directory is known.
     pub fn default_location() -> Option<TuningCache> {
-        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-        let path = match env("STOKER_TUNING_CACHE") {
-            Some(path) => path,
-            None => env("XDG_CACHE_HOME")
-                .or_else(|| env("HOME").map(|h| h.join(".cache")))?
-                .join("stoker")
-                .join("tuning.json"),
-        };
+        let path = crate::cache_dir::user_cache_path("STOKER_TUNING_CACHE", "tuning.json")?;
         Some(TuningCache { path })
     }
 

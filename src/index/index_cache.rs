@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::shard_index::{IndexError, MAX_SAMPLES, ShardIndex};
-use crate::order::mix64;
+use crate::order::Digest;
 
 /// An index file larger than this is not read (JSON of `MAX_SAMPLES`
 /// offsets is below it).
@@ -40,15 +40,7 @@ pub enum Lookup {
 impl IndexCache {
     /// The cache at its usual place, if a home or cache directory is known.
     pub fn default_location() -> Option<Arc<IndexCache>> {
-        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-        let dir = match env("STOKER_INDEX_CACHE") {
-            Some(dir) => dir,
-            None => env("XDG_CACHE_HOME")
-                .or_else(|| env("HOME").map(|h| h.join(".cache")))?
-                .join("stoker")
-                .join("index"),
-        };
-        Some(IndexCache::at(dir))
+        crate::cache_dir::user_cache_path("STOKER_INDEX_CACHE", "index").map(IndexCache::at)
     }
 
     pub fn at(dir: impl Into<PathBuf>) -> Arc<IndexCache> {
@@ -65,8 +57,9 @@ impl IndexCache {
 
     /// The file of `url`'s index.
     pub fn file_of(&self, url: &str) -> PathBuf {
-        let h = url.bytes().fold(0x5354_4f4b_4552u64, |h, b| mix64(h ^ u64::from(b)));
-        self.dir.join(format!("{h:016x}.json"))
+        let mut d = Digest::new(0x5354_4f4b_4552);
+        d.eat(url.as_bytes());
+        self.dir.join(format!("{}.json", d.hex()))
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ShardIndex>>> {

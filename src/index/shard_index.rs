@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::order::mix64;
+use crate::order::{Digest, mix64};
 
 /// Index format version.
 const VERSION: u32 = 1;
@@ -77,15 +77,8 @@ impl ShardIndex {
     }
 
     fn digest(&self) -> String {
-        let mut h = mix64(u64::from(self.v));
-        let mut eat = |bytes: &[u8]| {
-            for chunk in bytes.chunks(8) {
-                let mut word = [0u8; 8];
-                word[..chunk.len()].copy_from_slice(chunk);
-                h = mix64(h ^ u64::from_le_bytes(word));
-            }
-            h = mix64(h ^ bytes.len() as u64);
-        };
+        let mut d = Digest::new(mix64(u64::from(self.v)));
+        let mut eat = |bytes: &[u8]| d.eat(bytes);
         eat(self.url.as_bytes());
         eat(self.e_tag.as_deref().unwrap_or("\0none").as_bytes());
         eat(&self.size.to_le_bytes());
@@ -93,7 +86,7 @@ impl ShardIndex {
         for s in &self.starts {
             eat(&s.to_le_bytes());
         }
-        format!("{h:016x}")
+        d.hex()
     }
 
     /// Reads an index file's bytes: well formed, this version, intact.

@@ -126,12 +126,17 @@ pub fn plan_samples(counts: &[u32], epoch: u64, cfg: &OrderConfig, even: Even) -
     items
 }
 
-/// Samples an item selects of a shard of `count`: its range (cut to the
-/// shard) and its listed ordinals.
+/// Samples an item of `share_by_samples` selects of a shard of `count`:
+/// its listed ordinals if it has any, else its range cut to the shard
+/// (`remaining_ranges` makes items of one kind or the other; an item of
+/// both, from elsewhere, counts and is cut as its list).
 fn selected(item: &PlanItem, count: u32) -> u64 {
     let f = &item.filter;
-    let end = f.to.min(count);
-    u64::from(end.saturating_sub(f.from)) + f.only.len() as u64
+    if f.only.is_empty() {
+        u64::from(f.to.min(count).saturating_sub(f.from))
+    } else {
+        f.only.len() as u64
+    }
 }
 
 /// Rank `cfg.rank`'s share of `items` (what the ranks of an earlier run left,

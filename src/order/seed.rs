@@ -15,6 +15,33 @@ pub fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A stable digest of byte strings (not `DefaultHasher`: what it names is
+/// saved and read by later builds: resume tokens, index files). Each
+/// string is taken 8 bytes at a time, then its length, so `"ab","c"` and
+/// `"a","bc"` differ.
+#[derive(Debug, Clone, Copy)]
+pub struct Digest(u64);
+
+impl Digest {
+    pub fn new(seed: u64) -> Digest {
+        Digest(seed)
+    }
+
+    pub fn eat(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = mix64(self.0 ^ u64::from_le_bytes(word));
+        }
+        self.0 = mix64(self.0 ^ bytes.len() as u64);
+    }
+
+    /// 16 hex digits.
+    pub fn hex(&self) -> String {
+        format!("{:016x}", self.0)
+    }
+}
+
 /// A random stream for `purpose` under `parts` (seed, epoch, rank…).
 pub fn stream_rng(purpose: &str, parts: &[u64]) -> ChaCha8Rng {
     let mut h =
