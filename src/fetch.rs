@@ -19,6 +19,7 @@ mod backoff;
 mod concurrency_limit;
 mod demand_gauge;
 mod fetch_stats;
+mod hedge;
 mod memory_budget;
 mod part_data;
 mod part_plan;
@@ -41,6 +42,7 @@ pub use backoff::Backoff;
 pub use concurrency_limit::{ConcurrencyLimit, ConnPermit, RequestSlot};
 pub use demand_gauge::{DemandGauge, DemandSnapshot};
 pub use fetch_stats::{FetchSnapshot, FetchStats};
+pub use hedge::{HedgeAllowance, HedgeSignal, Race};
 pub use memory_budget::{MAX_RESERVATION, MemoryBudget, Reservation};
 pub use part_data::{PartData, WeakPart};
 pub use part_plan::PartPlan;
@@ -108,6 +110,9 @@ pub struct FetchConfig {
     pub auto_part_bytes: bool,
     /// Pace requests with the process-wide AIMD rate limiter of the endpoint.
     pub rate_limit: bool,
+    /// Race the part that holds up the line with a second request
+    /// (`hedge`); on by default.
+    pub hedge: bool,
     /// Where the autotuner starts instead of one request: what an earlier
     /// run against the endpoint settled on (`stoker bench`'s tuning cache).
     pub warm_start: Option<crate::autotune::WarmStart>,
@@ -129,6 +134,7 @@ impl Default for FetchConfig {
             auto_concurrency: false,
             auto_part_bytes: false,
             rate_limit: true,
+            hedge: true,
             warm_start: None,
         }
     }
@@ -236,6 +242,8 @@ pub struct FetchEngine {
     pub settled: Arc<std::sync::Mutex<Option<crate::autotune::WarmStart>>>,
     /// Parts in flight or held, for other sessions on the same shards.
     pub sharing: Arc<PartSharing>,
+    /// Memory for racing parts that hold up the line (`hedge`).
+    pub hedges: Arc<HedgeAllowance>,
     part_bytes: AtomicU64,
 }
 
@@ -292,6 +300,7 @@ impl FetchEngine {
             settled: Default::default(),
             demand: Default::default(),
             sharing: Default::default(),
+            hedges: HedgeAllowance::for_budget(budget.total_bytes()),
             limit: ConcurrencyLimit::new(start),
             budget,
             pool,

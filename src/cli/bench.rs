@@ -638,6 +638,8 @@ async fn run_once(
         retries: stats.retries,
         errors: stats.errors,
         throttled: stats.throttled,
+        hedges: stats.hedges,
+        hedge_wins: stats.hedge_wins,
         time_to_first_batch_s: first_batch.unwrap_or(seconds),
         batch_latency_s: Percentiles::of(&mut waits),
         concurrency: ConcurrencyReport { mean, max, limit: concurrency, settled },

@@ -5,7 +5,8 @@ use clap::Args;
 use super::size_arg::parse_bytes;
 use crate::fetch::FetchConfig;
 
-/// `--concurrency`, `--part-bytes`, `--memory-budget`, `--outage-tolerance`.
+/// `--concurrency`, `--part-bytes`, `--memory-budget`, `--outage-tolerance`,
+/// `--no-hedge`.
 #[derive(Debug, Clone, Args)]
 pub struct FetchArgs {
     /// Range-GET requests in flight (per endpoint): `auto` lets the
@@ -24,6 +25,10 @@ pub struct FetchArgs {
     /// an outage, a SlowDown storm) before it fails with a named error.
     #[arg(long, default_value_t = 120.0, value_name = "SECS")]
     pub outage_tolerance: f64,
+    /// Never race a slow part with a second request (by default the part
+    /// that holds up the others, once late, is raced on a fresh connection).
+    #[arg(long)]
+    pub no_hedge: bool,
 }
 
 /// `--concurrency`: `auto` or a number.
@@ -66,6 +71,7 @@ impl FetchArgs {
                     self.outage_tolerance.clamp(0.0, 86_400.0)
                 },
             ),
+            hedge: !self.no_hedge,
             ..defaults
         }
     }

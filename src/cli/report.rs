@@ -141,6 +141,10 @@ pub struct BenchReport {
     pub retries: u64,
     pub errors: u64,
     pub throttled: u64,
+    /// Second requests that raced a part holding up the others, and those
+    /// that brought its bytes first.
+    pub hedges: u64,
+    pub hedge_wins: u64,
     pub time_to_first_batch_s: f64,
     /// Time the consumer waited for each batch.
     pub batch_latency_s: Percentiles,
@@ -235,8 +239,8 @@ impl BenchReport {
             (
                 "requests".into(),
                 format!(
-                    "{} ({} retries, {} errors, {} throttled)",
-                    self.requests, self.retries, self.errors, self.throttled
+                    "{} ({} retries, {} errors, {} throttled, {} raced)",
+                    self.requests, self.retries, self.errors, self.throttled, self.hedges
                 ),
             ),
             (

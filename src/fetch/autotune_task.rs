@@ -9,9 +9,15 @@ use std::time::{Duration, Instant};
 use super::{DemandSnapshot, FetchConfig, FetchEngine, FetchSnapshot, TunePoint};
 use crate::autotune::{ConcurrencyController, ControllerConfig, WindowObservation};
 
-/// A controller for `config`, or `None` when nothing is left to tune.
+/// A controller for `config`, or `None` when nothing is left to tune. With
+/// both settings pinned it still runs, changing nothing, while its windows
+/// are traced (`STOKER_LOG=stoker::fetch::autotune_task=trace`): a static
+/// run is then traced as an autotuned one is, for comparing them.
 pub fn controller_for(config: &FetchConfig) -> Option<ConcurrencyController> {
-    if !config.auto_concurrency && !config.auto_part_bytes {
+    if !config.auto_concurrency
+        && !config.auto_part_bytes
+        && !tracing::enabled!(tracing::Level::TRACE)
+    {
         return None;
     }
     let cfg = ControllerConfig {

@@ -35,6 +35,10 @@ pub struct FetchStats {
     pub stalls: AtomicU64,
     /// Microseconds requests waited on the request-rate limiter.
     pub rate_limited_us: AtomicU64,
+    /// Second requests racing a part that held up the line (`hedge`), and
+    /// how many of them brought the part's bytes first.
+    pub hedges: AtomicU64,
+    pub hedge_wins: AtomicU64,
 }
 
 /// A plain copy of [`FetchStats`] at one moment.
@@ -54,6 +58,8 @@ pub struct FetchSnapshot {
     pub timeouts: u64,
     pub stalls: u64,
     pub rate_limited_us: u64,
+    pub hedges: u64,
+    pub hedge_wins: u64,
 }
 
 impl FetchStats {
@@ -101,6 +107,8 @@ impl FetchStats {
             timeouts: get(&self.timeouts),
             stalls: get(&self.stalls),
             rate_limited_us: get(&self.rate_limited_us),
+            hedges: get(&self.hedges),
+            hedge_wins: get(&self.hedge_wins),
         }
     }
 }

@@ -10,12 +10,14 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt};
 
+use super::hedge::{self, HedgeGrant, Race};
 use super::part_pool::pooled_bytes;
 use super::{
     FetchConfig, FetchError, FetchStats, PartData, PartPool, RateGate, RequestSlot, RetryLoop,
@@ -101,6 +103,30 @@ impl PartSink {
         }
     }
 
+    /// Drops every byte from `to` on (what a winning hedge replaces).
+    fn cut_to(&mut self, to: usize) {
+        self.flush();
+        let (mut kept, mut n) = (0, 0);
+        while n < self.chunks.len() && kept < to {
+            let chunk = &mut self.chunks[n];
+            if kept + chunk.len() > to {
+                chunk.truncate(to - kept);
+            }
+            kept += chunk.len();
+            n += 1;
+        }
+        self.chunks.truncate(n);
+        self.filled = kept;
+    }
+
+    /// Appends what another sink received (a hedge's bytes, after `cut_to`).
+    fn append(&mut self, other: PartSink) -> Result<(), AttemptError> {
+        for chunk in other.into_chunks() {
+            self.push(chunk, false)?;
+        }
+        Ok(())
+    }
+
     /// The part's chunks, once every byte is in.
     fn into_chunks(mut self) -> Vec<Bytes> {
         self.flush();
@@ -119,7 +145,7 @@ pub async fn fetch_part(
     stats: &FetchStats,
 ) -> Result<PartData, FetchError> {
     let chunks =
-        fetch_part_chunks(store, shard, range, e_tag, cfg, stats, None, None, None).await?;
+        fetch_part_chunks(store, shard, range, e_tag, cfg, stats, None, None, None, None).await?;
     Ok(PartData::unaccounted(chunks))
 }
 
@@ -127,8 +153,10 @@ pub async fn fetch_part(
 /// transient failures. A local file is read in one positioned read into a
 /// buffer from `pool` (when given). `slot`, the request's place in the
 /// concurrency limit, is given back while it waits out a `Retry-After`.
+/// `race`: the part may be asked to race a second request (see `hedge`).
 // The request's identity (shard, range, ETag) and its context (store,
-// config, stats, pool, gate, slot): bundling them would only rename the list.
+// config, stats, pool, gate, slot, race): bundling them would only rename
+// the list.
 #[allow(clippy::too_many_arguments)]
 pub async fn fetch_part_chunks(
     store: &dyn ObjectStore,
@@ -140,6 +168,7 @@ pub async fn fetch_part_chunks(
     pool: Option<&Arc<PartPool>>,
     gate: Option<&RateGate>,
     mut slot: Option<&mut RequestSlot>,
+    race: Option<&Race>,
 ) -> Result<Vec<Bytes>, FetchError> {
     let len = usize::try_from(range.end - range.start)
         .map_err(|_| FetchError::Internal(format!("part {range:?} too large for memory")))?;
@@ -168,6 +197,7 @@ pub async fn fetch_part_chunks(
                 stats,
                 pool,
                 Limits { stall, slow },
+                race.map(|race| (race, gate)),
             ),
         ))
         .await;
@@ -275,7 +305,8 @@ struct Limits {
 }
 
 /// One GET of `range`, appended to `buf`; on a broken, stalled or slow body
-/// `buf` keeps what arrived, so the next attempt resumes after it.
+/// `buf` keeps what arrived, so the next attempt resumes after it. With
+/// `race`, the body may be raced by a second GET once signalled.
 // As `fetch_part_chunks`, plus the attempt's sink, time to first byte and
 // limits.
 #[allow(clippy::too_many_arguments)]
@@ -288,8 +319,10 @@ async fn read_into(
     ttfb: &mut Option<std::time::Duration>,
     stats: &FetchStats,
     pool: Option<&Arc<PartPool>>,
-    Limits { stall, slow }: Limits,
+    limits: Limits,
+    race: Option<(&Race, Option<&RateGate>)>,
 ) -> Result<(), AttemptError> {
+    let stall = limits.stall;
     let sent = std::time::Instant::now();
     let opts = GetOptions {
         range: Some(GetRange::Bounded(range.clone())),
@@ -344,28 +377,158 @@ async fn read_into(
             FetchStats::add(&stats.arrived_bytes, want as u64);
             Ok(())
         }
-        GetResultPayload::Stream(mut stream) => {
-            // Dropping the stream on a stall closes its connection.
-            while let Some(chunk) = tokio::time::timeout(stall, stream.next())
-                .await
-                .map_err(|_| AttemptError::Stalled(stall))?
-            {
-                let chunk = chunk.map_err(AttemptError::Store)?;
-                let n = chunk.len() as u64;
-                buf.push(chunk, crate::alloc_trim::over_target())?;
-                FetchStats::add(&stats.arrived_bytes, n);
-                // A trickle (a bad path, a struggling server) that never
-                // goes quiet long enough to be a stall.
-                if let Some(slow) = slow
-                    && buf.filled < buf.len
-                    && sent.elapsed() > slow
-                {
-                    return Err(AttemptError::Slow(sent.elapsed()));
-                }
-            }
-            Ok(())
+        GetResultPayload::Stream(stream) => {
+            let Some((race, gate)) = race else {
+                let progress = AtomicUsize::new(buf.filled);
+                return read_body(stream, buf, &progress, stats, sent, limits).await;
+            };
+            let body = Body { stream, sent, limits };
+            let request = Request { store, shard, e_tag, stats, pool };
+            read_body_racing(body, buf, request, range.end, race, gate).await
         }
     }
+}
+
+/// A reply whose body is being read.
+struct Body {
+    stream: futures::stream::BoxStream<'static, object_store::Result<Bytes>>,
+    sent: std::time::Instant,
+    limits: Limits,
+}
+
+/// What a second GET of the same part needs.
+#[derive(Clone, Copy)]
+struct Request<'a> {
+    store: &'a dyn ObjectStore,
+    shard: &'a ShardRef,
+    e_tag: Option<&'a str>,
+    stats: &'a FetchStats,
+    pool: Option<&'a Arc<PartPool>>,
+}
+
+/// Reads `body` into `buf`; once `race` is signalled, and if a fresh
+/// request would finish sooner (`hedge::worth_racing`) and the allowance
+/// and the retry budget have room, GETs the rest of the part (up to `end`)
+/// on another connection as well and keeps whichever finishes first.
+async fn read_body_racing(
+    body: Body,
+    buf: &mut PartSink,
+    request: Request<'_>,
+    end: u64,
+    race: &Race,
+    gate: Option<&RateGate>,
+) -> Result<(), AttemptError> {
+    let stats = request.stats;
+    let part_start = end - buf.len as u64;
+    let (began, received_before) = (std::time::Instant::now(), buf.filled);
+    let progress = AtomicUsize::new(buf.filled);
+    let limits = body.limits;
+    /// Which reply the part's bytes come from.
+    enum Won {
+        First(Result<(), AttemptError>),
+        Hedge { at: usize, sink: PartSink, _grant: HedgeGrant },
+    }
+    let won = {
+        let first = read_body(body.stream, buf, &progress, stats, body.sent, limits);
+        tokio::pin!(first);
+        tokio::select! {
+            biased;
+            r = &mut first => return r,
+            _ = race.signal.fired() => {}
+        }
+        // A reply judged on its first moments (a retry just started, a
+        // connection in slow start) looks slower than it is.
+        let judge_at = tokio::time::Instant::from_std(began + hedge::JUDGE_AFTER);
+        tokio::select! {
+            biased;
+            r = &mut first => return r,
+            _ = tokio::time::sleep_until(judge_at) => {}
+        }
+        let at = progress.load(Ordering::Acquire);
+        let left = (end - part_start).saturating_sub(at as u64);
+        let worth =
+            hedge::worth_racing(stats, (at - received_before) as u64, began.elapsed(), left);
+        let grant = worth.then(|| race.allowance.try_take(left)).flatten();
+        let token = match (&grant, gate) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(_), Some(gate)) => gate.acquire_retry(tokio::time::Instant::now()).await,
+        };
+        match grant.filter(|_| token) {
+            None => Won::First(first.await),
+            Some(grant) => {
+                FetchStats::add(&stats.requests, 1);
+                FetchStats::add(&stats.hedges, 1);
+                tracing::debug!(shard = %request.shard.url, at = part_start + at as u64, left, "Racing a slow part.");
+                let hedge = async {
+                    let mut sink = PartSink::new(left as usize);
+                    let mut ttfb = None;
+                    let range = part_start + at as u64..end;
+                    let Request { store, shard, e_tag, stats, pool } = request;
+                    let read = read_into(
+                        store, shard, range, e_tag, &mut sink, &mut ttfb, stats, pool, limits, None,
+                    );
+                    Box::pin(read).await.and_then(|()| {
+                        if sink.filled == sink.len { Ok(sink) } else { Err(AttemptError::TooLong) }
+                    })
+                };
+                tokio::pin!(hedge);
+                tokio::select! {
+                    r = &mut first => match r {
+                        Ok(()) => Won::First(Ok(())),
+                        // The first reply broke: the hedge may still bring the rest.
+                        Err(e) => match hedge.await {
+                            Ok(sink) => Won::Hedge { at, sink, _grant: grant },
+                            Err(_) => Won::First(Err(e)),
+                        },
+                    },
+                    h = &mut hedge => match h {
+                        Ok(sink) => Won::Hedge { at, sink, _grant: grant },
+                        Err(_) => Won::First(first.await),
+                    },
+                }
+            }
+        }
+    };
+    match won {
+        Won::First(r) => r,
+        Won::Hedge { at, sink, _grant } => {
+            FetchStats::add(&stats.hedge_wins, 1);
+            buf.cut_to(at);
+            buf.append(sink)
+        }
+    }
+}
+
+/// Reads a reply's body into `buf`, telling `progress` how full it is.
+async fn read_body(
+    mut stream: futures::stream::BoxStream<'static, object_store::Result<Bytes>>,
+    buf: &mut PartSink,
+    progress: &AtomicUsize,
+    stats: &FetchStats,
+    sent: std::time::Instant,
+    Limits { stall, slow }: Limits,
+) -> Result<(), AttemptError> {
+    // Dropping the stream on a stall closes its connection.
+    while let Some(chunk) = tokio::time::timeout(stall, stream.next())
+        .await
+        .map_err(|_| AttemptError::Stalled(stall))?
+    {
+        let chunk = chunk.map_err(AttemptError::Store)?;
+        let n = chunk.len() as u64;
+        buf.push(chunk, crate::alloc_trim::over_target())?;
+        progress.store(buf.filled, Ordering::Release);
+        FetchStats::add(&stats.arrived_bytes, n);
+        // A trickle (a bad path, a struggling server) that never
+        // goes quiet long enough to be a stall.
+        if let Some(slow) = slow
+            && buf.filled < buf.len
+            && sent.elapsed() > slow
+        {
+            return Err(AttemptError::Slow(sent.elapsed()));
+        }
+    }
+    Ok(())
 }
 
 /// Size and ETag of `shard`, asked of the store when the listing did not say.

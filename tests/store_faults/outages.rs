@@ -159,7 +159,7 @@ async fn an_outage_costs_a_bounded_number_of_requests_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_connection_costs_a_part_time_not_a_timeout() {
     let throttle = ProxyConfig { stall_every: Some(20), ..ProxyConfig::fast() };
-    let (run, took, stalls) = read_abandoning("stalls", throttle).await;
+    let (run, took, stalls) = read_abandoning("stalls", throttle, unhedged()).await;
     println!(
         "{} stalled replies, {stalls} stalls detected, {:.1} s",
         run.stalled,
@@ -177,7 +177,7 @@ async fn a_stalled_connection_costs_a_part_time_not_a_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_connection_costs_a_few_part_times_not_its_whole_reply() {
     let throttle = ProxyConfig { slow_every: Some(20), ..ProxyConfig::fast() };
-    let (run, took, abandoned) = read_abandoning("slow", throttle).await;
+    let (run, took, abandoned) = read_abandoning("slow", throttle, unhedged()).await;
     println!("{} slowed replies, {abandoned} abandoned, {:.1} s", run.slowed, took.as_secs_f64());
     assert!(run.slowed >= 3, "the proxy slowed {} replies", run.slowed);
     // A slowed connection stays slow: a reply that waited for it may be
@@ -187,11 +187,50 @@ async fn a_slow_connection_costs_a_few_part_times_not_its_whole_reply() {
     assert!(took < Duration::from_secs(20), "{took:?}: slow replies ran their course");
 }
 
+/// Parts are not raced (the two tests above are about abandoning).
+fn unhedged() -> FetchConfig {
+    FetchConfig { hedge: false, ..many_parts() }
+}
+
+/// One reply in 20 slows to a trickle: once it holds up the line (here:
+/// every other part is fetched, so the scheduler watches the last ones) a
+/// second request races it, wins, and the part's bytes are the hedge's
+/// after the first reply's (every sample once, with its bytes); a reply
+/// that keeps up is never raced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reply_holding_up_the_line_is_raced() {
+    let throttle = ProxyConfig { slow_every: Some(20), ..ProxyConfig::fast() };
+    let (run, took, abandoned) = read_abandoning("raced", throttle, many_parts()).await;
+    let hedges = run.stats.hedges.load(std::sync::atomic::Ordering::Relaxed);
+    let wins = run.stats.hedge_wins.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "{} slowed replies, {hedges} raced, {wins} won by the race, {abandoned} abandoned, {:.1} s",
+        run.slowed,
+        took.as_secs_f64()
+    );
+    assert!(run.slowed >= 3, "the proxy slowed {} replies", run.slowed);
+    // A race's own request may be slowed too (one in 20): it then loses,
+    // and counts among the slowed replies. Every other slowed reply was
+    // raced, and the race won.
+    let lost = hedges - wins;
+    assert!(hedges + lost >= run.slowed, "{hedges} races for {} slowed replies", run.slowed);
+    assert!(wins >= run.slowed - 2 * lost, "{wins} races won for {} slowed", run.slowed);
+    assert!(hedges <= 2 * run.slowed, "{hedges} races for {} slowed replies", run.slowed);
+
+    let fast = read_through("unraced", ProxyConfig::fast(), many_parts()).await;
+    let hedges = fast.stats.hedges.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(hedges, 0, "a part raced where no reply was slow");
+}
+
 /// Reads through `throttle` in many parts: the run, how long it took, and
 /// how many attempts were abandoned (stalled or slow).
-async fn read_abandoning(bucket: &str, throttle: ProxyConfig) -> (Run, Duration, u64) {
+async fn read_abandoning(
+    bucket: &str,
+    throttle: ProxyConfig,
+    fetch: FetchConfig,
+) -> (Run, Duration, u64) {
     let started = Instant::now();
-    let run = read_through(bucket, throttle, many_parts()).await;
+    let run = read_through(bucket, throttle, fetch).await;
     let took = started.elapsed();
     let abandoned = run.stats.stalls.load(std::sync::atomic::Ordering::Relaxed);
     (run, took, abandoned)

@@ -1,0 +1,265 @@
+//! Racing the part that holds up the line.
+//!
+//! The parser takes parts in order, so one slow reply (a connection in
+//! loss recovery on a WAN path: 3–16 MB/s where its neighbours get 50)
+//! stops everything behind it once the parts fetched after it have filled
+//! the memory budget. On a 20 ms netlab path a static 32 × 8 MiB pass sat
+//! 0.5 s of its 4 s at one request in flight this way, the whole budget
+//! full of finished parts waiting for that one.
+//!
+//! ```text
+//!  scheduler (waiting for budget, or past its last part)
+//!    every HEDGE_CHECK: its unfinished parts, oldest first, while each is
+//!    older than twice the mean part time ──▶ signal it (once)
+//!  the part's task, signalled mid-body, when it is worth it:
+//!    attempt  [██████▒▒▒▒▒▒·········]  keeps reading
+//!    hedge            [████████████████]  GET filled..end, If-Match, fresh connection
+//!    first to finish wins; the other is dropped (its connection closed)
+//! ```
+//!
+//! Bounded three ways: at most one hedge per attempt (a part signals once;
+//! a retry after a lost race may race again); its bytes come from an
+//! allowance of 1/16 of the memory budget (the budget is full when it
+//! matters, and the winner's bytes replace the loser's); and each hedge
+//! spends a token of the endpoint's retry budget, so a struggling store is
+//! not raced.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use super::FetchStats;
+
+/// How often a waiting scheduler looks at the head of its line: well
+/// under a part time on any path worth racing (≥ 100 ms).
+pub const HEDGE_CHECK: Duration = Duration::from_millis(20);
+
+/// How long a reply's body has been read before its pace is judged.
+pub const JUDGE_AFTER: Duration = Duration::from_millis(100);
+
+/// One part's "you are holding up the line".
+#[derive(Debug, Default)]
+pub struct HedgeSignal {
+    fired: AtomicBool,
+    notify: Notify,
+}
+
+impl HedgeSignal {
+    /// Asks the part to race (at most once).
+    pub fn fire(&self) {
+        if !self.fired.swap(true, Ordering::AcqRel) {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Resolves once fired (at once if already fired).
+    pub async fn fired(&self) {
+        if self.fired.load(Ordering::Acquire) {
+            return;
+        }
+        self.notify.notified().await;
+    }
+}
+
+/// Memory for hedges' bytes beyond the budget, shared by an engine's parts.
+#[derive(Debug)]
+pub struct HedgeAllowance {
+    left: AtomicU64,
+}
+
+/// Bytes taken from a [`HedgeAllowance`]; given back on drop.
+#[derive(Debug)]
+pub struct HedgeGrant {
+    bytes: u64,
+    from: Arc<HedgeAllowance>,
+}
+
+impl HedgeAllowance {
+    /// 1/16 of `budget_bytes`: 64 MiB of a 1 GiB budget, eight 8 MiB hedges.
+    pub fn for_budget(budget_bytes: u64) -> Arc<HedgeAllowance> {
+        Arc::new(HedgeAllowance { left: AtomicU64::new(budget_bytes / 16) })
+    }
+
+    /// `bytes` if that much is left.
+    pub fn try_take(self: &Arc<Self>, bytes: u64) -> Option<HedgeGrant> {
+        self.left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(bytes))
+            .ok()
+            .map(|_| HedgeGrant { bytes, from: self.clone() })
+    }
+}
+
+impl Drop for HedgeGrant {
+    fn drop(&mut self) {
+        self.from.left.fetch_add(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// What a part's fetch may race with: its signal and the engine's allowance.
+#[derive(Debug, Clone)]
+pub struct Race {
+    pub signal: Arc<HedgeSignal>,
+    pub allowance: Arc<HedgeAllowance>,
+}
+
+/// A scheduler's unfinished parts, oldest first: what it may signal.
+#[derive(Debug, Default)]
+pub struct Line {
+    parts: VecDeque<(Instant, Weak<HedgeSignal>)>,
+}
+
+impl Line {
+    /// A part just sent; its task holds `signal` until it is done.
+    /// Finished parts at the head are forgotten here too, so a line that is
+    /// never checked (the budget never full) stays as long as what is in
+    /// flight behind its oldest part.
+    pub fn push(&mut self, signal: &Arc<HedgeSignal>) {
+        while self.parts.front().is_some_and(|(_, s)| s.strong_count() == 0) {
+            self.parts.pop_front();
+        }
+        self.parts.push_back((Instant::now(), Arc::downgrade(signal)));
+    }
+
+    /// Forgets finished parts at the head, and signals every part from the
+    /// head on that has been in flight `overdue` or longer (a straggler
+    /// behind a straggler must not wait for the first to finish before it
+    /// is raced: it holds the line next). False once every part is done.
+    pub fn check(&mut self, now: Instant, overdue: Duration) -> bool {
+        while self.parts.front().is_some_and(|(_, s)| s.strong_count() == 0) {
+            self.parts.pop_front();
+        }
+        for (sent, signal) in &self.parts {
+            if now.saturating_duration_since(*sent) < overdue {
+                break;
+            }
+            if let Some(signal) = signal.upgrade() {
+                signal.fire();
+            }
+        }
+        !self.parts.is_empty()
+    }
+}
+
+/// When the head of the line counts as late: twice the mean part time
+/// (a part takes its mean time and more on a shared path; twice is past
+/// what sharing explains), at least 100 ms (a few round trips: a shorter
+/// part is not worth a second request); `None` before any part has
+/// completed (nothing to compare with).
+pub fn overdue_after(stats: &FetchStats) -> Option<Duration> {
+    let parts = stats.parts.load(Ordering::Relaxed);
+    if parts == 0 {
+        return None;
+    }
+    let us = stats.ttfb_us.load(Ordering::Relaxed) + stats.transfer_us.load(Ordering::Relaxed);
+    let mean = us as f64 / 1e6 / parts as f64;
+    Some(Duration::from_secs_f64((2.0 * mean).max(0.1)))
+}
+
+/// Whether racing `left` bytes is worth a second request, for a reply
+/// that has brought `got` bytes in `receiving` since its first byte: yes
+/// when it would take longer to finish at its own pace than a fresh
+/// request at the mean pace of completed parts (time to first byte plus
+/// transfer) takes.
+pub fn worth_racing(stats: &FetchStats, got: u64, receiving: Duration, left: u64) -> bool {
+    let parts = stats.parts.load(Ordering::Relaxed);
+    let transfer_secs = stats.transfer_us.load(Ordering::Relaxed) as f64 / 1e6;
+    let bytes = stats.bytes.load(Ordering::Relaxed);
+    if parts == 0 || transfer_secs <= 0.0 || bytes == 0 || left == 0 {
+        return false;
+    }
+    let fresh = stats.ttfb_us.load(Ordering::Relaxed) as f64 / 1e6 / parts as f64
+        + left as f64 * transfer_secs / bytes as f64;
+    let own_rate = got as f64 / receiving.as_secs_f64().max(1e-3);
+    // Nothing yet (or a trickle): any finish is further off than a fresh one.
+    own_rate <= 0.0 || left as f64 / own_rate > fresh
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(parts: u64, ttfb_ms: u64, transfer_ms: u64, bytes: u64) -> FetchStats {
+        let s = FetchStats::default();
+        FetchStats::add(&s.parts, parts);
+        FetchStats::add(&s.ttfb_us, parts * ttfb_ms * 1000);
+        FetchStats::add(&s.transfer_us, parts * transfer_ms * 1000);
+        FetchStats::add(&s.bytes, bytes);
+        s
+    }
+
+    #[test]
+    fn overdue_parts_from_the_head_on_are_signalled_and_finished_ones_forgotten() {
+        let mut line = Line::default();
+        let (a, b) = (Arc::new(HedgeSignal::default()), Arc::new(HedgeSignal::default()));
+        line.push(&a);
+        line.push(&b);
+        let now = Instant::now();
+        assert!(line.check(now, Duration::from_secs(10)));
+        assert!(!a.fired.load(Ordering::Relaxed), "not overdue yet");
+        let c = Arc::new(HedgeSignal::default());
+        std::thread::sleep(Duration::from_millis(20));
+        line.push(&c);
+        // a and b overdue, c (sent 20 ms later) not.
+        let later = Instant::now() + Duration::from_secs(10) - Duration::from_millis(10);
+        assert!(line.check(later, Duration::from_secs(10)));
+        assert!(a.fired.load(Ordering::Relaxed));
+        assert!(b.fired.load(Ordering::Relaxed), "overdue behind the head");
+        assert!(!c.fired.load(Ordering::Relaxed), "not overdue");
+        drop((a, b));
+        assert!(line.check(later + Duration::from_secs(1), Duration::from_secs(10)));
+        assert!(c.fired.load(Ordering::Relaxed), "the head now, and overdue");
+        drop(c);
+        assert!(!line.check(now, Duration::from_secs(10)), "all done");
+    }
+
+    #[tokio::test]
+    async fn a_fired_signal_resolves_before_and_after_it_is_awaited() {
+        let s = Arc::new(HedgeSignal::default());
+        s.fire();
+        s.fired().await;
+        let late = Arc::new(HedgeSignal::default());
+        let waiter = tokio::spawn({
+            let late = late.clone();
+            async move { late.fired().await }
+        });
+        tokio::task::yield_now().await;
+        late.fire();
+        late.fire();
+        tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn the_allowance_bounds_hedge_bytes_and_comes_back() {
+        let a = HedgeAllowance::for_budget(1600);
+        let first = a.try_take(60).expect("100 allowed");
+        assert!(a.try_take(60).is_none(), "over the allowance");
+        drop(first);
+        assert!(a.try_take(100).is_some());
+    }
+
+    #[test]
+    fn overdue_is_twice_the_mean_part_time_and_at_least_100_ms() {
+        assert_eq!(overdue_after(&FetchStats::default()), None);
+        let slow = overdue_after(&stats(4, 50, 250, 0)).unwrap();
+        assert!((slow.as_secs_f64() - 0.6).abs() < 1e-9, "{slow:?}");
+        assert_eq!(overdue_after(&stats(4, 1, 2, 0)), Some(Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn racing_pays_only_where_a_fresh_request_would_finish_first() {
+        // Completed parts: 8 MiB in 40 ms + 160 ms (50 MiB/s per reply).
+        let s = stats(10, 40, 160, 10 * (8 << 20));
+        let left = 4u64 << 20; // a fresh request: 40 + 80 ms
+        // At 5 MiB/s: 800 ms to go on its own.
+        assert!(worth_racing(&s, 5 << 20, Duration::from_secs(1), left));
+        // At its neighbours' pace: 80 ms to go; not worth a request.
+        assert!(!worth_racing(&s, 50 << 20, Duration::from_secs(1), left));
+        // Nothing yet at all.
+        assert!(worth_racing(&s, 0, Duration::from_secs(1), left));
+        // Nothing to compare with.
+        assert!(!worth_racing(&FetchStats::default(), 0, Duration::from_secs(1), left));
+    }
+}
