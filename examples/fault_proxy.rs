@@ -10,6 +10,8 @@
 //! cargo run --release --example fault_proxy -- 127.0.0.1:9000 --refuse-every 50 --retry-after 1
 //! # every request refused from 10 s to 70 s after start (a 60 s storm):
 //! cargo run --release --example fault_proxy -- 127.0.0.1:9000 --storm 10 70
+//! # every 100th reply slowed to a trickle after 600 bytes (or stalled):
+//! cargo run --release --example fault_proxy -- 127.0.0.1:9000 --slow-every 100
 //! ```
 //!
 //! Prints `listening on ADDR` first; on SIGTERM or Ctrl-C, one JSON line
@@ -25,7 +27,7 @@ use std::time::Duration;
 fn usage() -> ! {
     eprintln!(
         "usage: fault_proxy UPSTREAM [--fault-every N] [--refuse-every N] [--retry-after S] \
-         [--storm FROM_S TO_S] [--ttfb-ms MS]"
+         [--storm FROM_S TO_S] [--ttfb-ms MS] [--slow-every N] [--stall-every N]"
     );
     std::process::exit(2)
 }
@@ -49,6 +51,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 cfg.storm = Some((Duration::from_secs_f64(from), Duration::from_secs_f64(to)));
             }
             "--ttfb-ms" => cfg.ttfb = Duration::from_secs_f64(num::<f64>(args.next()) / 1e3),
+            "--slow-every" => cfg.slow_every = Some(num::<u64>(args.next()).max(1)),
+            "--stall-every" => cfg.stall_every = Some(num::<u64>(args.next()).max(1)),
             _ => usage(),
         }
     }
