@@ -11,6 +11,7 @@
 
 mod daemon;
 mod daemon_metrics;
+mod dataset_cache;
 mod engines;
 pub mod resume_plan;
 pub mod resume_token;

@@ -72,7 +72,8 @@ impl SourceError {
 pub struct Dataset {
     pub url: DatasetUrl,
     pub store: Arc<dyn ObjectStore>,
-    pub shards: Vec<Arc<ShardRef>>,
+    /// Shared: the daemon's sessions on one dataset hold one list.
+    pub shards: Arc<[Arc<ShardRef>]>,
 }
 
 impl Dataset {
@@ -91,6 +92,6 @@ impl Dataset {
         let url = DatasetUrl::parse(url)?;
         let store = open_store(&url, opts)?;
         let shards = resolve_shards(&url, store.as_ref(), retry).await?;
-        Ok(Dataset { url, store, shards })
+        Ok(Dataset { url, store, shards: shards.into() })
     }
 }

@@ -99,6 +99,7 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
             ring_bytes: cfg.defaults.ring_memory_per_user,
         }),
         opening: tokio::sync::Semaphore::new(4),
+        datasets: Default::default(),
         ring_bytes: Default::default(),
         draining: watch::channel(false).0,
         counters: Default::default(),

@@ -61,6 +61,8 @@ pub struct DaemonState {
     /// Datasets being opened at once (listings, pattern expansion): each
     /// may hold a million-shard list while it is built.
     pub opening: tokio::sync::Semaphore,
+    /// One shard list per dataset for the sessions that read it.
+    pub datasets: super::dataset_cache::DatasetCache,
     pub ring_bytes: Arc<AtomicU64>,
     /// True once SIGTERM arrived: no new sessions, streams end.
     pub draining: watch::Sender<bool>,
@@ -171,7 +173,8 @@ impl StokerService {
             .acquire()
             .await
             .map_err(|_| Status::unavailable("stoker is shutting down"))?;
-        let dataset = Dataset::open_with(&r.url, &self.state.store, self.state.engines.config())
+        let dataset = (self.state.datasets)
+            .open(&r.url, &self.state.store, self.state.engines.config())
             .await
             .map_err(|e| status_of(&e.into()))?;
         drop(opening);
