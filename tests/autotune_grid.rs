@@ -310,8 +310,9 @@ fn capped_store(cap: f64, link_bps: f64) -> StoreModel {
 /// 1,000 nodes) on one store capped in requests per second, with a link so
 /// wide that the cap binds at any part size: the cap is used and parts
 /// grow. The targets for 503s (≤ 2%) and fairness (Jain ≥ 0.95)
-/// are not met yet (5.8% and 0.60 on seed 7; docs/AUTOTUNE.md): here they
-/// are regression bounds, and the figures are printed.
+/// are not met yet (4.3–4.5% and 0.79–0.82 on seeds 1, 2, 3, 7;
+/// docs/AUTOTUNE.md): here they are regression bounds, and the figures are
+/// printed.
 #[test]
 fn a_fleet_of_independent_daemons_shares_a_request_cap() {
     let cap = 2000.0;
@@ -361,7 +362,8 @@ fn a_fleet_of_independent_daemons_shares_a_request_cap() {
     );
     assert!(ok >= 0.9, "accepted {ok:.3} of the cap");
     assert!(part > 1 << 20, "parts did not grow where the request rate binds: {part}");
-    // Regression bounds (targets: 2% and 0.95).
-    assert!(bad <= 0.08, "{:.2}% 503s", bad * 100.0);
-    assert!(jain >= 0.5, "Jain {jain:.3}");
+    // Regression bounds (targets: 2% and 0.95; 8% and 0.5 before the
+    // limiter's additive step).
+    assert!(bad <= 0.055, "{:.2}% 503s", bad * 100.0);
+    assert!(jain >= 0.72, "Jain {jain:.3}");
 }

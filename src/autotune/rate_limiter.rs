@@ -6,8 +6,8 @@
 //! concurrency controller:
 //!
 //! ```text
-//!  unlimited ──first throttle──▶ rate = 0.9 × successes/s ──quiet 3 s, 50 answers──▶ ×2 per second
-//!                                 │  + 2% of the rate per second   │
+//!  unlimited ──first throttle──▶ rate = 0.9 × successes/s ──quiet 3 s, 150 answers──▶ ×2 per second
+//!                                 │  + 0.04 requests/s per second  │
 //!                                 └──────── throttle: cut ◀────────┘   (at most once per 0.5 s)
 //! ```
 //!
@@ -37,14 +37,24 @@ pub struct RateLimiterConfig {
     pub cut_to: f64,
     /// 0.5 s: one overshoot brings a burst of 503s; cut once for it.
     pub cut_interval_secs: f64,
-    /// 2% of the rate per second: additive increase while recently throttled.
-    pub additive_per_sec: f64,
+    /// 0.04 requests per second, every second: additive increase while
+    /// recently throttled, the same for every process whatever its rate.
+    /// Growth in proportion to the rate (2% a second, until 2026-12-02)
+    /// with cuts in proportion to it is MIMD, which keeps whatever spread
+    /// a fleet started with: 1,000 daemons on one capped store ended at
+    /// 0.9 to 30 answers a second each where 2 was fair (Jain 0.56). A
+    /// fixed step lets the slow catch up (AIMD). A lone process is not
+    /// held back by it: once quiet, it grows ×2 a second.
+    pub additive_rps_per_sec: f64,
     /// 3 s without throttling before multiplicative growth…
     pub quiet_secs: f64,
-    /// …and 50 requests answered since the last throttle: a node sending
+    /// …and 150 requests answered since the last throttle: a node sending
     /// 2 requests a second (one of 1,000 sharing a store's cap) has heard
     /// too little in 3 s to call the store quiet, and with a third of such
-    /// nodes doubling at any time, 15% of all replies were 503s.
+    /// nodes doubling at any time, 15% of all replies were 503s (at 50
+    /// answers 6.3%, at 150 4.3% with the step above; at 400 a lone
+    /// process under a 50/s cap took 0.43 of it: its quiet spells came too
+    /// seldom).
     pub quiet_successes: u64,
     /// ×2 per second once quiet.
     pub growth_per_sec: f64,
@@ -52,6 +62,12 @@ pub struct RateLimiterConfig {
     pub burst_secs: f64,
     /// Never below one request per second.
     pub min_rate: f64,
+    /// Cuts stop at a quarter of the highest accepted rate, which halves
+    /// every 10 s while the store answers (not through an outage): a node
+    /// that was fast before a fleet filled the store (30 answers a second
+    /// against a fair 2) must not keep a floor of a quarter of that for
+    /// good.
+    pub peak_half_life_secs: f64,
     /// Refusals with a `Retry-After` that make up at most `max_baseline`
     /// of the last second's answers are the store's own (B2 refuses ~2%
     /// with `503 + Retry-After` at any rate): no cut, and the largest such
@@ -79,12 +95,13 @@ impl Default for RateLimiterConfig {
         RateLimiterConfig {
             cut_to: 0.9,
             cut_interval_secs: 0.5,
-            additive_per_sec: 0.02,
+            additive_rps_per_sec: 0.04,
             quiet_secs: 3.0,
-            quiet_successes: 50,
+            quiet_successes: 150,
             growth_per_sec: 2.0,
             burst_secs: 0.05,
             min_rate: 1.0,
+            peak_half_life_secs: 10.0,
             storm_in_a_row: 3,
             cut_margin: 0.002,
             max_baseline: 0.05,
@@ -123,10 +140,12 @@ pub struct RateLimiter {
     throttled_in_a_row: u32,
     /// Times a `Retry-After` paused every request (a storm).
     pub pauses: u64,
-    /// The highest accepted rate seen at a throttle: cuts stop at a quarter
-    /// of it, so throttling that does not depend on our rate (a store
-    /// answering 503 at random) cannot drive the rate to nothing.
+    /// The highest accepted rate seen at a throttle (halving every
+    /// `peak_half_life_secs`), and when: cuts stop at a quarter of it, so
+    /// throttling that does not depend on our rate (a store answering 503
+    /// at random) cannot drive the rate to nothing.
     peak_accepted: f64,
+    peak_at: f64,
 }
 
 impl RateLimiter {
@@ -150,6 +169,7 @@ impl RateLimiter {
             throttled_in_a_row: 0,
             pauses: 0,
             peak_accepted: 0.0,
+            peak_at: 0.0,
         }
     }
 
@@ -176,7 +196,7 @@ impl RateLimiter {
         let rate = if quiet {
             rate * self.cfg.growth_per_sec.powf(dt)
         } else {
-            rate * (1.0 + self.cfg.additive_per_sec * dt)
+            rate + self.cfg.additive_rps_per_sec * dt
         };
         let burst = (rate * self.cfg.burst_secs).max(1.0);
         self.tokens = (self.tokens + rate * dt).min(burst);
@@ -293,7 +313,15 @@ impl RateLimiter {
         let span = self.first_request.map_or(1.0, |t| (now - t).clamp(0.1, 1.0));
         let accepted = Self::window_rate(&mut self.successes, now) / span;
         let asked = Self::window_rate(&mut self.issued, now) / span;
+        // The peak fades only while the store answers: through an outage
+        // or a storm (nothing accepted) it holds, so the rate comes back
+        // from a quarter of it, not from nothing.
+        if accepted > 0.0 {
+            let since = (now - self.peak_at).max(0.0);
+            self.peak_accepted *= 0.5f64.powf(since / self.cfg.peak_half_life_secs);
+        }
         self.peak_accepted = self.peak_accepted.max(accepted);
+        self.peak_at = now;
         let floor = (0.25 * self.peak_accepted).max(self.cfg.min_rate);
         // Nothing accepted yet (throttled on the first requests): no rate
         // to land under, so halve what was asked, as AIMD does.
@@ -388,13 +416,59 @@ mod tests {
         let cut = l.rate().unwrap();
         let _ = l.try_acquire(3.0);
         let additive = l.rate().unwrap();
-        assert!(additive > cut && additive < cut * 1.1, "{cut} → {additive}");
-        // Quiet: 3 s and 50 answers since the throttle.
-        for i in 0..50 {
+        // 2 s of additive increase: 0.08 requests a second more.
+        assert!((additive - cut - 0.08).abs() < 1e-9, "{cut} → {additive}");
+        // Quiet: 3 s and 150 answers since the throttle.
+        for i in 0..150 {
             l.on_success(3.0 + i as f64 / 50.0);
         }
         let _ = l.try_acquire(8.0);
         assert!(l.rate().is_none_or(|r| r > cut * 8.0), "{:?}", l.rate());
+    }
+
+    /// The floor of a quarter of the peak follows the peak down: a node
+    /// that was fast before a fleet filled the store is not held above its
+    /// share by what it once had.
+    #[test]
+    fn the_floor_follows_an_old_peak_down() {
+        let mut l = RateLimiter::new(RateLimiterConfig::default());
+        // 100 answers a second at first, then a cut.
+        for i in 0..100 {
+            assert!(l.try_acquire(i as f64 / 100.0).is_ok());
+            l.on_success(i as f64 / 100.0);
+        }
+        l.on_throttle(1.0);
+        assert!(l.rate().unwrap() >= 25.0, "{:?}", l.rate());
+        // A minute later the store accepts 2 a second from this node.
+        let mut t = 60.0;
+        for _ in 0..10 {
+            l.on_success(t);
+            l.on_success(t + 0.5);
+            t += 1.0;
+            l.on_throttle(t);
+        }
+        let floor_then = 0.25 * 100.0;
+        assert!(l.rate().unwrap() < floor_then / 4.0, "held at {:?}", l.rate());
+    }
+
+    /// Through a storm (nothing accepted) the peak holds: the rate comes
+    /// back from a quarter of it, not from nothing.
+    #[test]
+    fn a_storm_does_not_fade_the_floor() {
+        let mut l = RateLimiter::new(RateLimiterConfig::default());
+        for i in 0..100 {
+            assert!(l.try_acquire(i as f64 / 100.0).is_ok());
+            l.on_success(i as f64 / 100.0);
+        }
+        // 60 s of every request refused.
+        let mut t = 1.0;
+        while t < 61.0 {
+            l.on_throttle(t);
+            t += 0.5;
+        }
+        // A quarter of the peak, less what faded in the storm's first
+        // second, while the last answers were still in the window.
+        assert!(l.rate().unwrap() >= 22.0, "{:?} after a storm", l.rate());
     }
 
     #[test]
