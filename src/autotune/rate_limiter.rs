@@ -433,10 +433,7 @@ mod tests {
     fn the_floor_follows_an_old_peak_down() {
         let mut l = RateLimiter::new(RateLimiterConfig::default());
         // 100 answers a second at first, then a cut.
-        for i in 0..100 {
-            assert!(l.try_acquire(i as f64 / 100.0).is_ok());
-            l.on_success(i as f64 / 100.0);
-        }
+        send(&mut l, 100, true);
         l.on_throttle(1.0);
         assert!(l.rate().unwrap() >= 25.0, "{:?}", l.rate());
         // A minute later the store accepts 2 a second from this node.
@@ -456,10 +453,7 @@ mod tests {
     #[test]
     fn a_storm_does_not_fade_the_floor() {
         let mut l = RateLimiter::new(RateLimiterConfig::default());
-        for i in 0..100 {
-            assert!(l.try_acquire(i as f64 / 100.0).is_ok());
-            l.on_success(i as f64 / 100.0);
-        }
+        send(&mut l, 100, true);
         // 60 s of every request refused.
         let mut t = 1.0;
         while t < 61.0 {
