@@ -464,9 +464,14 @@ async fn read_body_racing(
                     let mut sink = PartSink::new(left as usize);
                     let mut ttfb = None;
                     let range = part_start + at as u64..end;
-                    let Request { store, shard, e_tag, stats, pool } = request;
+                    let Request { store, shard, e_tag, pool, .. } = request;
+                    // The race's bytes repeat the first reply's: not
+                    // goodput, nor a request the autotuner added, so its
+                    // arrivals and first byte are kept out of the
+                    // engine's counters.
+                    let own = FetchStats::default();
                     let read = read_into(
-                        store, shard, range, e_tag, &mut sink, &mut ttfb, stats, pool, limits, None,
+                        store, shard, range, e_tag, &mut sink, &mut ttfb, &own, pool, limits, None,
                     );
                     Box::pin(read).await.and_then(|()| {
                         if sink.filled == sink.len { Ok(sink) } else { Err(AttemptError::TooLong) }
