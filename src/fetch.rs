@@ -42,7 +42,7 @@ pub use backoff::Backoff;
 pub use concurrency_limit::{ConcurrencyLimit, ConnPermit, RequestSlot};
 pub use demand_gauge::{DemandGauge, DemandSnapshot};
 pub use fetch_stats::{FetchSnapshot, FetchStats};
-pub use hedge::{HedgeAllowance, HedgeSignal, Race};
+pub use hedge::{HedgeSignal, Race};
 pub use memory_budget::{MAX_RESERVATION, MemoryBudget, Reservation};
 pub use part_data::{PartData, WeakPart};
 pub use part_plan::PartPlan;
@@ -242,8 +242,6 @@ pub struct FetchEngine {
     pub settled: Arc<std::sync::Mutex<Option<crate::autotune::WarmStart>>>,
     /// Parts in flight or held, for other sessions on the same shards.
     pub sharing: Arc<PartSharing>,
-    /// Memory for racing parts that hold up the line (`hedge`).
-    pub hedges: Arc<HedgeAllowance>,
     part_bytes: AtomicU64,
 }
 
@@ -300,7 +298,6 @@ impl FetchEngine {
             settled: Default::default(),
             demand: Default::default(),
             sharing: Default::default(),
-            hedges: HedgeAllowance::for_budget(budget.total_bytes()),
             limit: ConcurrencyLimit::new(start),
             budget,
             pool,

@@ -18,14 +18,15 @@
 //! ```
 //!
 //! Bounded three ways: at most one hedge per attempt (a part signals once;
-//! a retry after a lost race may race again); its bytes come from an
-//! allowance of 1/16 of the memory budget (the budget is full when it
-//! matters, and the winner's bytes replace the loser's); and each hedge
+//! a retry after a lost race may race again); its bytes come from the
+//! memory budget's overdraft, 1/16 of it (`MemoryBudget::try_overdraw`:
+//! the budget is full when it matters, and the winner's bytes replace the
+//! loser's); and each hedge
 //! spends a token of the endpoint's retry budget, so a struggling store is
 //! not raced.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -64,45 +65,12 @@ impl HedgeSignal {
     }
 }
 
-/// Memory for hedges' bytes beyond the budget, shared by an engine's parts.
-#[derive(Debug)]
-pub struct HedgeAllowance {
-    left: AtomicU64,
-}
-
-/// Bytes taken from a [`HedgeAllowance`]; given back on drop.
-#[derive(Debug)]
-pub struct HedgeGrant {
-    bytes: u64,
-    from: Arc<HedgeAllowance>,
-}
-
-impl HedgeAllowance {
-    /// 1/16 of `budget_bytes`: 64 MiB of a 1 GiB budget, eight 8 MiB hedges.
-    pub fn for_budget(budget_bytes: u64) -> Arc<HedgeAllowance> {
-        Arc::new(HedgeAllowance { left: AtomicU64::new(budget_bytes / 16) })
-    }
-
-    /// `bytes` if that much is left.
-    pub fn try_take(self: &Arc<Self>, bytes: u64) -> Option<HedgeGrant> {
-        self.left
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(bytes))
-            .ok()
-            .map(|_| HedgeGrant { bytes, from: self.clone() })
-    }
-}
-
-impl Drop for HedgeGrant {
-    fn drop(&mut self) {
-        self.from.left.fetch_add(self.bytes, Ordering::AcqRel);
-    }
-}
-
-/// What a part's fetch may race with: its signal and the engine's allowance.
+/// What a part's fetch may race with: its signal, and the memory budget
+/// whose overdraft holds the race's bytes.
 #[derive(Debug, Clone)]
 pub struct Race {
     pub signal: Arc<HedgeSignal>,
-    pub allowance: Arc<HedgeAllowance>,
+    pub budget: Arc<super::MemoryBudget>,
 }
 
 /// A scheduler's unfinished parts, oldest first: what it may signal.
@@ -229,15 +197,6 @@ mod tests {
         late.fire();
         late.fire();
         tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
-    }
-
-    #[test]
-    fn the_allowance_bounds_hedge_bytes_and_comes_back() {
-        let a = HedgeAllowance::for_budget(1600);
-        let first = a.try_take(60).expect("100 allowed");
-        assert!(a.try_take(60).is_none(), "over the allowance");
-        drop(first);
-        assert!(a.try_take(100).is_some());
     }
 
     #[test]

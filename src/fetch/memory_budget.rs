@@ -16,6 +16,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 #[derive(Debug)]
 pub struct MemoryBudget {
     semaphore: Arc<Semaphore>,
+    /// 1/16 of the total beyond it, for the second request racing a slow
+    /// reply (`hedge`): when that matters the budget is full, and the
+    /// winner's bytes replace the loser's. One for every engine sharing
+    /// the budget (the daemon's endpoints), so it bounds them all.
+    overdraft: Arc<Semaphore>,
     total_bytes: u64,
 }
 
@@ -33,6 +38,7 @@ impl MemoryBudget {
         let total = total_bytes.min(Semaphore::MAX_PERMITS as u64);
         Arc::new(MemoryBudget {
             semaphore: Arc::new(Semaphore::new(total as usize)),
+            overdraft: Arc::new(Semaphore::new((total / 16) as usize)),
             total_bytes: total,
         })
     }
@@ -55,6 +61,16 @@ impl MemoryBudget {
     }
 }
 
+impl MemoryBudget {
+    /// `bytes` beyond the budget, from its overdraft, if that much is left
+    /// now (never waits).
+    pub fn try_overdraw(&self, bytes: u64) -> Option<Reservation> {
+        let n = u32::try_from(bytes).ok()?;
+        let permit = self.overdraft.clone().try_acquire_many_owned(n).ok()?;
+        Some(Reservation { _permit: permit })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +86,16 @@ mod tests {
         drop(first);
         let _second = budget.reserve(60).await;
         assert_eq!(budget.used_bytes(), 60);
+    }
+
+    #[test]
+    fn the_overdraft_is_a_sixteenth_and_comes_back() {
+        let budget = MemoryBudget::new(1600);
+        let first = budget.try_overdraw(60).expect("100 allowed");
+        assert!(budget.try_overdraw(60).is_none(), "over the overdraft");
+        assert_eq!(budget.used_bytes(), 0, "the budget itself is untouched");
+        drop(first);
+        assert!(budget.try_overdraw(100).is_some());
+        assert!(budget.try_overdraw(u64::MAX).is_none());
     }
 }

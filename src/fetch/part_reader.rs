@@ -17,7 +17,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt};
 
-use super::hedge::{self, HedgeGrant, Race};
+use super::hedge::{self, Race};
 use super::part_pool::pooled_bytes;
 use super::{
     FetchConfig, FetchError, FetchStats, PartData, PartPool, RateGate, RequestSlot, RetryLoop,
@@ -407,8 +407,8 @@ struct Request<'a> {
 }
 
 /// Reads `body` into `buf`; once `race` is signalled, and if a fresh
-/// request would finish sooner (`hedge::worth_racing`) and the allowance
-/// and the retry budget have room, GETs the rest of the part (up to `end`)
+/// request would finish sooner (`hedge::worth_racing`) and the budget's
+/// overdraft and the retry budget have room, GETs the rest of the part (up to `end`)
 /// on another connection as well and keeps whichever finishes first.
 async fn read_body_racing(
     body: Body,
@@ -426,7 +426,7 @@ async fn read_body_racing(
     /// Which reply the part's bytes come from.
     enum Won {
         First(Result<(), AttemptError>),
-        Hedge { at: usize, sink: PartSink, _grant: HedgeGrant },
+        Hedge { at: usize, sink: PartSink, _grant: super::Reservation },
     }
     let won = {
         let first = read_body(body.stream, buf, &progress, stats, body.sent, limits);
@@ -448,7 +448,7 @@ async fn read_body_racing(
         let left = (end - part_start).saturating_sub(at as u64);
         let worth =
             hedge::worth_racing(stats, (at - received_before) as u64, began.elapsed(), left);
-        let grant = worth.then(|| race.allowance.try_take(left)).flatten();
+        let grant = worth.then(|| race.budget.try_overdraw(left)).flatten();
         let token = match (&grant, gate) {
             (None, _) => false,
             (Some(_), None) => true,
@@ -473,6 +473,7 @@ async fn read_body_racing(
                     let read = read_into(
                         store, shard, range, e_tag, &mut sink, &mut ttfb, &own, pool, limits, None,
                     );
+                    // A short race lost; which error says so does not matter.
                     Box::pin(read).await.and_then(|()| {
                         if sink.filled == sink.len { Ok(sink) } else { Err(AttemptError::TooLong) }
                     })

@@ -73,7 +73,7 @@ fn spawn_fetch(
     let len = range.end - range.start;
     let signal = Arc::new(HedgeSignal::default());
     line.push(&signal);
-    let race = engine.config.hedge.then(|| Race { signal, allowance: engine.hedges.clone() });
+    let race = engine.config.hedge.then(|| Race { signal, budget: engine.budget.clone() });
     tokio::spawn(async move {
         let mut slot = RequestSlot::new(permit);
         let r = fetch_part_chunks(
@@ -257,10 +257,9 @@ async fn schedule<T: Send + 'static>(
 
 /// Signals the head of `line` if it is late; false once it is empty.
 fn watch(engine: &FetchEngine, line: &mut Line) -> bool {
-    match hedge::overdue_after(&engine.stats) {
-        Some(overdue) => line.check(std::time::Instant::now(), overdue),
-        None => line.check(std::time::Instant::now(), std::time::Duration::MAX),
-    }
+    // Before any part has completed nothing is late yet.
+    let overdue = hedge::overdue_after(&engine.stats).unwrap_or(std::time::Duration::MAX);
+    line.check(std::time::Instant::now(), overdue)
 }
 
 /// Waits for `wait` (budget or a permit, keeping its place in the queue),
@@ -275,6 +274,8 @@ async fn watching<T>(engine: &FetchEngine, line: &mut Line, wait: impl Future<Ou
     let blocked = std::time::Instant::now();
     loop {
         tokio::select! {
+            // A wait that is over at once (the usual case) sets no timer.
+            biased;
             r = &mut wait => return r,
             _ = tokio::time::sleep(HEDGE_CHECK) => {
                 let long = hedge::overdue_after(&engine.stats).is_some_and(|overdue| {
@@ -285,5 +286,52 @@ async fn watching<T>(engine: &FetchEngine, line: &mut Line, wait: impl Future<Ou
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::FetchConfig;
+    use object_store::ObjectStoreExt;
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_dropped_stream_stops_even_while_it_waits_for_budget() {
+        let store = Arc::new(InMemory::new());
+        let mut shards = Vec::new();
+        for i in 0..3 {
+            let path = Path::from(format!("s{i}.tar"));
+            store.put(&path, vec![7u8; 4096].into()).await.unwrap();
+            let url = format!("memory://t/s{i}.tar");
+            shards.push((i, Arc::new(ShardRef { url, path, size: None, e_tag: None }), None));
+        }
+        // Room for one part only: the scheduler waits for budget after it.
+        let config = FetchConfig {
+            part_bytes: 4096,
+            memory_budget_bytes: 4096,
+            auto_concurrency: false,
+            auto_part_bytes: false,
+            rate_limit: false,
+            ..FetchConfig::default()
+        };
+        let engine = FetchEngine::new(store, config);
+        let mut rx = spawn_shard_stream(engine.clone(), shards);
+        let mut held = None;
+        while held.is_none() {
+            if let Some(PartEvent::Part { data, .. }) = rx.recv().await {
+                held = Some(data.await.unwrap().unwrap());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let requests = engine.stats.requests.load(Ordering::Relaxed);
+        drop(rx);
+        drop(held);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(engine.budget.used_bytes(), 0, "nothing fetched for a stream that is gone");
+        assert_eq!(engine.stats.requests.load(Ordering::Relaxed), requests);
     }
 }

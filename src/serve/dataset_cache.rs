@@ -112,7 +112,7 @@ impl DatasetCache {
 mod tests {
     use super::*;
 
-    async fn local_dataset(shards: usize) -> (tempfile::TempDir, String) {
+    fn local_dataset(shards: usize) -> (tempfile::TempDir, String) {
         let dir = tempfile::tempdir().expect("tempdir");
         for i in 0..shards {
             std::fs::write(dir.path().join(format!("s-{i:03}.tar")), [0u8; 1024]).expect("write");
@@ -123,7 +123,7 @@ mod tests {
 
     #[tokio::test]
     async fn sessions_share_a_live_fresh_listing_and_list_again_after() {
-        let (dir, url) = local_dataset(3).await;
+        let (dir, url) = local_dataset(3);
         let cache = DatasetCache::new(Duration::from_millis(300));
         let opts = StoreOptions::default();
         let cfg = crate::fetch::FetchConfig::default();
@@ -153,7 +153,7 @@ mod tests {
             assert!(cache.open(&missing, &opts, &cfg).await.is_err());
         }
         assert!(cache.len() <= 1, "{} slots kept for failed listings", cache.len());
-        let (_dir, url) = local_dataset(1).await;
+        let (_dir, url) = local_dataset(1);
         let held = cache.open(&url, &opts, &cfg).await.expect("listed");
         let _ = cache.open("file:///nonexistent-stoker-x/", &opts, &cfg).await;
         assert!(cache.len() <= 2);
