@@ -252,6 +252,8 @@ fn a_multi_epoch_run_reports_its_epoch_boundaries() {
         "8",
         "--synth-shard-bytes",
         "8MiB",
+        "--batch-size",
+        "8",
         "--epochs",
         "3",
     ]);

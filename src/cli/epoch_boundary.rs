@@ -22,7 +22,8 @@ pub struct EpochBoundary {
     pub window_s: f64,
     /// Payload bytes per second within `window_s` of the boundary.
     pub around_bytes_per_s: f64,
-    /// Payload bytes per second over the middle half of the epoch before.
+    /// Payload bytes per second over the middle half of the epoch before
+    /// (over all of it when nothing was delivered in its middle half).
     pub mid_epoch_bytes_per_s: f64,
     /// `around / mid`: 1.0 is no dip.
     pub ratio: f64,
@@ -68,7 +69,12 @@ impl DeliveryLog {
                 }
                 let around = self.bytes_between(start - window_s, start + window_s) as f64
                     / (2.0 * window_s);
-                let mid = self.bytes_between(mid_from, mid_to) as f64 / (mid_to - mid_from);
+                // A short epoch of a few big batches may deliver nothing in
+                // its middle half: then its whole length is the reference.
+                let mid = match self.bytes_between(mid_from, mid_to) {
+                    0 => self.bytes_between(prev_start, start) as f64 / prev_len,
+                    b => b as f64 / (mid_to - mid_from),
+                };
                 (mid > 0.0).then(|| EpochBoundary {
                     epoch,
                     at_s: start,
@@ -130,5 +136,20 @@ mod tests {
         let b = log.boundaries();
         assert_eq!(b.len(), 1);
         assert!((b[0].window_s - 0.2475).abs() < 1e-9, "{b:?}");
+    }
+
+    #[test]
+    fn an_epoch_with_an_empty_middle_is_measured_whole() {
+        // Epoch 0: one batch at 0 and one at 1 s; nothing in between.
+        let mut log = DeliveryLog::default();
+        log.push(0.0, 100, 0);
+        log.push(1.0, 100, 0);
+        for i in 0..10 {
+            log.push(2.0 + i as f64 * 0.1, 100, 1);
+        }
+        let b = log.boundaries();
+        assert_eq!(b.len(), 1, "{b:?}");
+        // 200 bytes over the 2 s from epoch 0's start to epoch 1's.
+        assert!((b[0].mid_epoch_bytes_per_s - 100.0).abs() < 1e-9, "{b:?}");
     }
 }
