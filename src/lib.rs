@@ -21,6 +21,7 @@ pub mod cli;
 pub mod echo;
 pub mod error;
 pub mod fetch;
+pub mod gpu;
 pub mod index;
 pub mod metrics;
 pub mod order;
