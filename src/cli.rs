@@ -2,6 +2,8 @@
 //! Flags, progress and reports live here; the work is in the library.
 
 pub mod bench;
+pub mod bench_consumer;
+pub mod bench_gpu;
 pub mod config_file;
 pub mod epoch_boundary;
 pub mod fetch_args;
@@ -181,7 +183,15 @@ pub fn main() -> ExitCode {
                 .downcast_ref::<crate::Error>()
                 .map(crate::Error::kind)
                 .or_else(|| e.downcast_ref::<crate::source::SourceError>().map(|e| e.kind()));
-            let usage = kind == Some(crate::ErrorKind::InvalidArgument);
+            // `--gpu` on a machine without CUDA (or that device) is a usage
+            // error, like a bad flag: exit 2.
+            let no_gpu = matches!(
+                e.downcast_ref::<crate::gpu::GpuError>(),
+                Some(
+                    crate::gpu::GpuError::NoCuda { .. } | crate::gpu::GpuError::NoSuchDevice { .. }
+                )
+            );
+            let usage = no_gpu || kind == Some(crate::ErrorKind::InvalidArgument);
             ExitCode::from(if usage { 2 } else { 1 })
         }
     }

@@ -461,3 +461,69 @@ fn plot_draws_the_autotuner_as_png() {
     // Not a blank canvas: the lines and text make it compress poorly.
     assert!(bytes.len() > 20_000, "{} bytes", bytes.len());
 }
+
+/// `--gpu` where there is no CUDA (here, or forced on a GPU host by
+/// STOKER_NO_CUDA) says so in one line and exits 2, before generating any
+/// data; plain bench on the same machine runs in host mode.
+#[test]
+fn bench_gpu_without_cuda_exits_2_and_host_mode_runs() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_stoker"))
+            .args(args)
+            .env("STOKER_NO_CUDA", "1")
+            .env("STOKER_LOG", "warn")
+            .output()
+            .expect("run stoker")
+    };
+    let started = std::time::Instant::now();
+    let out = run(&["bench", "--gpu", "0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no CUDA: STOKER_NO_CUDA is set"), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("generating"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let out = run(&["bench", "--json", "--synth-shards", "2", "--synth-shard-bytes", "2MiB"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = last_json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(report["gpu"], Value::Null);
+    assert_eq!(report["input_stall"], Value::Null, "no step asked for");
+}
+
+/// `--consumer-step-ms`: a consumer that takes X ms per batch; the input
+/// stall is reported apart from start-up, as a share of wall time.
+#[test]
+fn a_consumer_step_reports_the_input_stall() {
+    let out = ok(&[
+        "bench",
+        "--json",
+        "--synth-shards",
+        "4",
+        "--synth-shard-bytes",
+        "4MiB",
+        "--batch-size",
+        "8",
+        "--consumer-step-ms",
+        "3",
+    ]);
+    let r = last_json(&out);
+    let s = &r["input_stall"];
+    assert_eq!(s["step_ms"].as_f64(), Some(3.0), "{s}");
+    let (waited, wall, fraction) = (
+        s["waited_s"].as_f64().expect("waited"),
+        s["wall_s"].as_f64().expect("wall"),
+        s["fraction"].as_f64().expect("fraction"),
+    );
+    assert!((0.0..=1.0).contains(&fraction), "{s}");
+    assert!(waited <= wall, "{s}");
+    assert!((fraction - waited / wall).abs() < 1e-9, "{s}");
+    // Every batch but the first is followed by a 3 ms step before the
+    // next is asked for: the run after the first batch lasts at least that.
+    let batches = r["batches"].as_f64().expect("batches");
+    assert!(wall >= (batches - 1.0) * 0.003, "{s} over {batches} batches");
+    assert!(s["first_batch_s"].as_f64().expect("first") > 0.0);
+    for bad in ["-1", "nan", "1e9"] {
+        let out = stoker(&["bench", "--consumer-step-ms", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+    }
+}

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::bench_consumer::{Consumer, HostConsumer};
 use super::fetch_args::{ConcurrencyArg, FetchArgs};
 use super::report::TuningCacheReport;
 use super::report::{
@@ -124,6 +125,28 @@ pub struct BenchArgs {
     /// cache: $XDG_CACHE_HOME/stoker/tuning.json, or STOKER_TUNING_CACHE).
     #[arg(long)]
     pub no_tuning_cache: bool,
+    /// Deliver into the memory of CUDA device N (the whole path: collation
+    /// into a page-locked ring, copies on a stream), and measure a plain
+    /// pinned host-to-device copy of the same bytes as the bound. Without
+    /// CUDA: exits 2.
+    #[arg(long, value_name = "N", conflicts_with = "sweep")]
+    pub gpu: Option<usize>,
+    /// Emulate a training step of X ms after each batch and report the
+    /// input stall: the share of time, after the first batch, spent waiting
+    /// for the next one.
+    #[arg(long, value_name = "X", value_parser = parse_step_ms)]
+    pub consumer_step_ms: Option<f64>,
+    /// With --gpu: read every batch back from device memory and compare it
+    /// with the ring's bytes (a test of the path; slow).
+    #[arg(long, requires = "gpu", hide = true)]
+    pub gpu_verify: bool,
+}
+
+fn parse_step_ms(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && (0.0..=60_000.0).contains(&x) => Ok(x),
+        _ => Err(format!("`{s}` is not a step in ms between 0 and 60000")),
+    }
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -158,6 +181,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// Runs the benchmark (or the sweep) and returns the report of the run
 /// with the settings asked for (auto by default).
 pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
+    if let Some(ordinal) = args.gpu {
+        // Before any data is generated or listed: no CUDA, no run.
+        let count = crate::gpu::probe()?;
+        if ordinal >= count {
+            return Err(crate::gpu::GpuError::NoSuchDevice { ordinal, count }.into());
+        }
+    }
     let opts = StoreOptions { options: args.store_opts.clone() };
     let fetch = fetch_config(args, args.fetch.concurrency);
     fetch.validate()?;
@@ -491,6 +521,7 @@ impl MetricsSource for BenchMetrics {
 
 /// One run of the pipeline with `fetch` settings, and what the autotuner
 /// settled on (for the tuning cache).
+#[allow(clippy::too_many_arguments)]
 async fn run_once(
     args: &BenchArgs,
     dataset: &Dataset,
@@ -500,13 +531,41 @@ async fn run_once(
     show_progress: bool,
     duration: Option<f64>,
 ) -> anyhow::Result<(BenchReport, Option<WarmStart>)> {
+    match args.gpu {
+        None => {
+            let start = |engine, cfg| Ok((Pipeline::start(dataset, engine, cfg)?, HostConsumer));
+            run_with(args, dataset, fetch, cfg, emulated, show_progress, duration, start).await
+        }
+        Some(ordinal) => {
+            let start = |engine, cfg| {
+                super::bench_gpu::start(dataset, engine, cfg, ordinal, args.gpu_verify)
+            };
+            run_with(args, dataset, fetch, cfg, emulated, show_progress, duration, start).await
+        }
+    }
+}
+
+/// [`run_once`] with batches handed to `C` (host memory or a GPU).
+#[allow(clippy::too_many_arguments)]
+async fn run_with<C: Consumer>(
+    args: &BenchArgs,
+    dataset: &Dataset,
+    fetch: FetchConfig,
+    cfg: PipelineConfig,
+    emulated: bool,
+    show_progress: bool,
+    duration: Option<f64>,
+    start: impl FnOnce(Arc<FetchEngine>, PipelineConfig) -> anyhow::Result<(Pipeline<C::Batch>, C)>,
+) -> anyhow::Result<(BenchReport, Option<WarmStart>)> {
     let endpoint = dataset.url.endpoint();
     let engine = FetchEngine::for_endpoint(dataset.store.clone(), fetch.clone(), &endpoint);
     let metrics = live_metrics();
     metrics.start_run(endpoint, engine.clone());
     let cpu_start = cpu_seconds();
     let started = Instant::now();
-    let mut pipeline = Pipeline::start(dataset, engine.clone(), cfg)?;
+    let (mut pipeline, mut consumer) = start(engine.clone(), cfg)?;
+    let step = args.consumer_step_ms.map(|ms| Duration::from_secs_f64(ms / 1e3));
+    let mut stall = crate::gpu::stall::StallClock::default();
     let sampler = ConcurrencySampler::spawn(engine.clone());
     let progress = if show_progress { progress_bar() } else { ProgressBar::hidden() };
     let deadline = duration.map(|s| started + Duration::from_secs_f64(s.max(0.0)));
@@ -542,35 +601,53 @@ async fn run_once(
         };
         let batch = batch?;
         waits.push(asked.elapsed().as_secs_f64());
+        stall.batch(asked.elapsed());
         first_batch.get_or_insert_with(|| started.elapsed().as_secs_f64());
-        if current_epoch.is_some_and(|e| e != batch.epoch) {
+        let (epoch, num_samples, payload) =
+            (C::epoch(&batch), C::num_samples(&batch), C::payload_bytes(&batch));
+        if current_epoch.is_some_and(|e| e != epoch) {
             epochs_completed += 1;
             seen.clear();
         }
-        current_epoch = Some(batch.epoch);
-        for key in batch.keys() {
+        current_epoch = Some(epoch);
+        let mut write_err = None;
+        consumer.keys(&batch, &mut |key| {
             if !seen.insert(key.to_string()) {
                 duplicates += 1;
             }
-            if let Some(out) = &mut keys_out {
-                writeln!(out, "{key}")?;
+            if let Some(out) = &mut keys_out
+                && let Err(e) = writeln!(out, "{key}")
+            {
+                write_err.get_or_insert(e);
             }
+        });
+        if let Some(e) = write_err {
+            return Err(e.into());
         }
         if first_batch.is_some_and(|f| started.elapsed().as_secs_f64() < f + 1.0) {
-            first_second_bytes += batch.payload_bytes();
+            first_second_bytes += payload;
         }
-        delivery.push(started.elapsed().as_secs_f64(), batch.payload_bytes(), batch.epoch);
-        bytes += batch.payload_bytes();
-        samples += batch.num_samples as u64;
+        delivery.push(started.elapsed().as_secs_f64(), payload, epoch);
+        bytes += payload;
+        samples += num_samples as u64;
         batches += 1;
-        metrics.delivered.add_batch(batch.num_samples as u64, batch.payload_bytes());
-        pipeline.recycle(batch);
+        metrics.delivered.add_batch(num_samples as u64, payload);
+        consumer.take(&pipeline, batch)?;
         progress.set_position(bytes);
+        if let Some(step) = step {
+            // The training step the batch feeds: the next one is asked for
+            // after it (a stall is time waited beyond it).
+            tokio::time::sleep(step).await;
+        }
     }
+    let wall = started.elapsed();
+    let gpu = consumer.finish(wall.as_secs_f64())?;
     let seconds = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_start;
     let samples_dropped = pipeline.stats.samples_dropped.load(std::sync::atomic::Ordering::Relaxed);
     drop(pipeline);
+    let input_stall = (args.consumer_step_ms.is_some() || args.gpu.is_some())
+        .then(|| stall.stall(wall, args.consumer_step_ms));
     progress.finish_and_clear();
     if let Some(out) = &mut keys_out {
         out.flush()?;
@@ -657,6 +734,8 @@ async fn run_once(
         tuning_cache: None,
         epoch_boundaries: delivery.boundaries(),
         split: None,
+        input_stall,
+        gpu,
     };
     Ok((report, settled_state))
 }

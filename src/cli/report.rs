@@ -168,6 +168,13 @@ pub struct BenchReport {
     pub tuning_cache: Option<TuningCacheReport>,
     /// Delivery around each boundary between epochs (multi-epoch runs).
     pub epoch_boundaries: Vec<super::epoch_boundary::EpochBoundary>,
+    /// With `--consumer-step-ms` or `--gpu`: how long the consumer waited
+    /// for batches after the first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_stall: Option<crate::gpu::stall::Stall>,
+    /// With `--gpu`: the path into device memory against the copy bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<super::bench_gpu::GpuReport>,
     /// The split by samples (`--even`, or more ranks than shards) and the
     /// index it was made from; absent when epochs split by whole shards.
     pub split: Option<crate::index::SplitReport>,
@@ -289,6 +296,49 @@ impl BenchReport {
                     worst.at_s
                 ),
             ]);
+        }
+        if let Some(s) = &self.input_stall {
+            t.add_row([
+                "input stall".to_string(),
+                format!(
+                    "{:.1}% of {:.2} s after the first batch waiting for input ({:.3} s){}",
+                    s.fraction * 100.0,
+                    s.wall_s,
+                    s.waited_s,
+                    s.step_ms
+                        .map(|ms| format!(", with a {ms} ms step per batch"))
+                        .unwrap_or_default()
+                ),
+            ]);
+        }
+        if let Some(g) = &self.gpu {
+            t.add_row([
+                format!("GPU {} ({})", g.device, g.name),
+                format!(
+                    "{}/s into device memory, {:.2}× the pinned-copy bound of {}/s; \
+                     the copies alone {}/s ({:.2}×); ring page-locked in {:.3} s",
+                    human_bytes(g.bytes_per_s),
+                    g.ratio,
+                    human_bytes(g.bound_bytes_per_s),
+                    human_bytes(g.copy_bytes_per_s),
+                    g.copy_ratio,
+                    g.register_s
+                ),
+            ]);
+            for x in &g.telemetry {
+                t.add_row([
+                    format!("GPU {} (NVML)", x.index),
+                    format!(
+                        "utilisation mean {:.0}% (max {:.0}%), PCIe in mean {}/s (max {}/s), \
+                         memory used max {}",
+                        x.utilization_mean * 100.0,
+                        x.utilization_max * 100.0,
+                        human_bytes(x.pcie_rx_mean_bytes_per_s),
+                        human_bytes(x.pcie_rx_max_bytes_per_s),
+                        human_bytes(x.memory_used_max_bytes as f64)
+                    ),
+                ]);
+            }
         }
         if let Some(split) = &self.split {
             let i = &split.index;

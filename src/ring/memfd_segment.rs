@@ -85,6 +85,12 @@ impl MemfdSegment {
         })
     }
 
+    /// The mapping's first byte, for registering it with CUDA; using it is
+    /// the caller's unsafe business.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
     /// The descriptor to pass to clients (SCM_RIGHTS).
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()

@@ -67,6 +67,26 @@ impl SessionRing {
         self.slot_bytes
     }
 
+    /// The bytes of a published batch, read in this process (e.g. copied to
+    /// a GPU) instead of by a client.
+    ///
+    /// # Safety
+    ///
+    /// `lease` must be a live lease of this ring held by the caller, not
+    /// released (nor the ring reclaimed) while the slice lives: a released
+    /// slot may be refilled under it.
+    pub unsafe fn leased(&self, lease: &Lease) -> &[u8] {
+        let offset = lease.token.slot as usize * self.slot_bytes;
+        let len = (lease.len as usize).min(self.slot_bytes);
+        if lease.token.slot as usize >= self.table.len() {
+            return &[];
+        }
+        // SAFETY: slot < slots, so the range lies inside the segment; the
+        // slot is LEASED (published, no writer) for as long as the
+        // caller's contract keeps it so.
+        unsafe { std::slice::from_raw_parts(self.segment.as_ptr().add(offset), len) }
+    }
+
     /// Claims a free slot for filling; `None` while every slot is in use
     /// (the client holds them: back-pressure).
     pub fn begin_fill(&self) -> Option<Filling<'_>> {
