@@ -165,6 +165,8 @@ pub struct Figures {
     pub memory_budget_bytes: u64,
     pub delivered: Delivered,
     pub daemon: Option<DaemonFigures>,
+    /// The node's GPUs as NVML last sampled them (empty without a driver).
+    pub gpus: Vec<crate::gpu::telemetry::GpuSample>,
 }
 
 fn source(p: Provenance) -> &'static str {
@@ -388,11 +390,46 @@ pub fn render(figures: &Figures) -> prometheus::Result<String> {
     if let Some(s) = figures.daemon {
         daemon_families(&mut f, &s)?;
     }
+    gpu_families(&mut f, &figures.gpus)?;
     #[cfg(target_os = "linux")]
     f.add(&prometheus::process_collector::ProcessCollector::for_self());
     let text = prometheus::TextEncoder::new().encode_to_string(&f.0)?;
     // The encoder writes Rust's "inf"; the exposition format spells it +Inf.
     Ok(text.replace(" inf\n", " +Inf\n"))
+}
+
+/// Per-GPU gauges labelled by ordinal and model (none without NVML).
+fn gpu_families(
+    f: &mut Families,
+    gpus: &[crate::gpu::telemetry::GpuSample],
+) -> prometheus::Result<()> {
+    type Get = fn(&crate::gpu::telemetry::GpuSample) -> f64;
+    let families: [(&str, &str, Get); 4] = [
+        (
+            "stoker_gpu_utilization_ratio",
+            "Share of the last NVML sample period a kernel ran on the GPU (0-1).",
+            |g| g.utilization,
+        ),
+        ("stoker_gpu_memory_used_bytes", "GPU memory in use (NVML).", |g| {
+            g.memory_used_bytes as f64
+        }),
+        ("stoker_gpu_memory_total_bytes", "GPU memory installed (NVML).", |g| {
+            g.memory_total_bytes as f64
+        }),
+        (
+            "stoker_gpu_pcie_rx_bytes_per_second",
+            "Host-to-device PCIe throughput as NVML last sampled it.",
+            |g| g.pcie_rx_bytes_per_s,
+        ),
+    ];
+    for (name, help, get) in families {
+        let v = prometheus::GaugeVec::new(Opts::new(name, help), &["gpu", "name"])?;
+        for g in gpus {
+            v.with_label_values(&[g.index.to_string().as_str(), g.name.as_str()]).set(get(g));
+        }
+        f.add(&v);
+    }
+    Ok(())
 }
 
 fn daemon_families(f: &mut Families, s: &DaemonFigures) -> prometheus::Result<()> {
@@ -468,6 +505,14 @@ mod tests {
                 shared_bytes: 0,
             }],
             daemon: Some(DaemonFigures::default()),
+            gpus: vec![crate::gpu::telemetry::GpuSample {
+                index: 0,
+                name: "NVIDIA H200".into(),
+                utilization: 0.5,
+                memory_used_bytes: 1 << 30,
+                memory_total_bytes: 141 << 30,
+                pcie_rx_bytes_per_s: 2.5e10,
+            }],
             ..Default::default()
         }
     }
@@ -484,6 +529,10 @@ mod tests {
     fn renders_counters_with_their_values() {
         let text = render(&every_family()).expect("valid families");
         assert!(text.contains("stoker_store_requests_total 7"), "{text}");
+        assert!(
+            text.contains("stoker_gpu_utilization_ratio{gpu=\"0\",name=\"NVIDIA H200\"} 0.5"),
+            "{text}"
+        );
         assert!(text.contains("stoker_store_request_failures_total{class=\"other\"} 2"), "{text}");
         assert!(
             text.contains("stoker_fetch_concurrency{endpoint=\"s3://bucket\",source=\"auto\"} 8"),

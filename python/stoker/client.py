@@ -414,7 +414,10 @@ class Client:
             reply = self._stub.Stats(pb.StatsRequest(session=session), timeout=10)
         except grpc.RpcError as e:
             raise StokerError.from_rpc(e) from None
-        return {f.name: getattr(reply, f.name) for f in reply.DESCRIPTOR.fields}
+        out = {f.name: getattr(reply, f.name) for f in reply.DESCRIPTOR.fields}
+        # `gpus`: one dict per GPU (NVML's last sample), empty without a driver.
+        out["gpus"] = [{f.name: getattr(g, f.name) for f in g.DESCRIPTOR.fields} for g in reply.gpus]
+        return out
 
     def close(self) -> None:
         self._channel.close()

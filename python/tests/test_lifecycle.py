@@ -43,6 +43,12 @@ def test_a_killed_client_gives_back_its_slots_and_memory(daemon, big):
     assert int(held_bytes) > 24 << 20
     stats = client.stats(session)
     assert stats["slots_leased"] >= 3 and stats["ring_bytes"] > 0
+    # The session's age and its input stall (this client holds its batches
+    # and reports no wait); no NVIDIA driver here, so no GPUs.
+    assert stats["session_us"] > 0
+    assert stats["consumer_wait_fraction"] == stats["consumer_wait_us"] / stats["session_us"]
+    assert 0.0 <= stats["consumer_wait_fraction"] <= 1.0
+    assert isinstance(stats["gpus"], list)
     assert rss_shmem(daemon.proc.pid) > base_shmem + (24 << 20), "the daemon wrote the ring"
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)

@@ -515,6 +515,7 @@ impl MetricsSource for BenchMetrics {
             memory_budget_bytes: budget.as_ref().map_or(0, |b| b.total_bytes()),
             delivered: self.delivered.delivered(),
             daemon: None,
+            gpus: Vec::new(),
         }
     }
 }

@@ -103,6 +103,7 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         ring_bytes: Default::default(),
         draining: watch::channel(false).0,
         counters: Default::default(),
+        gpus: gpu_telemetry(),
     });
     let (health, health_service) = tonic_health::server::health_reporter();
     // Liveness answers at once; readiness ("" and the service) once the
@@ -262,4 +263,14 @@ fn cgroup_memory_limit() -> Option<u64> {
         .filter_map(|s| s.trim().parse::<u64>().ok())
         // cgroup v1 says "no limit" with a huge number.
         .find(|&n| n < 1 << 60)
+}
+
+/// The node's GPUs, sampled once a second for Stats and metrics: probes
+/// CUDA once ("no CUDA: …: host mode" at INFO where there is none) and
+/// starts NVML where it loads.
+fn gpu_telemetry() -> Option<crate::gpu::telemetry::Telemetry> {
+    let _ = crate::gpu::probe();
+    crate::gpu::telemetry::Telemetry::start(std::time::Duration::from_secs(1))
+        .inspect_err(|e| tracing::info!("{e}: no GPU telemetry"))
+        .ok()
 }

@@ -73,6 +73,7 @@ impl MetricsSource for DaemonMetrics {
             memory_budget_bytes: state.engines.budget.total_bytes(),
             delivered: c.delivered.delivered(),
             daemon: Some(daemon),
+            gpus: state.gpu_samples(),
         }
     }
 

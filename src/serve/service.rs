@@ -68,9 +68,16 @@ pub struct DaemonState {
     pub draining: watch::Sender<bool>,
     /// Totals for metrics, ended sessions included; readiness.
     pub counters: super::daemon_metrics::DaemonCounters,
+    /// NVML samples of the node's GPUs; `None` without a driver.
+    pub gpus: Option<crate::gpu::telemetry::Telemetry>,
 }
 
 impl DaemonState {
+    /// The node's GPUs as last sampled (empty without NVML).
+    pub fn gpu_samples(&self) -> Vec<crate::gpu::telemetry::GpuSample> {
+        self.gpus.as_ref().map(|t| t.latest()).unwrap_or_default()
+    }
+
     pub fn session(&self, id: &str) -> Option<Arc<Session>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
     }
@@ -465,6 +472,18 @@ impl proto::stoker_server::Stoker for StokerService {
             sessions: state.session_count() as u32,
             ring_bytes: state.ring_bytes.load(Ordering::Relaxed),
             budget_used_bytes: state.engines.budget.used_bytes(),
+            gpus: state
+                .gpu_samples()
+                .into_iter()
+                .map(|g| proto::GpuStats {
+                    index: g.index,
+                    name: g.name,
+                    utilization: g.utilization,
+                    memory_used_bytes: g.memory_used_bytes,
+                    memory_total_bytes: g.memory_total_bytes,
+                    pcie_rx_bytes_per_s: g.pcie_rx_bytes_per_s,
+                })
+                .collect(),
             ..Default::default()
         };
         for engine in state.engines.all() {
@@ -494,6 +513,9 @@ impl proto::stoker_server::Stoker for StokerService {
             reply.shared_bytes = s.engine.sharing.shared_bytes.load(Ordering::Relaxed);
             reply.ring_bytes = s.ring_bytes.bytes();
             reply.consumer_wait_us = s.stats.wait_us.load(Ordering::Relaxed);
+            reply.session_us = s.opened_at.elapsed().as_micros() as u64;
+            reply.consumer_wait_fraction =
+                reply.consumer_wait_us as f64 / reply.session_us.max(1) as f64;
         } else {
             reply.consumer_wait_us = state.counters.delivered.wait_us.load(Ordering::Relaxed);
         }

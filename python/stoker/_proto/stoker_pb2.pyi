@@ -145,7 +145,7 @@ class StatsRequest(_message.Message):
     def __init__(self, session: _Optional[str] = ...) -> None: ...
 
 class StatsReply(_message.Message):
-    __slots__ = ("batches", "samples", "bytes", "requests", "retries", "throttled", "concurrency", "part_bytes", "slots_leased", "sessions", "ring_bytes", "budget_used_bytes", "shared_bytes", "consumer_wait_us")
+    __slots__ = ("batches", "samples", "bytes", "requests", "retries", "throttled", "concurrency", "part_bytes", "slots_leased", "sessions", "ring_bytes", "budget_used_bytes", "shared_bytes", "consumer_wait_us", "session_us", "consumer_wait_fraction", "gpus")
     BATCHES_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +160,9 @@ class StatsReply(_message.Message):
     BUDGET_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
     SHARED_BYTES_FIELD_NUMBER: _ClassVar[int]
     CONSUMER_WAIT_US_FIELD_NUMBER: _ClassVar[int]
+    SESSION_US_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_WAIT_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
     batches: int
     samples: int
     bytes: int
@@ -174,4 +177,23 @@ class StatsReply(_message.Message):
     budget_used_bytes: int
     shared_bytes: int
     consumer_wait_us: int
-    def __init__(self, batches: _Optional[int] = ..., samples: _Optional[int] = ..., bytes: _Optional[int] = ..., requests: _Optional[int] = ..., retries: _Optional[int] = ..., throttled: _Optional[int] = ..., concurrency: _Optional[int] = ..., part_bytes: _Optional[int] = ..., slots_leased: _Optional[int] = ..., sessions: _Optional[int] = ..., ring_bytes: _Optional[int] = ..., budget_used_bytes: _Optional[int] = ..., shared_bytes: _Optional[int] = ..., consumer_wait_us: _Optional[int] = ...) -> None: ...
+    session_us: int
+    consumer_wait_fraction: float
+    gpus: _containers.RepeatedCompositeFieldContainer[GpuStats]
+    def __init__(self, batches: _Optional[int] = ..., samples: _Optional[int] = ..., bytes: _Optional[int] = ..., requests: _Optional[int] = ..., retries: _Optional[int] = ..., throttled: _Optional[int] = ..., concurrency: _Optional[int] = ..., part_bytes: _Optional[int] = ..., slots_leased: _Optional[int] = ..., sessions: _Optional[int] = ..., ring_bytes: _Optional[int] = ..., budget_used_bytes: _Optional[int] = ..., shared_bytes: _Optional[int] = ..., consumer_wait_us: _Optional[int] = ..., session_us: _Optional[int] = ..., consumer_wait_fraction: _Optional[float] = ..., gpus: _Optional[_Iterable[_Union[GpuStats, _Mapping]]] = ...) -> None: ...
+
+class GpuStats(_message.Message):
+    __slots__ = ("index", "name", "utilization", "memory_used_bytes", "memory_total_bytes", "pcie_rx_bytes_per_s")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    UTILIZATION_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PCIE_RX_BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    name: str
+    utilization: float
+    memory_used_bytes: int
+    memory_total_bytes: int
+    pcie_rx_bytes_per_s: float
+    def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., utilization: _Optional[float] = ..., memory_used_bytes: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., pcie_rx_bytes_per_s: _Optional[float] = ...) -> None: ...
