@@ -14,7 +14,9 @@
 //!   slot, while covering the waits for first bytes takes a whole request
 //!   more than Little's law: fewer, larger requests keep the path as busy
 //!   with fewer GETs. At the probe's slot, not at once: a change of parts
-//!   costs a settling period that a cold start should not pay.
+//!   costs a settling period that a cold start should not pay. Only where
+//!   the wait itself is long (a WAN): on loopback one more request covers
+//!   it, and large parts cost memory, CPU and the first batch.
 
 use super::super::gap_cover::requests_to_cover;
 use super::ConcurrencyController;
@@ -38,6 +40,13 @@ impl ConcurrencyController {
     /// for 3).
     pub(super) fn gap_bound(&self, bps: f64) -> bool {
         self.needs(bps).is_some_and(|(little, gaps)| gaps >= (little - 0.1).ceil() + 1.0)
+    }
+
+    /// Whether the uncontended wait for a first byte is long enough for
+    /// larger parts to pay (`gap_parts_min_ttfb_secs`).
+    pub(super) fn long_first_byte_waits(&self) -> bool {
+        self.min_latency_secs.is_finite()
+            && self.min_latency_secs * self.ttfb_share >= self.cfg.gap_parts_min_ttfb_secs
     }
 
     /// The requests `bps` needs: by Little's law with headroom, and to cover

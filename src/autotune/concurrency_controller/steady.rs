@@ -36,7 +36,11 @@ impl ConcurrencyController {
         // When a probe is due: larger parts, where they let fewer requests
         // keep the path busy, in one step (each change costs a settling
         // period).
-        if periods + 1 >= self.probe_interval && !rate_bound && !demand_met {
+        if periods + 1 >= self.probe_interval
+            && !rate_bound
+            && !demand_met
+            && self.long_first_byte_waits()
+        {
             while self.gap_bound(self.goodput_bps) && self.double_part_bytes() {}
         }
         let target = self.little_target(self.goodput_bps);

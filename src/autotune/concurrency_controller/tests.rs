@@ -221,6 +221,28 @@ fn long_waits_at_a_few_requests_grow_the_part_size() {
 }
 
 #[test]
+fn short_waits_never_grow_the_part_size() {
+    // Loopback: a request waits 3 ms for its first byte and moves at
+    // 500 MB/s, 1.6 GB/s in all (the cores). The waits are a third of a
+    // request's life, so covering them takes more requests than Little's
+    // law; but one more request costs nothing there, while 64 MiB parts
+    // cost memory, CPU and the first batch. Parts stay 8 MiB.
+    let mut c = ConcurrencyController::new(ControllerConfig::default());
+    let mut parts = vec![];
+    for _ in 0..300 {
+        c.on_window(&path_window(c.concurrency(), c.part_bytes(), 0.003, 5e8, 1.6e9));
+        parts.push(c.part_bytes());
+    }
+    assert!(parts.iter().all(|&p| p == PART), "{parts:?}");
+    // The same shape of path with waits 10× longer: larger parts pay.
+    let mut c = ConcurrencyController::new(ControllerConfig::default());
+    for _ in 0..300 {
+        c.on_window(&path_window(c.concurrency(), c.part_bytes(), 0.03, 5e7, 1.6e8));
+    }
+    assert!(c.part_bytes() > PART, "{} requests of {} B", c.concurrency(), c.part_bytes());
+}
+
+#[test]
 fn a_kept_probe_steps_halfway_back() {
     // Full at 32 requests; once settled, the knee moves to 36: a probe
     // from 34 or so gains over 5% and is kept, and the knee lies
