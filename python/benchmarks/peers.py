@@ -15,6 +15,10 @@ first batch) plus each round's ratio of stoker to the fastest peer:
 - `crt`: s3torchconnector's client (`s3torchconnectorclient`, the AWS CRT
   that s3torchconnector's datasets read through), `--readers` objects at a
   time (as DataLoader workers would), raw bytes, no parsing;
+- `raw`: the fastest plain client we know on one core: aiohttp (asyncio)
+  range GETs of `--raw-part` bytes, `--raw-inflight` at once, over presigned
+  URLs of every object; raw bytes, no parsing (`--raw-inflight 16`,
+  8 MiB: the shape stoker's fetch engine takes);
 - `webdataset`: `wds.WebDataset` over `pipe:curl` of presigned URLs, in
   `--readers` processes (DataLoader-style workers, without torch), samples
   parsed from the tar stream but not decoded.
@@ -103,6 +107,39 @@ def run_crt(bucket: str, keys, readers: int, samples: int) -> dict:
             "cpu": self_cpu() - cpu0, "first_batch": first[0] if first else wall}
 
 
+def run_raw(s3, bucket: str, keys, inflight: int, part: int, samples: int) -> dict:
+    import asyncio
+
+    import aiohttp
+
+    urls = {k: s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": k}, ExpiresIn=3600)
+            for k, _ in keys}
+    ranges = [(k, at, min(at + part, size) - 1) for k, size in keys for at in range(0, size, part)]
+    t0, cpu0 = time.perf_counter(), self_cpu()
+    first = []
+
+    async def main() -> int:
+        queue = iter(ranges)
+        conn = aiohttp.TCPConnector(limit=inflight)
+        async with aiohttp.ClientSession(connector=conn) as http:
+            async def worker() -> int:
+                n = 0
+                for key, a, b in queue:
+                    async with http.get(urls[key], headers={"Range": f"bytes={a}-{b}"}) as r:
+                        r.raise_for_status()
+                        async for chunk in r.content.iter_chunked(1 << 20):
+                            n += len(chunk)
+                    if not first:
+                        first.append(time.perf_counter() - t0)
+                return n
+            return sum(await asyncio.gather(*(worker() for _ in range(inflight))))
+
+    total = asyncio.run(main())
+    wall = time.perf_counter() - t0
+    return {"bytes": total, "samples": samples, "seconds": wall, "wall": wall,
+            "cpu": self_cpu() - cpu0, "first_batch": first[0] if first else wall}
+
+
 def wds_worker(urls, t0, out):
     import webdataset as wds
 
@@ -144,7 +181,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--readers", type=int, default=8, help="objects read at once by crt and webdataset")
     ap.add_argument("--stoker", default=str(REPO / "target" / "release" / "stoker"))
-    ap.add_argument("--clients", default="stoker,stoker warm,crt,webdataset")
+    ap.add_argument("--clients", default="stoker,stoker warm,crt,raw,webdataset")
+    ap.add_argument("--raw-inflight", type=int, default=16, help="range GETs in flight for raw")
+    ap.add_argument("--raw-part", type=int, default=8 << 20, help="bytes per range GET for raw")
     args = ap.parse_args()
     bucket, prefix = split_url(args.url)
     s3, keys = list_shards(bucket, prefix)
@@ -171,6 +210,8 @@ def main() -> None:
                     r = run_stoker(args.stoker, args.url, cache)
                 elif c == "crt":
                     r = run_crt(bucket, keys, args.readers, samples or 0)
+                elif c == "raw":
+                    r = run_raw(s3, bucket, keys, args.raw_inflight, args.raw_part, samples or 0)
                 elif c == "webdataset":
                     r = run_wds(s3, bucket, keys, args.readers)
                 else:
