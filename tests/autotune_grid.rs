@@ -340,10 +340,23 @@ fn a_fleet_of_independent_daemons_shares_a_request_cap() {
     oks.sort_by(f64::total_cmp);
     let mut parts = tr.final_part_bytes.clone();
     parts.sort_unstable();
+    let mut conc = tr.final_concurrency.clone();
+    conc.sort_unstable();
+    let mut rates: Vec<f64> =
+        tr.final_rate_limits.iter().map(|r| r.unwrap_or(f64::INFINITY)).collect();
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "limiter rates p0/p10/p50/p90/p100: {:.2}/{:.2}/{:.2}/{:.2}/{:.2}",
+        rates[0],
+        rates[(n - 1) / 10],
+        rates[(n - 1) / 2],
+        rates[(n - 1) * 9 / 10],
+        rates[n - 1]
+    );
     let q = |p: usize| (n - 1) * p / 100;
     println!(
         "answered/s per daemon p0/p10/p50/p90/p100: {:.2}/{:.2}/{:.2}/{:.2}/{:.2} (Jain {:.3}); \
-         parts MiB p0/p50/p100: {}/{}/{}",
+         parts MiB p0/p50/p100: {}/{}/{}; concurrency p0/p10/p50/p90/p100: {}/{}/{}/{}/{}",
         oks[0],
         oks[q(10)],
         oks[q(50)],
@@ -352,7 +365,12 @@ fn a_fleet_of_independent_daemons_shares_a_request_cap() {
         tr.request_fairness_between(30.0, 60.0),
         parts[0] >> 20,
         parts[q(50)] >> 20,
-        parts[n - 1] >> 20
+        parts[n - 1] >> 20,
+        conc[0],
+        conc[q(10)],
+        conc[q(50)],
+        conc[q(90)],
+        conc[n - 1]
     );
     println!(
         "fleet of {n} daemons, cap {cap}/s: {ok:.3} of the cap accepted, {:.2}% 503s, Jain {jain:.3}, \

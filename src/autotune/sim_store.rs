@@ -71,6 +71,10 @@ pub struct SimTrace {
     pub client_ok: Vec<Vec<f64>>,
     /// Per client, its part size at the end.
     pub final_part_bytes: Vec<u64>,
+    /// Each client's concurrency at the end.
+    pub final_concurrency: Vec<usize>,
+    /// Each limiter's rate at the end (`None`: unlimited).
+    pub final_rate_limits: Vec<Option<f64>>,
 }
 
 impl SimTrace {
@@ -499,6 +503,8 @@ pub fn simulate(cfg: &SimConfig) -> SimTrace {
     }
     trace.late_concurrency = if late.1 > 0.0 { late.0 / late.1 } else { 0.0 };
     trace.final_part_bytes = clients.iter().map(|c| c.ctl.part_bytes()).collect();
+    trace.final_concurrency = clients.iter().map(|c| c.ctl.concurrency()).collect();
+    trace.final_rate_limits = limiters.iter().map(RateLimiter::rate).collect();
     trace
 }
 
