@@ -200,6 +200,17 @@ impl GpuConsumer {
     }
 }
 
+impl Drop for GpuConsumer {
+    fn drop(&mut self) {
+        // The fields' driver objects are destroyed next, perhaps on another
+        // thread than the last batch's: with the context current there,
+        // and after the stream has run what was queued on it.
+        if self.device.bind().is_ok() {
+            let _ = self.stream.synchronize();
+        }
+    }
+}
+
 /// The `i`th value of `col` in a collated slot; `None` if the offsets do
 /// not fit (never for a batch this process collated).
 fn value<'a>(buf: &'a [u8], col: &Column, i: usize) -> Option<&'a [u8]> {
