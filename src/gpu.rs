@@ -84,11 +84,14 @@ fn probe_driver() -> Result<usize, GpuError> {
     }
 }
 
-/// Parses `--gpus`: `all`, or comma-separated ordinals (`0,1,3`).
+/// Parses `--gpus`: `all`, `none`, or comma-separated ordinals (`0,1,3`).
 pub fn parse_gpus(s: &str) -> Result<GpuSelection, String> {
     let s = s.trim();
     if s.eq_ignore_ascii_case("all") {
         return Ok(GpuSelection::All);
+    }
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(GpuSelection::Some(Vec::new()));
     }
     let mut ordinals = Vec::new();
     for part in s.split(',') {
@@ -136,6 +139,7 @@ mod tests {
     #[test]
     fn gpus_parse_all_and_lists() {
         assert_eq!(parse_gpus("all"), Ok(GpuSelection::All));
+        assert_eq!(parse_gpus("none"), Ok(GpuSelection::Some(vec![])));
         assert_eq!(parse_gpus("0, 1,1,3"), Ok(GpuSelection::Some(vec![0, 1, 3])));
         assert!(parse_gpus("0,x").unwrap_err().contains("`x`"));
         assert!(parse_gpus("-1").is_err());

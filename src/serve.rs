@@ -12,6 +12,7 @@
 mod daemon;
 mod daemon_metrics;
 mod dataset_cache;
+pub mod device_ring;
 mod engines;
 pub mod resume_plan;
 pub mod resume_token;

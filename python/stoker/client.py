@@ -82,9 +82,12 @@ class Batch:
         slot = np.frombuffer(ring.mm, dtype=np.uint8, count=desc.len, offset=desc.offset)
         self._slot = slot
         self._ring = ring
-        self._release = weakref.finalize(
-            slot, loader._release, session, desc.slot, desc.generation
-        )
+        self._device_ring = loader._device_ring
+        # Device mode: the slot goes back once the consumer's stream has
+        # passed the point where the batch was let go.
+        release = loader._release_device if self._device_ring is not None else loader._release
+        self._release = weakref.finalize(slot, release, session, desc.slot, desc.generation)
+        self._descs = {c.name: c for c in desc.columns}
         self.num_samples = desc.num_samples
         self.epoch = desc.epoch
         self.index = desc.index
@@ -118,6 +121,33 @@ class Batch:
             return self.columns[field]
         except KeyError:
             raise KeyError(f"no field {field!r}; the batch has {sorted(self.columns)}") from None
+
+    def cuda(self) -> dict:
+        """Device mode (`loader(..., cuda_device=N)`): the batch as CUDA
+        tensors that view the daemon's copy in device memory — per field
+        `name` (uint8 values) and `name.offsets` (int64, n + 1), plus
+        `__key__` — with no copy and no per-byte work here. The current
+        stream waits for the daemon's copy first. The slot goes back once
+        every view is gone (or `release()`) and the current stream has
+        passed that point."""
+        ring = self._device_ring
+        if ring is None:
+            raise StokerError(
+                "FAILED_PRECONDITION", "not a device-mode batch: open the loader with cuda_device=N"
+            )
+        import torch
+
+        device = torch.device("cuda", ring.device)
+        ring.wait(self.slot, torch.cuda.current_stream(device).cuda_stream)
+        n = self.num_samples
+        out: dict = {"__key__": self.keys}
+        for name, c in self._descs.items():
+            # Each view keeps the host slot alive, and so the lease.
+            values = ring.array(self.slot, c.values_at, c.values_len, "|u1", self._slot)
+            offsets = ring.array(self.slot, c.offsets_at, n + 1, "<i8", self._slot)
+            out[name] = torch.as_tensor(values, device=device)
+            out[name + ".offsets"] = torch.as_tensor(offsets, device=device)
+        return out
 
     def release(self) -> None:
         """Gives the slot back now; the views must not be used after."""
@@ -174,6 +204,10 @@ class Loader:
         self._unreported_wait_us = 0
         self._in_flight: set = set()
         self._lock = threading.RLock()
+        # Device mode: the session's device ring, and released device slots
+        # whose consumer-stream events have not passed yet.
+        self._device_ring = None
+        self._device_pending: list = []
 
     # Releases are sent in small groups (one RPC per batch costs the
     # consumer ~20% of its time): a group goes out when it has
@@ -190,6 +224,35 @@ class Loader:
             self._pending.append((session, pb.SlotLease(slot=slot, generation=generation)))
             leases = self._take_pending() if self._waiting else None
         self._send(leases)
+
+    def _release_device(self, session: str, slot: int, generation: int) -> None:
+        """A device-mode batch was let go: its slot goes back once the
+        work queued on the current stream so far (which may read it) has
+        run."""
+        import torch
+
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(self._device_ring.device))
+        with self._lock:
+            self._device_pending.append((event, session, slot, generation))
+        self._reap_device(block=False)
+
+    def _reap_device(self, block: bool) -> None:
+        """Releases the device slots whose events have passed (`block`:
+        waits for the oldest first)."""
+        with self._lock:
+            pending, self._device_pending = self._device_pending, []
+        if block and pending:
+            pending[0][0].synchronize()
+        keep = []
+        for i, (event, session, slot, generation) in enumerate(pending):
+            # Events pass in stream order: stop at the first still queued.
+            if keep or not event.query():
+                keep.append(pending[i])
+                continue
+            self._release(session, slot, generation)
+        with self._lock:
+            self._device_pending = keep + self._device_pending
 
     def _take_pending(self) -> list:
         leases, self._pending = self._pending, []
@@ -226,6 +289,11 @@ class Loader:
             self._in_flight.discard(future)
 
     def _before_wait(self) -> None:
+        if self._device_pending:
+            # Every slot held or waiting on the GPU: the next batch needs one.
+            with self._lock:
+                full = self._held + len(self._pending) >= self._slots - 1
+            self._reap_device(block=full)
         with self._lock:
             due = len(self._pending) >= self._flush_every or (
                 self._held + len(self._pending) >= self._slots - 1
@@ -259,6 +327,10 @@ class Loader:
         ring = Ring(self._client.socket, info.session, info.fd_token, info.segment_bytes)
         self.session = info.session
         self._slots = info.slots
+        if info.HasField("device_ring"):
+            from .cuda_ipc import DeviceRing
+
+            self._device_ring = DeviceRing(info.device_ring)
         return call, ring, info.session
 
     def _check_room(self) -> None:
@@ -328,6 +400,13 @@ class Loader:
                 # (each reconnect may cost the daemon a listing).
                 time.sleep(random.uniform(0, _reconnect_delay(failures)))
         finally:
+            if self._device_pending:
+                # The stream is over: what the GPU still reads goes back
+                # once it has run.
+                import torch
+
+                torch.cuda.synchronize(self._device_ring.device)
+                self._reap_device(block=False)
             with self._lock:
                 leases = self._take_pending()
             self._send(leases)
@@ -375,6 +454,7 @@ class Client:
         slots: int = 0,
         reconnect_timeout: float = 30.0,
         even: Optional[str] = None,
+        cuda_device: Optional[int] = None,
     ) -> Loader:
         """A stream of batches of `url` (brace pattern, prefix or shard) for
         `rank` of `world_size`; `state` resumes after the batch it came from.
@@ -384,6 +464,12 @@ class Client:
         needs): "drop" leaves the remainder out, "pad" repeats the epoch's
         first samples; the loader's `samples_left_out` / `samples_repeated`
         say how many once the stream ends. None: by whole shards.
+
+        `cuda_device`: device mode. The daemon also copies each batch into
+        that GPU's memory and `batch.cuda()` returns CUDA tensors viewing
+        it (no copy, no per-byte work in this process). Refused
+        (FAILED_PRECONDITION) where the daemon has no CUDA or may not use
+        the device (`serve --gpus`); host mode is the default.
 
         `reshard_from`: the last `state` of every rank (DataLoader workers
         count as ranks) of a run with another world size, all in one epoch;
@@ -406,6 +492,8 @@ class Client:
             slots=slots,
             even=even or "",
         )
+        if cuda_device is not None:
+            req.cuda_device = int(cuda_device)
         return Loader(self, req, reconnect_timeout)
 
     def stats(self, session: str = "") -> dict:

@@ -159,8 +159,16 @@ class StokerDataset(IterableDataset):
         slots: int = 0,
         reshard_from: Optional[Sequence[bytes]] = None,
         even: Optional[str] = None,
+        device_mode: str = "client",
     ):
         super().__init__()
+        if device_mode not in ("client", "daemon"):
+            raise ValueError(f"device_mode is 'client' or 'daemon', not {device_mode!r}")
+        # With a CUDA `device`: "client" copies in this process (the ring
+        # page-locked here, copies on a side stream); "daemon" asks the
+        # daemon to copy into device memory and views its copy (no work per
+        # byte or tensor here).
+        self.device_mode = device_mode
         self.url = url
         self.batch_size = batch_size
         self.socket = socket
@@ -203,6 +211,7 @@ class StokerDataset(IterableDataset):
         info = get_worker_info()
         if info is not None:
             rank, world = rank * info.num_workers + info.id, world * info.num_workers
+        device = self._device()
         loader = Client(self.socket).loader(
             self.url,
             self.batch_size,
@@ -219,13 +228,17 @@ class StokerDataset(IterableDataset):
             ring_bytes=self.ring_bytes,
             slots=self.slots,
             even=self.even,
+            cuda_device=None if device is None or self.device_mode != "daemon" else device.index or 0,
         )
         self._resume = None
-        device = self._device()
-        copier = _CudaCopier(device) if device is not None else None
+        daemon_copies = device is not None and self.device_mode == "daemon"
+        copier = _CudaCopier(device) if device is not None and not daemon_copies else None
         try:
             for batch in loader:
-                out = copier.copy(batch) if copier else batch_tensors(batch)
+                if daemon_copies:
+                    out = batch.cuda()
+                else:
+                    out = copier.copy(batch) if copier else batch_tensors(batch)
                 self._state = batch.state
                 del batch
                 yield self.transform(out) if self.transform else out

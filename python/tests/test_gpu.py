@@ -51,3 +51,39 @@ def test_a_batch_dropped_early_is_not_overwritten_before_the_consumer_reads_it(
         got.append(g["bin"].to(torch.int64).sum())
         del g
     assert [int(s) for s in got] == want
+
+
+def test_device_mode_batches_equal_the_host_ones_and_slots_come_back(local_daemon, local_dataset):
+    # Device mode: the daemon copies each batch into device memory and this
+    # process views its copy through CUDA IPC (a second process opening the
+    # daemon's buffer): every byte equals host mode's, and with 3 slots and
+    # 20+ batches only slots that come back let the stream finish.
+    kw = _kw(local_daemon)
+    cpu = [{k: v.clone() if torch.is_tensor(v) else v for k, v in b.items()}
+           for b in DataLoader(StokerDataset(local_dataset.url, **kw), batch_size=None)]
+    gpu = [{k: v.clone() if torch.is_tensor(v) else v for k, v in b.items()}
+           for b in DataLoader(StokerDataset(local_dataset.url, device="cuda", device_mode="daemon", **kw),
+                               batch_size=None)]
+    assert len(cpu) > 3 * kw["slots"]
+    assert len(gpu) == len(cpu)
+    for c, g in zip(cpu, gpu):
+        assert c["__key__"] == g["__key__"]
+        assert g["bin"].device.type == "cuda"
+        assert torch.equal(c["bin"], g["bin"].cpu())
+        assert torch.equal(c["bin.offsets"], g["bin.offsets"].cpu())
+
+
+def test_device_mode_views_survive_queued_work_until_released(local_daemon, local_dataset):
+    # A device-mode batch let go while a kernel that reads it is still
+    # queued must not be overwritten by the daemon's next copy into its
+    # slot: the slot goes back only once the stream has passed.
+    kw = _kw(local_daemon)
+    want = [int(b["bin"].to(torch.int64).sum())
+            for b in DataLoader(StokerDataset(local_dataset.url, **kw), batch_size=None)]
+    got = []
+    ds = StokerDataset(local_dataset.url, device="cuda", device_mode="daemon", **kw)
+    for g in DataLoader(ds, batch_size=None):
+        torch.cuda._sleep(5_000_000)
+        got.append(g["bin"].to(torch.int64).sum())
+        del g
+    assert [int(s) for s in got] == want

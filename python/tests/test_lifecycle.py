@@ -158,3 +158,20 @@ def test_works_under_a_64_mib_dev_shm(s3, big):
     _, samples, peak = proc.stdout.split()
     assert int(samples) == len(big.keys)
     assert int(peak) > 64 << 20, "held more than /dev/shm could"
+
+
+def test_device_mode_without_cuda_is_refused_by_name_and_host_mode_works(daemon, dataset):
+    # This machine has no NVIDIA driver: device mode says so (a named
+    # error, at once, nothing held), and the same request in host mode runs.
+    client = daemon.client()
+    with pytest.raises(stoker.StokerError) as e:
+        for _ in client.loader(dataset.url, batch_size=8, cuda_device=0):
+            pass
+    assert e.value.code == "FAILED_PRECONDITION", e.value
+    assert "no CUDA" in str(e.value) and "host mode" in str(e.value), e.value
+    wait_for(lambda: client.stats()["ring_bytes"] == 0, 5, "the refused session's ring to go")
+    batch = next(iter(client.loader(dataset.url, batch_size=8)))
+    with batch:
+        with pytest.raises(stoker.StokerError) as e:
+            batch.cuda()
+        assert e.value.code == "FAILED_PRECONDITION"

@@ -55,6 +55,11 @@ pub struct ServeArgs {
     /// pattern names them.
     #[arg(long = "allow-url", value_name = "PATTERN")]
     pub allow_urls: Vec<String>,
+    /// CUDA devices sessions may ask for device mode on: `all`, `none`, or
+    /// ordinals (`0,1`). Without CUDA on the node, device mode is refused
+    /// whatever this says (FAILED_PRECONDITION) and host mode works.
+    #[arg(long, default_value = "all", value_parser = crate::gpu::parse_gpus)]
+    pub gpus: crate::gpu::GpuSelection,
     /// Batches built ahead of the client per session.
     #[arg(long, default_value_t = 2)]
     pub prefetch: usize,
@@ -96,6 +101,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ring_memory_per_user: args.ring_memory_per_user.unwrap_or(args.ring_memory),
             urls: crate::serve::UrlPolicy::new(args.allow_urls).map_err(anyhow::Error::msg)?,
             slots: args.slots,
+            gpus: args.gpus,
             prefetch_batches: args.prefetch.max(1),
             shuffle_bytes: crate::pipeline::PipelineConfig::default().shuffle_bytes,
             index_cache: match args.index_cache {

@@ -47,6 +47,8 @@ pub struct SessionDefaults {
     /// Shard indexes: read for sessions that split by samples, and
     /// recorded by every session as it reads shards whole.
     pub index_cache: Arc<crate::index::IndexCache>,
+    /// CUDA devices sessions may ask for device mode on (`--gpus`).
+    pub gpus: crate::gpu::GpuSelection,
 }
 
 /// What every request handler shares.
@@ -318,6 +320,35 @@ impl StokerService {
         Ok((Arc::new(ring), reservation))
     }
 
+    /// Device mode on CUDA device `ordinal` for `ring`: refused where the
+    /// daemon has no CUDA or may not use that device.
+    async fn device_ring(
+        &self,
+        ordinal: u32,
+        ring: Arc<SessionRing>,
+    ) -> Result<super::device_ring::DeviceRing, Status> {
+        let ordinal = ordinal as usize;
+        let count = crate::gpu::probe().map_err(|e| {
+            Status::failed_precondition(format!(
+                "{e}: open the stream without a device (host mode)"
+            ))
+        })?;
+        let allowed = self.state.defaults.gpus.resolve(count).map_err(|e| {
+            Status::failed_precondition(format!("--gpus names a device this node lacks: {e}"))
+        })?;
+        if !allowed.contains(&ordinal) {
+            return Err(Status::failed_precondition(format!(
+                "device mode on CUDA device {ordinal} is not allowed here (serve --gpus; \
+                 this node has {count}): open the stream without a device (host mode)"
+            )));
+        }
+        // Page-locking the ring takes tens of milliseconds: off the runtime.
+        tokio::task::spawn_blocking(move || super::device_ring::DeviceRing::new(ordinal, ring))
+            .await
+            .map_err(|e| Status::internal(format!("device ring: {e}")))?
+            .map_err(|e| Status::failed_precondition(format!("device mode: {e}")))
+    }
+
     /// Opens a session: checks, plans and starts it, and spawns its driver.
     async fn open(
         &self,
@@ -336,6 +367,10 @@ impl StokerService {
         let quota = self.state.quotas.take(uid, size.2).map_err(Status::resource_exhausted)?;
         let plan = self.plan(&r).await?;
         let (ring, ring_bytes) = self.ring_for(size)?;
+        let device = match r.cuda_device {
+            Some(d) => Some(self.device_ring(d, ring.clone()).await?),
+            None => None,
+        };
         let engine = self.state.engines.for_dataset(&plan.dataset);
         let pipeline = match plan.deferred {
             Some(_) => None,
@@ -361,13 +396,19 @@ impl StokerService {
             fd_sent: watch::channel(false).0,
             opened_at: std::time::Instant::now(),
             evened: std::sync::Mutex::new(plan.evened),
+            device,
         });
+        let device_ring = match &session.device {
+            Some(d) => Some(d.info().map_err(|e| Status::internal(format!("device ring: {e}")))?),
+            None => None,
+        };
         let info = proto::RingInfo {
             session: session.id.clone(),
             slots: session.ring.slots().len() as u32,
             slot_bytes: session.ring.slot_bytes() as u64,
             fd_token: session.fd_token.clone(),
             segment_bytes: session.ring.segment().len() as u64,
+            device_ring,
         };
         self.state
             .sessions
@@ -580,6 +621,16 @@ async fn drive(
         };
         let event = match next {
             Some(Ok(b)) => {
+                if let Some(device) = &session.device
+                    && let Err(e) = device.copy(&b.lease)
+                {
+                    tracing::warn!(uid = session.uid, error = %e, "session failed");
+                    DaemonCounters::count(&state.counters.failed);
+                    let _ = tx
+                        .send(Err(Status::internal(format!("copying a batch to the GPU: {e}"))))
+                        .await;
+                    return false;
+                }
                 session.stats.add_batch(b.num_samples as u64, b.payload_bytes);
                 state.counters.delivered.add_batch(b.num_samples as u64, b.payload_bytes);
                 let state = tokens.token(b.epoch, b.index + 1, &b.progress);

@@ -25,6 +25,8 @@ pub struct Session {
     /// Set once the client has the ring's descriptor.
     pub fd_sent: tokio::sync::watch::Sender<bool>,
     pub opened_at: std::time::Instant,
+    /// Device mode: the ring's copy in GPU memory (`None`: host mode).
+    pub device: Option<super::device_ring::DeviceRing>,
     /// Samples the stream leaves out and repeats to give every rank the
     /// same steps (`even`), over its epochs; told in its end event (set
     /// once the split is known, which may be after the stream opened).

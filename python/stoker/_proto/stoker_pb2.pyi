@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class OpenStreamRequest(_message.Message):
-    __slots__ = ("url", "batch_size", "rank", "world_size", "seed", "epoch", "shuffle_buffer", "shuffle_shards", "fields", "drop_last", "state", "epochs", "ring_bytes", "slots", "states", "even")
+    __slots__ = ("url", "batch_size", "rank", "world_size", "seed", "epoch", "shuffle_buffer", "shuffle_shards", "fields", "drop_last", "state", "epochs", "ring_bytes", "slots", "states", "even", "cuda_device")
     URL_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +24,7 @@ class OpenStreamRequest(_message.Message):
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     STATES_FIELD_NUMBER: _ClassVar[int]
     EVEN_FIELD_NUMBER: _ClassVar[int]
+    CUDA_DEVICE_FIELD_NUMBER: _ClassVar[int]
     url: str
     batch_size: int
     rank: int
@@ -40,7 +41,8 @@ class OpenStreamRequest(_message.Message):
     slots: int
     states: _containers.RepeatedScalarFieldContainer[bytes]
     even: str
-    def __init__(self, url: _Optional[str] = ..., batch_size: _Optional[int] = ..., rank: _Optional[int] = ..., world_size: _Optional[int] = ..., seed: _Optional[int] = ..., epoch: _Optional[int] = ..., shuffle_buffer: _Optional[int] = ..., shuffle_shards: _Optional[bool] = ..., fields: _Optional[_Iterable[str]] = ..., drop_last: _Optional[bool] = ..., state: _Optional[bytes] = ..., epochs: _Optional[int] = ..., ring_bytes: _Optional[int] = ..., slots: _Optional[int] = ..., states: _Optional[_Iterable[bytes]] = ..., even: _Optional[str] = ...) -> None: ...
+    cuda_device: int
+    def __init__(self, url: _Optional[str] = ..., batch_size: _Optional[int] = ..., rank: _Optional[int] = ..., world_size: _Optional[int] = ..., seed: _Optional[int] = ..., epoch: _Optional[int] = ..., shuffle_buffer: _Optional[int] = ..., shuffle_shards: _Optional[bool] = ..., fields: _Optional[_Iterable[str]] = ..., drop_last: _Optional[bool] = ..., state: _Optional[bytes] = ..., epochs: _Optional[int] = ..., ring_bytes: _Optional[int] = ..., slots: _Optional[int] = ..., states: _Optional[_Iterable[bytes]] = ..., even: _Optional[str] = ..., cuda_device: _Optional[int] = ...) -> None: ...
 
 class StreamEvent(_message.Message):
     __slots__ = ("ring", "batch", "end")
@@ -53,18 +55,32 @@ class StreamEvent(_message.Message):
     def __init__(self, ring: _Optional[_Union[RingInfo, _Mapping]] = ..., batch: _Optional[_Union[BatchDescriptor, _Mapping]] = ..., end: _Optional[_Union[StreamEnd, _Mapping]] = ...) -> None: ...
 
 class RingInfo(_message.Message):
-    __slots__ = ("session", "slots", "slot_bytes", "fd_token", "segment_bytes")
+    __slots__ = ("session", "slots", "slot_bytes", "fd_token", "segment_bytes", "device_ring")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     SLOT_BYTES_FIELD_NUMBER: _ClassVar[int]
     FD_TOKEN_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_RING_FIELD_NUMBER: _ClassVar[int]
     session: str
     slots: int
     slot_bytes: int
     fd_token: str
     segment_bytes: int
-    def __init__(self, session: _Optional[str] = ..., slots: _Optional[int] = ..., slot_bytes: _Optional[int] = ..., fd_token: _Optional[str] = ..., segment_bytes: _Optional[int] = ...) -> None: ...
+    device_ring: DeviceRing
+    def __init__(self, session: _Optional[str] = ..., slots: _Optional[int] = ..., slot_bytes: _Optional[int] = ..., fd_token: _Optional[str] = ..., segment_bytes: _Optional[int] = ..., device_ring: _Optional[_Union[DeviceRing, _Mapping]] = ...) -> None: ...
+
+class DeviceRing(_message.Message):
+    __slots__ = ("device", "slot_bytes", "memory_handle", "event_handles")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    SLOT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_HANDLE_FIELD_NUMBER: _ClassVar[int]
+    EVENT_HANDLES_FIELD_NUMBER: _ClassVar[int]
+    device: int
+    slot_bytes: int
+    memory_handle: bytes
+    event_handles: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, device: _Optional[int] = ..., slot_bytes: _Optional[int] = ..., memory_handle: _Optional[bytes] = ..., event_handles: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class Column(_message.Message):
     __slots__ = ("name", "offsets_at", "values_at", "values_len")
