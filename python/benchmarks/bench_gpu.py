@@ -12,6 +12,10 @@ Needs an NVIDIA GPU and CUDA torch. Per round, in this order:
   copies on a side stream), synchronised at the end;
 - `stoker cuda pageable`: the same with registration off, to show what
   pinning the ring buys;
+- `stoker device mode`: `StokerDataset(device="cuda", device_mode="daemon")`:
+  the daemon copies into device memory and this process views its copy
+  through CUDA IPC; `ms/batch` is this (the trainer's) process's CPU per
+  batch; with `device mode xK` and `device mode + step` as below;
 - `stoker cpu`: the zero-copy CPU tensors, no GPU involved;
 - `tarfile loader`: a torch DataLoader over the shards with Python's tarfile
   (`--workers` processes, pin_memory=True), batches `.to("cuda")`: what
@@ -75,10 +79,10 @@ def h2d(batch_bytes: int, pinned: bool, seconds: float = 1.0) -> float:
 
 
 def run_stoker(url: str, socket: str, args, device: str, register: bool = True,
-               step_cycles: int = 0) -> dict:
+               step_cycles: int = 0, device_mode: str = "client") -> dict:
     stoker_torch._CudaCopier.REGISTER = register
     ds = StokerDataset(url, batch_size=args.batch_size, socket=socket, device=device,
-                       slots=args.slots, shuffle_shards=False)
+                       slots=args.slots, shuffle_shards=False, device_mode=device_mode)
     samples = total = batches = 0
     first = None
     t, cpu = time.perf_counter(), time.process_time()
@@ -94,15 +98,16 @@ def run_stoker(url: str, socket: str, args, device: str, register: bool = True,
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t
     stoker_torch._CudaCopier.REGISTER = True
+    trainer_cpu = time.process_time() - cpu
     return {"samples": samples, "bytes": total, "batches": batches, "seconds": seconds, "first": first,
-            "client_cores": (time.process_time() - cpu) / seconds}
+            "client_cores": trainer_cpu / seconds, "client_ms_per_batch": trainer_cpu / max(batches, 1) * 1e3}
 
 
 def _session(rank: int, world: int, url: str, socket: str, batch_size: int, slots: int,
-             barrier, results) -> None:
+             barrier, results, device_mode: str = "client") -> None:
     torch.empty(1, device="cuda")  # the CUDA context before the clock starts
     ds = StokerDataset(url, batch_size=batch_size, socket=socket, device="cuda", slots=slots,
-                       shuffle_shards=False, rank=rank, world_size=world)
+                       shuffle_shards=False, rank=rank, world_size=world, device_mode=device_mode)
     barrier.wait()
     total = samples = 0
     t = time.monotonic()
@@ -113,11 +118,11 @@ def _session(rank: int, world: int, url: str, socket: str, batch_size: int, slot
     results.put((total, samples, t, time.monotonic()))
 
 
-def run_sessions(url: str, socket: str, args) -> dict:
+def run_sessions(url: str, socket: str, args, device_mode: str = "client") -> dict:
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(args.sessions), ctx.Queue()
     procs = [ctx.Process(target=_session, args=(i, args.sessions, url, socket, args.batch_size, args.slots,
-                                                barrier, results)) for i in range(args.sessions)]
+                                                barrier, results, device_mode)) for i in range(args.sessions)]
     for p in procs:
         p.start()
     got = [results.get(timeout=300) for _ in procs]
@@ -241,6 +246,7 @@ def main() -> int:
         gbs = r["bytes"] / r["seconds"] / 1e9
         extra = f"  first batch {r['first'] * 1000:5.0f} ms" if r.get("first") is not None else ""
         extra += f"  client {r['client_cores']:4.2f} cores" if "client_cores" in r else ""
+        extra += f" ({r['client_ms_per_batch']:.3f} ms/batch)" if "client_ms_per_batch" in r else ""
         extra += f"  daemon {r['daemon_cores']:4.1f} cores" if "daemon_cores" in r else ""
         extra += f"  busy {r['busy']:.3f} (after the first batch {r['busy_steady']:.3f})" if "busy" in r else ""
         print(f"{name:>22}: {gbs:7.2f} GB/s  {r['samples'] / r['seconds']:9.0f} samples/s{extra}",
@@ -275,6 +281,12 @@ def main() -> int:
                 r = run_stoker(url, socket, args, "cuda")
                 r["daemon_cores"] = (cpu_seconds(daemon.pid) - cpu0) / r["seconds"]
                 add("stoker cuda", r)
+                # Device mode: the daemon copies, this process only views.
+                cpu0 = cpu_seconds(daemon.pid)
+                r = run_stoker(url, socket, args, "cuda", device_mode="daemon")
+                r["daemon_cores"] = (cpu_seconds(daemon.pid) - cpu0) / r["seconds"]
+                assert r["samples"] == warm["samples"], (r["samples"], warm["samples"])
+                add("stoker device mode", r)
                 add("stoker cuda pageable", run_stoker(url, socket, args, "cuda", register=False))
                 add("stoker cpu", run_stoker(url, socket, args, "cpu"))
                 if paths:
@@ -288,11 +300,19 @@ def main() -> int:
                     r["daemon_cores"] = (cpu_seconds(daemon.pid) - cpu0) / r["seconds"]
                     assert r["samples"] == warm["samples"], (r["samples"], warm["samples"])
                     add(f"stoker cuda x{args.sessions}", r)
+                    r = run_sessions(url, socket, args, device_mode="daemon")
+                    assert r["samples"] == warm["samples"], (r["samples"], warm["samples"])
+                    add(f"device mode x{args.sessions}", r)
                 r = run_stoker(url, socket, args, "cuda", step_cycles=int(cycles))
                 compute = compute_only(r["batches"], int(cycles))
                 r["busy"] = compute / r["seconds"]
                 r["busy_steady"] = compute * (r["batches"] - 1) / r["batches"] / (r["seconds"] - r["first"])
                 add("stoker + step", r)
+                r = run_stoker(url, socket, args, "cuda", step_cycles=int(cycles), device_mode="daemon")
+                compute = compute_only(r["batches"], int(cycles))
+                r["busy"] = compute / r["seconds"]
+                r["busy_steady"] = compute * (r["batches"] - 1) / r["batches"] / (r["seconds"] - r["first"])
+                add("device mode + step", r)
         finally:
             daemon.terminate()
             daemon.wait(15)
@@ -306,6 +326,8 @@ def main() -> int:
         def at(name):
             return rows[name][i]["bytes"] / rows[name][i]["seconds"]
         ratios.setdefault("cuda_over_pinned_h2d", []).append(at("stoker cuda") / at("h2d pinned"))
+        ratios.setdefault("device_mode_over_pinned_h2d", []).append(at("stoker device mode") / at("h2d pinned"))
+        ratios.setdefault("device_mode_over_cuda", []).append(at("stoker device mode") / at("stoker cuda"))
         ratios.setdefault("cuda_over_pageable_cuda", []).append(at("stoker cuda") / at("stoker cuda pageable"))
         ratios.setdefault("cuda_over_cpu", []).append(at("stoker cuda") / at("stoker cpu"))
         ratios.setdefault("cpu_over_in_process", []).append(at("stoker cpu") / at("stoker bench"))
@@ -327,6 +349,13 @@ def main() -> int:
         "median_busy_with_step": round(median("stoker + step", lambda r: r["busy"]), 3),
         "median_busy_after_first_batch": round(median("stoker + step", lambda r: r["busy_steady"]), 3),
         "median_first_batch_ms": round(median("stoker cuda", lambda r: r["first"]) * 1000, 1),
+        "device_mode": {
+            "median_first_batch_ms": round(median("stoker device mode", lambda r: r["first"]) * 1000, 1),
+            "median_trainer_ms_per_batch": round(median("stoker device mode", lambda r: r["client_ms_per_batch"]), 4),
+            "median_daemon_cores": round(median("stoker device mode", lambda r: r["daemon_cores"]), 2),
+            "median_busy_with_step": round(median("device mode + step", lambda r: r["busy"]), 3),
+            "median_busy_after_first_batch": round(median("device mode + step", lambda r: r["busy_steady"]), 3),
+        },
         "median_daemon_cores": round(median("stoker cuda", lambda r: r["daemon_cores"]), 2),
     }
     print(json.dumps(result))
