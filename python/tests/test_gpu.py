@@ -17,12 +17,22 @@ def _kw(daemon) -> dict:
     return dict(batch_size=8, socket=daemon.socket, shuffle_buffer=20, seed=1, slots=3)
 
 
-def test_cuda_batches_equal_the_cpu_ones_and_slots_come_back(local_daemon, local_dataset, recwarn):
+# "client": this process copies (ring page-locked here, a side stream);
+# "daemon": device mode, the daemon copies and this process views its copy
+# through CUDA IPC (a second process opening the daemon's device buffer).
+MODES = pytest.mark.parametrize("device_mode", ["client", "daemon"])
+
+
+@MODES
+def test_cuda_batches_equal_the_cpu_ones_and_slots_come_back(local_daemon, local_dataset, recwarn, device_mode):
     assert torch.cuda.is_available(), "run on a machine with a GPU"
     kw = _kw(local_daemon)
     cpu = [{k: v.clone() if torch.is_tensor(v) else v for k, v in b.items()}
            for b in DataLoader(StokerDataset(local_dataset.url, **kw), batch_size=None)]
-    gpu = list(DataLoader(StokerDataset(local_dataset.url, device="cuda", **kw), batch_size=None))
+    # Cloned: a device-mode view must not outlive its loader.
+    gpu = [{k: v.clone() if torch.is_tensor(v) else v for k, v in b.items()}
+           for b in DataLoader(StokerDataset(local_dataset.url, device="cuda", device_mode=device_mode, **kw),
+                               batch_size=None)]
     # 3 slots and 20+ batches: only slots released after their copies let
     # the stream finish.
     assert len(cpu) > 3 * kw["slots"]
@@ -37,8 +47,9 @@ def test_cuda_batches_equal_the_cpu_ones_and_slots_come_back(local_daemon, local
     assert not [w for w in recwarn if "stoker:" in str(w.message)], [str(w.message) for w in recwarn]
 
 
+@MODES
 def test_a_batch_dropped_early_is_not_overwritten_before_the_consumer_reads_it(
-        local_daemon, local_dataset):
+        local_daemon, local_dataset, device_mode):
     # The copies run on a side stream and the consumer's kernels on the
     # current one: a tensor freed by the consumer while its kernel is still
     # queued must not be handed to the next copy (record_stream).
@@ -46,44 +57,10 @@ def test_a_batch_dropped_early_is_not_overwritten_before_the_consumer_reads_it(
     want = [int(b["bin"].to(torch.int64).sum())
             for b in DataLoader(StokerDataset(local_dataset.url, **kw), batch_size=None)]
     got = []
-    for g in DataLoader(StokerDataset(local_dataset.url, device="cuda", **kw), batch_size=None):
+    for g in DataLoader(StokerDataset(local_dataset.url, device="cuda", device_mode=device_mode, **kw),
+                        batch_size=None):
         torch.cuda._sleep(5_000_000)  # a few ms of queued work before the read
         got.append(g["bin"].to(torch.int64).sum())
         del g
     assert [int(s) for s in got] == want
 
-
-def test_device_mode_batches_equal_the_host_ones_and_slots_come_back(local_daemon, local_dataset):
-    # Device mode: the daemon copies each batch into device memory and this
-    # process views its copy through CUDA IPC (a second process opening the
-    # daemon's buffer): every byte equals host mode's, and with 3 slots and
-    # 20+ batches only slots that come back let the stream finish.
-    kw = _kw(local_daemon)
-    cpu = [{k: v.clone() if torch.is_tensor(v) else v for k, v in b.items()}
-           for b in DataLoader(StokerDataset(local_dataset.url, **kw), batch_size=None)]
-    gpu = [{k: v.clone() if torch.is_tensor(v) else v for k, v in b.items()}
-           for b in DataLoader(StokerDataset(local_dataset.url, device="cuda", device_mode="daemon", **kw),
-                               batch_size=None)]
-    assert len(cpu) > 3 * kw["slots"]
-    assert len(gpu) == len(cpu)
-    for c, g in zip(cpu, gpu):
-        assert c["__key__"] == g["__key__"]
-        assert g["bin"].device.type == "cuda"
-        assert torch.equal(c["bin"], g["bin"].cpu())
-        assert torch.equal(c["bin.offsets"], g["bin.offsets"].cpu())
-
-
-def test_device_mode_views_survive_queued_work_until_released(local_daemon, local_dataset):
-    # A device-mode batch let go while a kernel that reads it is still
-    # queued must not be overwritten by the daemon's next copy into its
-    # slot: the slot goes back only once the stream has passed.
-    kw = _kw(local_daemon)
-    want = [int(b["bin"].to(torch.int64).sum())
-            for b in DataLoader(StokerDataset(local_dataset.url, **kw), batch_size=None)]
-    got = []
-    ds = StokerDataset(local_dataset.url, device="cuda", device_mode="daemon", **kw)
-    for g in DataLoader(ds, batch_size=None):
-        torch.cuda._sleep(5_000_000)
-        got.append(g["bin"].to(torch.int64).sum())
-        del g
-    assert [int(s) for s in got] == want
