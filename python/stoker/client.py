@@ -410,6 +410,10 @@ class Loader:
             with self._lock:
                 leases = self._take_pending()
             self._send(leases)
+            if self._device_ring is not None and self._held == 0 and not self._device_pending:
+                # No view of it left: unmap the daemon's buffer here.
+                self._device_ring.close()
+                self._device_ring = None
             if self._call is not None:
                 self._call.cancel()
 

@@ -35,6 +35,10 @@ def _cuda() -> ctypes.CDLL:
         lib.cuIpcOpenEventHandle.argtypes = [ctypes.POINTER(ctypes.c_void_p), _Handle]
         lib.cuEventDestroy_v2.argtypes = [ctypes.c_void_p]
         lib.cuStreamWaitEvent.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint]
+        lib.cuDeviceGet.argtypes = [ctypes.POINTER(ctypes.c_int), ctypes.c_int]
+        lib.cuDevicePrimaryCtxRetain.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int]
+        lib.cuDevicePrimaryCtxRelease_v2.argtypes = [ctypes.c_int]
+        lib.cuCtxSetCurrent.argtypes = [ctypes.c_void_p]
         _lib = lib
     return _lib
 
@@ -63,10 +67,18 @@ class DeviceRing:
 
         self.device = int(info.device)
         self.slot_bytes = int(info.slot_bytes)
-        # The primary context current on this thread (torch's).
-        torch.cuda.set_device(self.device)
-        torch.cuda.current_stream(self.device)
+        torch.cuda.init()
         lib = _cuda()
+        # The device's primary context (the one torch uses), made current
+        # explicitly before each call: the runtime binds it lazily, per
+        # thread.
+        dev = ctypes.c_int()
+        _check(lib.cuDeviceGet(ctypes.byref(dev), self.device), "cuDeviceGet")
+        self._dev = dev.value
+        ctx = ctypes.c_void_p()
+        _check(lib.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), self._dev), "cuDevicePrimaryCtxRetain")
+        self._ctx = ctx
+        self._bind()
         ptr = ctypes.c_uint64()
         # 1: cudaIpcMemLazyEnablePeerAccess.
         _check(lib.cuIpcOpenMemHandle_v2(ctypes.byref(ptr), _Handle.from_buffer_copy(info.memory_handle), 1),
@@ -78,9 +90,13 @@ class DeviceRing:
             _check(lib.cuIpcOpenEventHandle(ctypes.byref(ev), _Handle.from_buffer_copy(h)), "cuIpcOpenEventHandle")
             self.events.append(ev)
 
+    def _bind(self) -> None:
+        _check(_cuda().cuCtxSetCurrent(self._ctx), "cuCtxSetCurrent")
+
     def wait(self, slot: int, stream_ptr: int) -> None:
         """`stream_ptr` runs nothing more until the daemon's copy into
         `slot` has run."""
+        self._bind()
         _check(_cuda().cuStreamWaitEvent(ctypes.c_void_p(stream_ptr), self.events[slot], 0), "cuStreamWaitEvent")
 
     def array(self, slot: int, at: int, n: int, typestr: str, owner: object) -> _CudaArray:
@@ -90,9 +106,13 @@ class DeviceRing:
 
     def close(self) -> None:
         lib = _cuda()
+        self._bind()
         for ev in self.events:
             lib.cuEventDestroy_v2(ev)
         self.events = []
         if self.base:
             lib.cuIpcCloseMemHandle(self.base)
             self.base = 0
+        if self._ctx:
+            lib.cuDevicePrimaryCtxRelease_v2(self._dev)
+            self._ctx = None
