@@ -13,6 +13,12 @@ use stoker::pipeline::PipelineConfig;
 use support::proxy::{Proxy, ProxyConfig};
 use support::*;
 
+/// The tests here measure how the autotuner reacts to time; run side by
+/// side on a 2-core machine they starve each other, and the controller
+/// rightly stops where the cores saturate (a fast consumer held 3 requests
+/// in CI while the sweep ran beside it). One at a time.
+static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn proxied_options(server: &S3Server, proxy: &Proxy) -> stoker::source::StoreOptions {
     let mut opts = server.options();
     opts.options[0].1 = format!("http://{}", proxy.addr);
@@ -21,6 +27,7 @@ fn proxied_options(server: &S3Server, proxy: &Proxy) -> stoker::source::StoreOpt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_proxy_cuts_the_rate_and_loses_nothing() {
+    let _alone = ALONE.lock().await;
     let server = S3Server::start().await;
     server.bucket("data");
     let cfg = small_synth(6, false);
@@ -50,6 +57,7 @@ async fn throttling_proxy_cuts_the_rate_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sweep_through_a_slow_proxy_reports_auto_against_static() {
+    let _alone = ALONE.lock().await;
     let server = S3Server::start().await;
     server.bucket("data");
     let cfg =
@@ -119,6 +127,7 @@ async fn sweep_through_a_slow_proxy_reports_auto_against_static() {
 /// the ready queue and does not ramp past what the consumer takes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_keeps_concurrency_low() {
+    let _alone = ALONE.lock().await;
     let dir = tempfile::tempdir().expect("tmp");
     let url = format!("{}/ds/", dir.path().display());
     let cfg =
