@@ -164,11 +164,13 @@ def test_device_mode_without_cuda_is_refused_by_name_and_host_mode_works(daemon,
     # This machine has no NVIDIA driver: device mode says so (a named
     # error, at once, nothing held), and the same request in host mode runs.
     client = daemon.client()
+    before = client.stats()["requests"]
     with pytest.raises(stoker.StokerError) as e:
         for _ in client.loader(dataset.url, batch_size=8, cuda_device=0):
             pass
     assert e.value.code == "FAILED_PRECONDITION", e.value
     assert "no CUDA" in str(e.value) and "host mode" in str(e.value), e.value
+    assert client.stats()["requests"] == before, "refused before any listing or fetch"
     wait_for(lambda: client.stats()["ring_bytes"] == 0, 5, "the refused session's ring to go")
     batch = next(iter(client.loader(dataset.url, batch_size=8)))
     with batch:

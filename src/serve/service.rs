@@ -320,13 +320,9 @@ impl StokerService {
         Ok((Arc::new(ring), reservation))
     }
 
-    /// Device mode on CUDA device `ordinal` for `ring`: refused where the
-    /// daemon has no CUDA or may not use that device.
-    async fn device_ring(
-        &self,
-        ordinal: u32,
-        ring: Arc<SessionRing>,
-    ) -> Result<super::device_ring::DeviceRing, Status> {
+    /// Device mode on CUDA device `ordinal`: refused where the daemon has
+    /// no CUDA or may not use that device (before anything is fetched).
+    fn check_device(&self, ordinal: u32) -> Result<usize, Status> {
         let ordinal = ordinal as usize;
         let count = crate::gpu::probe().map_err(|e| {
             Status::failed_precondition(format!(
@@ -342,6 +338,15 @@ impl StokerService {
                  this node has {count}): open the stream without a device (host mode)"
             )));
         }
+        Ok(ordinal)
+    }
+
+    /// The device copy of `ring` on device `ordinal` (checked).
+    async fn device_ring(
+        &self,
+        ordinal: usize,
+        ring: Arc<SessionRing>,
+    ) -> Result<super::device_ring::DeviceRing, Status> {
         // Page-locking the ring takes tens of milliseconds: off the runtime.
         tokio::task::spawn_blocking(move || super::device_ring::DeviceRing::new(ordinal, ring))
             .await
@@ -365,12 +370,10 @@ impl StokerService {
         // listing or ring is made for it.
         let size = self.ring_size(&r);
         let quota = self.state.quotas.take(uid, size.2).map_err(Status::resource_exhausted)?;
+        // Device mode's preconditions before any listing or ring.
+        let cuda_device = r.cuda_device.map(|d| self.check_device(d)).transpose()?;
         let plan = self.plan(&r).await?;
         let (ring, ring_bytes) = self.ring_for(size)?;
-        let device = match r.cuda_device {
-            Some(d) => Some(self.device_ring(d, ring.clone()).await?),
-            None => None,
-        };
         let engine = self.state.engines.for_dataset(&plan.dataset);
         let pipeline = match plan.deferred {
             Some(_) => None,
@@ -383,6 +386,13 @@ impl StokerService {
                 )
                 .map_err(|e| status_of(&e))?,
             ),
+        };
+        // Device mode: the ring is page-locked while the pipeline already
+        // fetches its first parts (registration takes tens of ms; the
+        // first copy waits for it, the first bytes need not).
+        let device = match cuda_device {
+            Some(d) => Some(self.device_ring(d, ring.clone()).await?),
+            None => None,
         };
         let session = Arc::new(Session {
             id: random_id(),
