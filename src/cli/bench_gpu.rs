@@ -66,14 +66,17 @@ pub fn start(
     ordinal: usize,
     verify: bool,
 ) -> anyhow::Result<(Pipeline<RingBatch>, GpuConsumer)> {
-    let device = Device::open(ordinal)?;
-    let telemetry = Telemetry::start(std::time::Duration::from_secs(1))
-        .inspect_err(|e| tracing::info!("{e}: no GPU telemetry"))
-        .ok();
     let ring = Arc::new(
         SessionRing::new("stoker-bench-gpu", HOST_SLOTS, SLOT_BYTES)
             .context("creating the ring")?,
     );
+    // The pipeline fetches while the device is opened and the ring
+    // page-locked (tens of ms): the first batch need not wait for them.
+    let pipeline = Pipeline::start_with(dataset, engine, cfg, RingWriter::new(ring.clone()))?;
+    let device = Device::open(ordinal)?;
+    let telemetry = Telemetry::start(std::time::Duration::from_secs(1))
+        .inspect_err(|e| tracing::info!("{e}: no GPU telemetry"))
+        .ok();
     let t = Instant::now();
     // SAFETY: the segment's mapping lives as long as `ring`, which the
     // consumer holds (declared after the registration, so dropped after).
@@ -99,7 +102,6 @@ pub fn start(
         telemetry,
         device,
     };
-    let pipeline = Pipeline::start_with(dataset, engine, cfg, RingWriter::new(ring))?;
     Ok((pipeline, consumer))
 }
 
