@@ -39,19 +39,23 @@ def test_a_killed_client_gives_back_its_slots_and_memory(daemon, big):
         stdout=subprocess.PIPE,
         text=True,
     )
-    session, held_bytes = proc.stdout.readline().split()
-    assert int(held_bytes) > 24 << 20
-    stats = client.stats(session)
-    assert stats["slots_leased"] >= 3 and stats["ring_bytes"] > 0
-    # The session's age and its input stall (this client holds its batches
-    # and reports no wait); no NVIDIA driver here, so no GPUs.
-    assert stats["session_us"] > 0
-    assert stats["consumer_wait_fraction"] == stats["consumer_wait_us"] / stats["session_us"]
-    assert 0.0 <= stats["consumer_wait_fraction"] <= 1.0
-    assert isinstance(stats["gpus"], list)
-    assert rss_shmem(daemon.proc.pid) > base_shmem + (24 << 20), "the daemon wrote the ring"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
+    try:
+        session, held_bytes = proc.stdout.readline().split()
+        assert int(held_bytes) > 24 << 20
+        stats = client.stats(session)
+        assert stats["slots_leased"] >= 3 and stats["ring_bytes"] > 0
+        # The session's age and its input stall (this client holds its
+        # batches and reports no wait); `gpus` is a list (empty without an
+        # NVIDIA driver).
+        assert stats["session_us"] > 0
+        assert stats["consumer_wait_fraction"] == stats["consumer_wait_us"] / stats["session_us"]
+        assert 0.0 <= stats["consumer_wait_fraction"] <= 1.0
+        assert isinstance(stats["gpus"], list)
+        assert rss_shmem(daemon.proc.pid) > base_shmem + (24 << 20), "the daemon wrote the ring"
+    finally:
+        # Also when a check above fails: no client left holding the ring.
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
     wait_for(lambda: client.stats()["sessions"] == 0, 10, "the session to end")
     assert client.stats()["ring_bytes"] == 0
     wait_for(lambda: client.stats()["budget_used_bytes"] == 0, 10, "the fetch budget to drain")
