@@ -3,7 +3,7 @@
 //! ```text
 //!  probe (once) ─ libcuda? cuInit? devices? ─▶ Ok(n)  ─▶ driver: Device, Stream, Event, DeviceBuffer, HostRegistration
 //!                                             └─ Err(NoCuda) ─▶ "no CUDA: host mode" logged once; batches stay in host memory
-//!  telemetry (NVML, once a second) · stall (what the consumer waited) · device_copy (host ring → device, slot/event order)
+//!  telemetry (NVML, once a second) · stall (what the consumer waited) · ipc_handle (handles on the wire)
 //! ```
 //!
 //! The driver library is loaded at run time (cudarc's `dynamic-loading`), so
@@ -12,7 +12,6 @@
 //! it before [`probe`] has found `libcuda` and initialised it. All `unsafe`
 //! CUDA calls live in `driver`.
 
-pub mod device_copy;
 pub mod driver;
 pub mod ipc_handle;
 pub mod stall;

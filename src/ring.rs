@@ -10,7 +10,8 @@
 //!  segment: [ slot 0 | slot 1 | … | slot n-1 ]   each slot_bytes, a batch in the layout of `batch`
 //! ```
 //!
-//! The only module besides `gpu` allowed `unsafe`: mmap and raw copies.
+//! With `gpu::driver`, the module allowed `unsafe`: mmap and raw copies
+//! (readers of a leased slot outside it, `SessionRing::leased`, say why).
 
 #![allow(unsafe_code)]
 

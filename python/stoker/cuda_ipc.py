@@ -100,6 +100,9 @@ class DeviceRing:
         _check(_cuda().cuStreamWaitEvent(ctypes.c_void_p(stream_ptr), self.events[slot], 0), "cuStreamWaitEvent")
 
     def array(self, slot: int, at: int, n: int, typestr: str, owner: object) -> _CudaArray:
+        """`n` items of `typestr` (`|u1`, `<i8`: the last digit is the item
+        size) at byte `at` of device slot `slot`; `owner` lives as long as
+        any tensor over it."""
         if at + n * int(typestr[-1]) > self.slot_bytes:
             raise StokerError("INTERNAL", f"a column past the end of device slot {slot}")
         return _CudaArray(self.base + slot * self.slot_bytes + at, n, typestr, owner)

@@ -54,25 +54,69 @@ impl Batch {
 
     /// Offset `i` (0..=n) of `col`.
     pub fn offset(&self, col: &Column, i: usize) -> u64 {
-        let at = (col.offsets_at + 8 * i as u64) as usize;
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&self.buf[at..at + 8]);
-        u64::from_le_bytes(word)
+        offset_in(&self.buf, col, i).unwrap_or(0)
     }
 
     /// The value of sample `i` in `col`.
     pub fn value(&self, col: &Column, i: usize) -> &[u8] {
-        let (a, b) = (self.offset(col, i), self.offset(col, i + 1));
-        &self.buf[(col.values_at + a) as usize..(col.values_at + b) as usize]
+        value_in(&self.buf, col, i).unwrap_or(&[])
     }
 
     /// The key of sample `i`.
     pub fn key(&self, i: usize) -> &str {
-        // Keys are written from `String`s, so they are UTF-8.
-        std::str::from_utf8(self.value(&self.keys, i)).unwrap_or("")
+        key_in(&self.buf, &self.keys, i)
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         (0..self.num_samples).map(|i| self.key(i))
+    }
+}
+
+/// Offset `i` (0..=n) of `col` in a collated buffer (a `Batch`'s, or a
+/// ring slot's); `None` past its end.
+pub fn offset_in(buf: &[u8], col: &Column, i: usize) -> Option<u64> {
+    let at = usize::try_from(col.offsets_at).ok()?.checked_add(i.checked_mul(8)?)?;
+    Some(u64::from_le_bytes(buf.get(at..at.checked_add(8)?)?.try_into().ok()?))
+}
+
+/// The value of sample `i` in `col` of a collated buffer; `None` where the
+/// offsets do not fit it.
+pub fn value_in<'a>(buf: &'a [u8], col: &Column, i: usize) -> Option<&'a [u8]> {
+    let base = usize::try_from(col.values_at).ok()?;
+    let a = usize::try_from(offset_in(buf, col, i)?).ok()?;
+    let b = usize::try_from(offset_in(buf, col, i + 1)?).ok()?;
+    buf.get(base.checked_add(a)?..base.checked_add(b)?)
+}
+
+/// The key of sample `i` (keys are written from `String`s: UTF-8).
+pub fn key_in<'a>(buf: &'a [u8], keys: &Column, i: usize) -> &'a str {
+    value_in(buf, keys, i).and_then(|k| std::str::from_utf8(k).ok()).unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::collate;
+    use crate::shard::parse_shard_bytes;
+    use crate::synth::SynthConfig;
+
+    /// Keys read from a slot's bytes (as `bench --gpu` reads its ring) are
+    /// the batch's own; a buffer cut short reads empty, never panics.
+    #[test]
+    fn values_read_from_bytes_match_the_batch_and_a_short_buffer_is_none() {
+        let cfg = SynthConfig {
+            shards: 1,
+            shard_bytes: 100_000,
+            sample_bytes: 5_000,
+            ..SynthConfig::default()
+        };
+        let shard = bytes::Bytes::from(cfg.shard_bytes_of(0).unwrap());
+        let samples = parse_shard_bytes("t", shard, 64 << 10, u64::MAX).unwrap();
+        let batch = collate(&samples[..5], 0, 0);
+        let read: Vec<&str> = (0..5).map(|i| key_in(&batch.buf, &batch.keys, i)).collect();
+        assert_eq!(read, samples[..5].iter().map(|s| s.key.as_str()).collect::<Vec<_>>());
+        assert_eq!(value_in(&batch.buf[..16], &batch.keys, 4), None);
+        assert_eq!(key_in(&batch.buf[..16], &batch.keys, 4), "");
+        assert_eq!(offset_in(&batch.buf, &batch.keys, usize::MAX), None);
     }
 }

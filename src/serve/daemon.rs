@@ -77,6 +77,14 @@ fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
 /// Serves until SIGTERM or SIGINT, then drains and returns.
 pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     cfg.fetch.validate()?;
+    // `--gpus` naming a device the node lacks is a typo, said at start;
+    // without CUDA at all the daemon serves host mode whatever it names.
+    if let Ok(count) = crate::gpu::probe() {
+        cfg.defaults
+            .gpus
+            .resolve(count)
+            .map_err(|e| crate::Error::Config(format!("--gpus: {e} (see nvidia-smi -L)")))?;
+    }
     let ring_path = ring_socket_path(&cfg.socket);
     // TCP first: a failure there leaves no socket files behind.
     let tcp = bind_tcp(cfg.tcp).await?;
@@ -265,11 +273,9 @@ fn cgroup_memory_limit() -> Option<u64> {
         .find(|&n| n < 1 << 60)
 }
 
-/// The node's GPUs, sampled once a second for Stats and metrics: probes
-/// CUDA once ("no CUDA: …: host mode" at INFO where there is none) and
-/// starts NVML where it loads.
+/// The node's GPUs, sampled once a second for Stats and metrics (NVML,
+/// where it loads; CUDA was probed at start).
 fn gpu_telemetry() -> Option<crate::gpu::telemetry::Telemetry> {
-    let _ = crate::gpu::probe();
     crate::gpu::telemetry::Telemetry::start(std::time::Duration::from_secs(1))
         .inspect_err(|e| tracing::info!("{e}: no GPU telemetry"))
         .ok()

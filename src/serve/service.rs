@@ -329,9 +329,13 @@ impl StokerService {
                 "{e}: open the stream without a device (host mode)"
             ))
         })?;
-        let allowed = self.state.defaults.gpus.resolve(count).map_err(|e| {
-            Status::failed_precondition(format!("--gpus names a device this node lacks: {e}"))
-        })?;
+        if ordinal >= count {
+            return Err(Status::failed_precondition(format!(
+                "no CUDA device {ordinal}: this node has {count}"
+            )));
+        }
+        // `--gpus` was checked against the node when the daemon started.
+        let allowed = self.state.defaults.gpus.resolve(count).unwrap_or_default();
         if !allowed.contains(&ordinal) {
             return Err(Status::failed_precondition(format!(
                 "device mode on CUDA device {ordinal} is not allowed here (serve --gpus; \
@@ -348,10 +352,12 @@ impl StokerService {
         ring: Arc<SessionRing>,
     ) -> Result<super::device_ring::DeviceRing, Status> {
         // Page-locking the ring takes tens of milliseconds: off the runtime.
-        tokio::task::spawn_blocking(move || super::device_ring::DeviceRing::new(ordinal, ring))
-            .await
-            .map_err(|e| Status::internal(format!("device ring: {e}")))?
-            .map_err(|e| Status::failed_precondition(format!("device mode: {e}")))
+        tokio::task::spawn_blocking(move || {
+            super::device_ring::DeviceRing::new(ordinal, ring, false)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("device ring: {e}")))?
+        .map_err(|e| Status::failed_precondition(format!("device mode: {e}")))
     }
 
     /// Opens a session: checks, plans and starts it, and spawns its driver.
