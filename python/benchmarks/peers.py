@@ -71,13 +71,13 @@ def list_shards(bucket: str, prefix: str):
     return s3, sorted(keys)
 
 
-def run_stoker(bin_: str, url: str, cache: str) -> dict:
+def run_stoker(bin_: str, url: str, cache: str, extra=()) -> dict:
     """One `stoker bench` with the tuning cache `cache`: the cold run finds
     none and leaves what it settled on for the warm run after it."""
     env = dict(os.environ, STOKER_TUNING_CACHE=cache, STOKER_LOG="warn")
     cpu0, t0 = children_cpu(), time.perf_counter()
-    out = subprocess.run([bin_, "bench", url, "--json"], check=True, capture_output=True, text=True,
-                         env=env).stdout
+    out = subprocess.run([bin_, "bench", url, "--json", *extra], check=True, capture_output=True,
+                         text=True, env=env).stdout
     wall, cpu = time.perf_counter() - t0, children_cpu() - cpu0
     r = json.loads(out.strip().splitlines()[-1])
     return {"bytes": r["bytes"], "samples": r["samples"], "seconds": r["seconds"], "wall": wall,
@@ -181,7 +181,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--readers", type=int, default=8, help="objects read at once by crt and webdataset")
     ap.add_argument("--stoker", default=str(REPO / "target" / "release" / "stoker"))
-    ap.add_argument("--clients", default="stoker,stoker warm,crt,raw,webdataset")
+    ap.add_argument("--clients", default="stoker,stoker warm,crt,raw,webdataset",
+                    help="also: 'stoker cN' (stoker at a static concurrency N, no tuning cache) "
+                         "and 'stoker base' (a cold run of the --stoker-base binary: before/after)")
+    ap.add_argument("--stoker-base", help="another stoker binary, for the 'stoker base' client")
     ap.add_argument("--raw-inflight", type=int, default=16, help="range GETs in flight for raw")
     ap.add_argument("--raw-part", type=int, default=8 << 20, help="bytes per range GET for raw")
     args = ap.parse_args()
@@ -208,6 +211,12 @@ def main() -> None:
                     samples = r["samples"]
                 elif c == "stoker warm":
                     r = run_stoker(args.stoker, args.url, cache)
+                elif c == "stoker base":
+                    r = run_stoker(args.stoker_base, args.url, os.path.join(tmp, "none.json"),
+                                   ["--no-tuning-cache"])
+                elif c.startswith("stoker c") and c[8:].isdigit():
+                    r = run_stoker(args.stoker, args.url, os.path.join(tmp, "none.json"),
+                                   ["--no-tuning-cache", "--concurrency", c[8:]])
                 elif c == "crt":
                     r = run_crt(bucket, keys, args.readers, samples or 0)
                 elif c == "raw":
@@ -236,6 +245,12 @@ def main() -> None:
         if rs:
             print(f"{c} / fastest peer, per round: {', '.join(f'{x:.2f}' for x in rs)}; "
                   f"median {statistics.median(rs):.2f}")
+    statics = [c for c in clients if c.startswith("stoker c") and c[8:].isdigit()]
+    for c in [c for c in clients if c in ("stoker", "stoker warm", "stoker base")] if statics else []:
+        rs = [runs[c][i]["mb_s"] / max(runs[s][i]["mb_s"] for s in statics) for i in range(args.rounds)]
+        ratios[f"{c} / best static"] = rs
+        print(f"{c} / best static, per round: {', '.join(f'{x:.2f}' for x in rs)}; "
+              f"median {statistics.median(rs):.2f}")
     print(json.dumps({"url": args.url, "rounds": args.rounds, "readers": args.readers,
                       "median": table, "ratio_to_fastest_peer": ratios}))
 
