@@ -46,22 +46,19 @@ pub(super) struct Ramp {
     pub best_concurrency: usize,
     pub stalled: u32,
     pub plateau: (f64, u32),
-    /// Descending from a far start whose first level was already the
-    /// plateau: the plateau's goodput (see `judge_descent`).
-    pub descent: Option<f64>,
 }
 
 impl Ramp {
     /// A ramp from `concurrency` that had `bps`.
     pub fn from(best_bps: f64, best_concurrency: usize) -> Ramp {
-        Ramp { best_bps, best_concurrency, stalled: 0, plateau: (0.0, 0), descent: None }
+        Ramp { best_bps, best_concurrency, stalled: 0, plateau: (0.0, 0) }
     }
 }
 
 impl ConcurrencyController {
     /// Judges one start-up round.
     pub(super) fn judge_startup(&mut self, ramp: Ramp, judged: &Judged) -> State {
-        let Ramp { best_bps, best_concurrency, stalled, plateau, descent } = ramp;
+        let Ramp { best_bps, best_concurrency, stalled, plateau } = ramp;
         let measured = judged.measured;
         // Growth is judged on counted bytes: Little's estimate overstates
         // goodput while requests in flight double every round. The plateau,
@@ -74,9 +71,6 @@ impl ConcurrencyController {
                 Some(level) => level.1 = level.1.max(bps),
                 None => self.levels.push((self.concurrency, bps)),
             }
-        }
-        if let Some(top) = descent {
-            return self.judge_descent(ramp, top, judged);
         }
         let growing = bps >= best_bps * self.cfg.startup_growth
             && !judged.demand_met
@@ -108,7 +102,6 @@ impl ConcurrencyController {
                     best_concurrency: self.concurrency,
                     stalled: 1,
                     plateau: (bps, 1),
-                    descent: None,
                 });
             }
             let before = self.concurrency;
@@ -136,13 +129,6 @@ impl ConcurrencyController {
             // few noisy rounds overstates it, and a shrink judged against
             // that looks like a loss.
             let best = (plateau.0 + blended) / f64::from(plateau.1 + 1);
-            if cpu_knee.is_none() && !judged.demand_met && self.descends_from(best_concurrency) {
-                self.set_concurrency(best_concurrency / 2);
-                return State::Startup(Ramp {
-                    descent: Some(best),
-                    ..Ramp::from(best, best_concurrency)
-                });
-            }
             return self.exit_startup(
                 best,
                 best_concurrency,
@@ -156,62 +142,7 @@ impl ConcurrencyController {
             best_concurrency,
             stalled: stalled + 1,
             plateau: if stalled == 0 { plateau } else { (plateau.0 + blended, plateau.1 + 1) },
-            descent: None,
         })
-    }
-
-    /// Whether start-up, which began at `far_start_concurrency` on a far
-    /// store, found its first level already the plateau: nothing below it
-    /// was measured, and a thin link may need far fewer requests (one
-    /// 400 MB/s connection fills a 1 Gbit/s link). Then it descends.
-    fn descends_from(&self, best_concurrency: usize) -> bool {
-        self.far_started
-            && best_concurrency == self.cfg.far_start_concurrency
-            && best_concurrency > 1
-            && self.arrivals
-            && !self.levels.iter().any(|(c, _)| *c < best_concurrency)
-    }
-
-    /// One round of the descent from a far start's first level, which had
-    /// the plateau's goodput `top`: halve while a level keeps
-    /// `descent_keep` of it, down to one request. Then hold what Little's
-    /// law asks of `top` (where a smaller level kept it, at the latency the
-    /// least shared level measured), and at least the smallest level that
-    /// kept `descent_keep` of the plateau. Each round waits
-    /// for the requests in flight to drain to the new level
-    /// (`ArrivalRound::after_shrink`).
-    fn judge_descent(&mut self, ramp: Ramp, top: f64, judged: &Judged) -> State {
-        let kept = judged.counted >= top * self.cfg.descent_keep;
-        if kept && self.concurrency > 1 && !judged.demand_met {
-            self.set_concurrency(self.concurrency / 2);
-            return State::Startup(ramp);
-        }
-        // The smallest level measured that kept `share` of the plateau.
-        let smallest = |share: f64| {
-            self.levels
-                .iter()
-                .filter(|(_, bps)| *bps >= top * share)
-                .map(|(c, _)| *c)
-                .min()
-                .unwrap_or(ramp.best_concurrency)
-        };
-        let (kept, knee) = (smallest(self.cfg.descent_keep), smallest(1.0 - self.cfg.accept_gain));
-        if kept < ramp.best_concurrency {
-            // Fewer requests kept the plateau: the far start's rounds shared
-            // the path, and the latency they taught overstates the need.
-            // Little's law at what one request carried on the least shared
-            // level instead.
-            self.latency_from_arrivals();
-        }
-        self.goodput_bps = top;
-        let needed = self.little_target(top).max(kept);
-        self.set_concurrency(needed);
-        if self.concurrency < knee {
-            // Judged like any shrink: back to the knee if it loses goodput.
-            self.last_shrink = Some(Shrink::from(knee, top));
-        }
-        self.probe_interval = self.cfg.probe_soon;
-        State::Steady { settle: true, periods: 0 }
     }
 
     /// Learns the uncontended latency from a round that grew. Rounds that
