@@ -81,7 +81,10 @@ impl ConcurrencyController {
             return State::Startup(Ramp::from(best, from));
         }
         if self.set_concurrency(next) {
-            if next < from {
+            if next < from && !demand_met {
+                // Judged: undone if it costs goodput. Not a shed for a
+                // consumer that takes less: the goodput it loses is the
+                // consumer's (a shed from 16 to 14 was undone that way).
                 self.last_shrink = Some(Shrink::from(from, self.goodput_bps));
             }
             // The path changed: probe at the usual pace again.

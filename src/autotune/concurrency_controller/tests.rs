@@ -462,3 +462,27 @@ fn saturated_cores_hold_the_knee_in_steady_state() {
     let (_, most) = steady(0.4, true);
     assert!(most < 16, "steady at {most} after the cut");
 }
+
+#[test]
+fn a_shed_for_a_slow_consumer_is_not_undone() {
+    // Settled at 24 for 6e8 B/s; then the consumer takes a sixth of that,
+    // its queue stays full and it never waits. Each shed loses goodput,
+    // which is the consumer's doing: the sheds go on, none is undone.
+    let warm = WarmStart {
+        concurrency: 24,
+        part_bytes: PART,
+        goodput_bps: 6e8,
+        min_latency_secs: 0.3,
+        ttfb_share: 0.2,
+        request_bytes: PART as f64,
+    };
+    let mut c = ConcurrencyController::warm(ControllerConfig::default(), &warm);
+    let mut seen = vec![c.concurrency()];
+    for _ in 0..40 {
+        let n = c.concurrency();
+        c.on_window(&WindowObservation { ready_fill: Some(1.0), ..window(n, 1e8) });
+        seen.push(c.concurrency());
+    }
+    assert!(seen.windows(2).all(|w| w[1] <= w[0]), "a shed was undone: {seen:?}");
+    assert!(c.concurrency() <= 12, "{seen:?}");
+}
