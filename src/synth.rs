@@ -149,6 +149,15 @@ impl SynthConfig {
         }
     }
 
+    /// The parsed samples of one synthetic shard of `shard_bytes`, samples
+    /// of about `sample_bytes` (unit tests that collate batches).
+    #[cfg(test)]
+    pub(crate) fn test_samples(shard_bytes: u64, sample_bytes: u64) -> Vec<crate::shard::Sample> {
+        let cfg = SynthConfig { shards: 1, shard_bytes, sample_bytes, ..SynthConfig::default() };
+        let shard = bytes::Bytes::from(cfg.shard_bytes_of(0).expect("synthetic shard"));
+        crate::shard::parse_shard_bytes("t", shard, 64 << 10, u64::MAX).expect("parse")
+    }
+
     /// Total samples over all shards.
     pub fn total_samples(&self) -> usize {
         (0..self.shards).map(|s| self.samples_in_shard(s)).sum()

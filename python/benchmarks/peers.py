@@ -188,11 +188,17 @@ def main() -> None:
     ap.add_argument("--raw-inflight", type=int, default=16, help="range GETs in flight for raw")
     ap.add_argument("--raw-part", type=int, default=8 << 20, help="bytes per range GET for raw")
     args = ap.parse_args()
+    clients = [c.strip() for c in args.clients.split(",")]
+    known = {"stoker", "stoker warm", "stoker base", "crt", "raw", "webdataset"}
+    unknown = [c for c in clients if c not in known and not (c.startswith("stoker c") and c[8:].isdigit())]
+    if unknown:
+        sys.exit(f"unknown client(s) {', '.join(unknown)}: use {', '.join(sorted(known))} or 'stoker cN'")
+    if "stoker base" in clients and not (args.stoker_base and os.access(args.stoker_base, os.X_OK)):
+        sys.exit("the 'stoker base' client needs --stoker-base PATH, an executable stoker binary")
     bucket, prefix = split_url(args.url)
     s3, keys = list_shards(bucket, prefix)
     if not keys:
         sys.exit(f"no .tar objects below {args.url}")
-    clients = [c.strip() for c in args.clients.split(",")]
     runs = {c: [] for c in clients}
     samples = None
     with tempfile.TemporaryDirectory() as tmp:

@@ -97,21 +97,13 @@ pub fn key_in<'a>(buf: &'a [u8], keys: &Column, i: usize) -> &'a str {
 mod tests {
     use super::*;
     use crate::batch::collate;
-    use crate::shard::parse_shard_bytes;
     use crate::synth::SynthConfig;
 
     /// Keys read from a slot's bytes (as `bench --gpu` reads its ring) are
     /// the batch's own; a buffer cut short reads empty, never panics.
     #[test]
     fn values_read_from_bytes_match_the_batch_and_a_short_buffer_is_none() {
-        let cfg = SynthConfig {
-            shards: 1,
-            shard_bytes: 100_000,
-            sample_bytes: 5_000,
-            ..SynthConfig::default()
-        };
-        let shard = bytes::Bytes::from(cfg.shard_bytes_of(0).unwrap());
-        let samples = parse_shard_bytes("t", shard, 64 << 10, u64::MAX).unwrap();
+        let samples = SynthConfig::test_samples(100_000, 5_000);
         let batch = collate(&samples[..5], 0, 0);
         let read: Vec<&str> = (0..5).map(|i| key_in(&batch.buf, &batch.keys, i)).collect();
         assert_eq!(read, samples[..5].iter().map(|s| s.key.as_str()).collect::<Vec<_>>());

@@ -263,8 +263,16 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
             found.age_secs
         );
     }
-    let (mut report, settled) =
-        run_once(args, &dataset, fetch, cfg, emulated, true, args.duration).await?;
+    let (mut report, settled) = run_once(Run {
+        args,
+        dataset: &dataset,
+        fetch,
+        cfg,
+        emulated,
+        show_progress: true,
+        duration: args.duration,
+    })
+    .await?;
     report.split = split;
     if cached_age.is_some() {
         report.concurrency.limit.source = Provenance::Cached;
@@ -376,15 +384,15 @@ async fn sweep(
                 Some(c) => (format!("concurrency {c:>4}"), ConcurrencyArg::Fixed(*c)),
                 None => ("auto            ".to_string(), ConcurrencyArg::Auto),
             };
-            let (r, _) = run_once(
+            let (r, _) = run_once(Run {
                 args,
                 dataset,
-                fetch_config(args, concurrency),
-                cfg.clone(),
+                fetch: fetch_config(args, concurrency),
+                cfg: cfg.clone(),
                 emulated,
-                false,
+                show_progress: false,
                 duration,
-            )
+            })
             .await?;
             eprintln!("sweep round {}: {label}: {}/s", round + 1, human_bytes(r.bytes_per_s));
             if r.batches == 0 {
@@ -520,44 +528,41 @@ impl MetricsSource for BenchMetrics {
     }
 }
 
-/// One run of the pipeline with `fetch` settings, and what the autotuner
-/// settled on (for the tuning cache).
-#[allow(clippy::too_many_arguments)]
-async fn run_once(
-    args: &BenchArgs,
-    dataset: &Dataset,
+/// One run of the pipeline over `dataset` with `fetch` settings.
+struct Run<'a> {
+    args: &'a BenchArgs,
+    dataset: &'a Dataset,
     fetch: FetchConfig,
     cfg: PipelineConfig,
     emulated: bool,
     show_progress: bool,
     duration: Option<f64>,
-) -> anyhow::Result<(BenchReport, Option<WarmStart>)> {
-    match args.gpu {
+}
+
+/// Runs `run`, returning its report and what the autotuner settled on (for
+/// the tuning cache).
+async fn run_once(run: Run<'_>) -> anyhow::Result<(BenchReport, Option<WarmStart>)> {
+    let dataset = run.dataset;
+    match run.args.gpu {
         None => {
             let start = |engine, cfg| Ok((Pipeline::start(dataset, engine, cfg)?, HostConsumer));
-            run_with(args, dataset, fetch, cfg, emulated, show_progress, duration, start).await
+            run_with(run, start).await
         }
         Some(ordinal) => {
-            let start = |engine, cfg| {
-                super::bench_gpu::start(dataset, engine, cfg, ordinal, args.gpu_verify)
-            };
-            run_with(args, dataset, fetch, cfg, emulated, show_progress, duration, start).await
+            let verify = run.args.gpu_verify;
+            let start =
+                move |engine, cfg| super::bench_gpu::start(dataset, engine, cfg, ordinal, verify);
+            run_with(run, start).await
         }
     }
 }
 
 /// [`run_once`] with batches handed to `C` (host memory or a GPU).
-#[allow(clippy::too_many_arguments)]
 async fn run_with<C: Consumer>(
-    args: &BenchArgs,
-    dataset: &Dataset,
-    fetch: FetchConfig,
-    cfg: PipelineConfig,
-    emulated: bool,
-    show_progress: bool,
-    duration: Option<f64>,
+    run: Run<'_>,
     start: impl FnOnce(Arc<FetchEngine>, PipelineConfig) -> anyhow::Result<(Pipeline<C::Batch>, C)>,
 ) -> anyhow::Result<(BenchReport, Option<WarmStart>)> {
+    let Run { args, dataset, fetch, cfg, emulated, show_progress, duration } = run;
     let endpoint = dataset.url.endpoint();
     let engine = FetchEngine::for_endpoint(dataset.store.clone(), fetch.clone(), &endpoint);
     let metrics = live_metrics();

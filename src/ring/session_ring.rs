@@ -178,22 +178,13 @@ mod tests {
     use super::*;
     use crate::batch::{batch_bytes, collate, collate_into};
     use crate::ring::{ReadOnlyMapping, recv_fd, send_fd};
-    use crate::shard::parse_shard_bytes;
     use crate::synth::SynthConfig;
-    use bytes::Bytes;
     use std::os::fd::AsFd;
     use std::os::unix::net::UnixStream;
 
     #[test]
     fn a_batch_collated_into_a_slot_reads_back_through_a_client_mapping() {
-        let cfg = SynthConfig {
-            shards: 1,
-            shard_bytes: 200_000,
-            sample_bytes: 10_000,
-            ..SynthConfig::default()
-        };
-        let shard = Bytes::from(cfg.shard_bytes_of(0).unwrap());
-        let samples = parse_shard_bytes("t", shard, 64 << 10, u64::MAX).unwrap();
+        let samples = SynthConfig::test_samples(200_000, 10_000);
         let samples = &samples[..8];
         let ring = SessionRing::new("stoker-test", 4, batch_bytes(samples) as usize).unwrap();
 

@@ -198,24 +198,28 @@ fn path_window(c: usize, part: u64, ttfb: f64, per_conn: f64, link: f64) -> Wind
     }
 }
 
+/// A cold controller after 300 windows of `path_window` (ttfb, per
+/// connection, link), and its part size after each.
+fn settle_on_path(ttfb: f64, per_conn: f64, link: f64) -> (ConcurrencyController, Vec<u64>) {
+    let mut c = ConcurrencyController::new(ControllerConfig::default());
+    let mut parts = vec![];
+    for _ in 0..300 {
+        c.on_window(&path_window(c.concurrency(), c.part_bytes(), ttfb, per_conn, link));
+        parts.push(c.part_bytes());
+    }
+    (c, parts)
+}
+
 #[test]
 fn long_waits_at_a_few_requests_grow_the_part_size() {
     // One 400 MB/s request fills 1 Gbps but waits 30 ms for its first
     // byte per 67 ms on the wire: covering the waits takes 3 requests of
     // 8 MiB, Little's law 2. Larger parts need fewer.
-    let mut c = ConcurrencyController::new(ControllerConfig::default());
-    let mut parts = vec![];
-    for _ in 0..300 {
-        c.on_window(&path_window(c.concurrency(), c.part_bytes(), 0.03, 4e8, 1.25e8));
-        parts.push(c.part_bytes());
-    }
+    let (c, parts) = settle_on_path(0.03, 4e8, 1.25e8);
     assert!(c.part_bytes() > PART, "{parts:?}");
     assert!(c.concurrency() <= 2, "{} requests of {} B", c.concurrency(), c.part_bytes());
     // Many requests with short waits: Little's law rules, parts stay.
-    let mut c = ConcurrencyController::new(ControllerConfig::default());
-    for _ in 0..300 {
-        c.on_window(&path_window(c.concurrency(), c.part_bytes(), 0.01, 5e7, 1.25e9));
-    }
+    let (c, _) = settle_on_path(0.01, 5e7, 1.25e9);
     assert_eq!(c.part_bytes(), PART);
     assert!((25..=40).contains(&c.concurrency()), "{}", c.concurrency());
 }
@@ -227,18 +231,10 @@ fn short_waits_never_grow_the_part_size() {
     // request's life, so covering them takes more requests than Little's
     // law; but one more request costs nothing there, while 64 MiB parts
     // cost memory, CPU and the first batch. Parts stay 8 MiB.
-    let mut c = ConcurrencyController::new(ControllerConfig::default());
-    let mut parts = vec![];
-    for _ in 0..300 {
-        c.on_window(&path_window(c.concurrency(), c.part_bytes(), 0.003, 5e8, 1.6e9));
-        parts.push(c.part_bytes());
-    }
+    let (_, parts) = settle_on_path(0.003, 5e8, 1.6e9);
     assert!(parts.iter().all(|&p| p == PART), "{parts:?}");
     // The same shape of path with waits 10× longer: larger parts pay.
-    let mut c = ConcurrencyController::new(ControllerConfig::default());
-    for _ in 0..300 {
-        c.on_window(&path_window(c.concurrency(), c.part_bytes(), 0.03, 5e7, 1.6e8));
-    }
+    let (c, _) = settle_on_path(0.03, 5e7, 1.6e8);
     assert!(c.part_bytes() > PART, "{} requests of {} B", c.concurrency(), c.part_bytes());
 }
 
