@@ -362,9 +362,13 @@ impl<B: Send + 'static> Pipeline<B> {
             Box::new(move || parse_loop(events, sample_tx, budget / 4, &parse_stats, indexing)),
         )?;
         let batch_stats = stats.clone();
+        let batched = demand.clone();
         spawn(
             "stoker-batch",
-            Box::new(move || batch_loop(sample_rx, batch_tx, cfg, budget, writer, &batch_stats)),
+            Box::new(move || {
+                let out = BatchOut { tx: batch_tx, demand: batched };
+                batch_loop(sample_rx, out, cfg, budget, writer, &batch_stats)
+            }),
         )?;
         Ok(Pipeline { batches, demand, stats, recycled: None })
     }
@@ -669,14 +673,22 @@ impl EpochBatcher {
     }
 }
 
+/// Where the batch thread sends batches, and where it counts their bytes
+/// for the autotuner (what a consumer whose queue is full takes).
+struct BatchOut<B> {
+    tx: mpsc::Sender<Result<B>>,
+    demand: Arc<crate::fetch::DemandGauge>,
+}
+
 fn batch_loop<W: BatchWriter>(
     rx: Receiver<SampleMsg>,
-    tx: mpsc::Sender<Result<W::Out>>,
+    out: BatchOut<W::Out>,
     cfg: PipelineConfig,
     budget: u64,
     mut writer: W,
     stats: &PipelineStats,
 ) {
+    let BatchOut { tx, demand } = out;
     let first_epoch = cfg.order.epoch;
     let new_epoch = |epoch: u64| EpochBatcher {
         epoch,
@@ -725,9 +737,12 @@ fn batch_loop<W: BatchWriter>(
         };
         st.index += 1;
         st.pending.clear();
-        st.pending_bytes = 0;
+        let bytes = std::mem::take(&mut st.pending_bytes);
         match out {
-            Ok(Some(batch)) => tx.blocking_send(Ok(batch)).is_ok(),
+            Ok(Some(batch)) => {
+                demand.batched(bytes as u64);
+                tx.blocking_send(Ok(batch)).is_ok()
+            }
             Ok(None) => skip,
             Err(e) => {
                 let _ = tx.blocking_send(Err(e));

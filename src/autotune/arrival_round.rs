@@ -52,11 +52,20 @@ pub(super) struct ArrivalRound {
     arrived: u64,
     inflight_area: f64,
     lag_secs: f64,
+    /// After a shrink: measuring waits until the requests in flight have
+    /// drained to the new level (those already started would be measured
+    /// as the smaller level's goodput).
+    drain_to: Option<f64>,
 }
 
 impl ArrivalRound {
     pub fn new(added: usize) -> ArrivalRound {
         ArrivalRound { added: added as u64, ..ArrivalRound::default() }
+    }
+
+    /// A round after a shrink to `concurrency` requests.
+    pub fn after_shrink(concurrency: usize) -> ArrivalRound {
+        ArrivalRound { drain_to: Some(concurrency as f64), ..ArrivalRound::default() }
     }
 
     /// Feeds one window; the measure once the round is over. `ttfb_secs`:
@@ -70,6 +79,14 @@ impl ArrivalRound {
         // Lag over the whole round: the step's own cost (new connections
         // set up at once) is part of what it did to the cores.
         self.lag_secs += obs.timer_lag_secs;
+        if let Some(level) = self.drain_to {
+            // Half a request of slack: the window's mean of 10 ms samples.
+            if obs.inflight_mean > level + 0.5 {
+                return None;
+            }
+            self.drain_to = None;
+            self.added = 0;
+        }
         if !self.measuring {
             self.settle_secs += obs.window_secs;
             self.first_bytes += obs.first_bytes;
@@ -137,6 +154,20 @@ mod tests {
         assert_eq!(r.feed(&window(100, 0, 1.0), Some(0.04), &TIMES), None);
         assert_eq!(r.feed(&window(100, 0, 1.0), Some(0.04), &TIMES), None);
         assert!(r.feed(&window(100, 0, 1.0), Some(0.04), &TIMES).is_some());
+    }
+
+    #[test]
+    fn a_round_after_a_shrink_waits_for_the_requests_to_drain() {
+        let mut r = ArrivalRound::after_shrink(4);
+        // Eight still in flight, then six: the old level's goodput.
+        assert_eq!(r.feed(&window(8000, 0, 8.0), Some(0.04), &TIMES), None);
+        assert_eq!(r.feed(&window(6000, 0, 6.0), Some(0.04), &TIMES), None);
+        // Drained: one window to start measuring, then 100 ms at 4.
+        assert_eq!(r.feed(&window(4000, 0, 4.0), Some(0.04), &TIMES), None);
+        assert_eq!(r.feed(&window(4000, 0, 4.0), Some(0.04), &TIMES), None);
+        let m = r.feed(&window(4000, 0, 4.0), Some(0.04), &TIMES).expect("judged");
+        assert!((m.bps - 80_000.0).abs() < 1e-6, "{m:?}");
+        assert!((m.per_request_bps - 20_000.0).abs() < 1e-6, "{m:?}");
     }
 
     #[test]

@@ -10,7 +10,10 @@
 //!
 //! * [`startup`]: double per round while goodput grows by a quarter (BBR),
 //!   rounds judged on bytes as they arrive; exit to the knee, or where the
-//!   client's cores saturate (the engine's timer runs late).
+//!   client's cores saturate (the engine's timer runs late). From one
+//!   request, or from 8 at once where the first byte took 8 ms or more (a
+//!   far store: slow start, not the path, is what rounds at 1 and 2
+//!   would measure).
 //! * [`steady`]: hold what Little's law says the goodput needs
 //!   ([`little`]), with hysteresis; a shrink that costs goodput twice is
 //!   undone.
@@ -92,10 +95,23 @@ struct Judged {
     done: Completed,
     /// The consumer had all it wanted (see `demand_fill`).
     demand_met: bool,
+    /// Payload bytes batched for the consumer per second: what it took,
+    /// where `demand_met`.
+    batched_bps: f64,
     rate_limited_secs: f64,
     secs: f64,
     /// Share of it the engine's timer fired late (saturated cores).
     lag_share: f64,
+}
+
+impl Judged {
+    /// What the consumer took per second where it was the bottleneck: the
+    /// bytes batched for it (its queue stayed full), or where nothing
+    /// reports batches, the bytes counted. Not Little's estimate: requests
+    /// held back by a full queue count there as if they streamed.
+    fn taken_bps(&self) -> f64 {
+        if self.batched_bps > 0.0 { self.batched_bps } else { self.counted }
+    }
 }
 
 /// The controller.
@@ -144,6 +160,10 @@ pub struct ConcurrencyController {
     /// Where start-up found the client's cores saturated: steady state
     /// does not shrink below it on Little's law while they still are.
     cpu_knee: Option<usize>,
+    /// Start-up began at `far_start_concurrency` (a far store).
+    far_started: bool,
+    /// The store has refused a request (503 SlowDown) since the start.
+    throttled_seen: bool,
 }
 
 impl ConcurrencyController {
@@ -172,6 +192,8 @@ impl ConcurrencyController {
             best_request_bps: 0.0,
             levels: Vec::new(),
             cpu_knee: None,
+            far_started: false,
+            throttled_seen: false,
             cfg,
         };
         c.concurrency = c.clamp(c.concurrency);
@@ -323,6 +345,7 @@ impl ConcurrencyController {
             self.first_byte_secs.1 += obs.first_bytes;
         }
         self.arrivals |= obs.arrived_bytes > 0 || obs.first_bytes > 0;
+        self.throttled_seen |= obs.throttled > 0;
         if let Some(fixed) = self.cfg.fixed_concurrency {
             self.concurrency = fixed.max(1);
             return self.decision();
@@ -332,6 +355,9 @@ impl ConcurrencyController {
             self.concurrency = self.clamp(cut);
             self.state = State::Steady { settle: true, periods: 0 };
             self.period = Period::default();
+            return self.decision();
+        }
+        if self.start_far() {
             return self.decision();
         }
         self.period.add(obs);
@@ -351,10 +377,43 @@ impl ConcurrencyController {
                 self.judge_probe(base, base_bps, judged.bps)
             }
         };
-        if matches!(self.state, State::Startup(_)) {
-            self.round = ArrivalRound::new(self.concurrency.saturating_sub(concurrency_before));
+        match self.state {
+            State::Startup(r) if r.descent.is_some() => {
+                self.round = ArrivalRound::after_shrink(self.concurrency);
+            }
+            State::Startup(_) => {
+                self.round = ArrivalRound::new(self.concurrency.saturating_sub(concurrency_before));
+            }
+            _ => {}
         }
         self.decision()
+    }
+
+    /// Start-up's first round on a far store (the first bytes took
+    /// `far_first_byte_secs`): `far_start_concurrency` requests at once, and
+    /// the round starts again with them (see the config). Whether it did.
+    fn start_far(&mut self) -> bool {
+        let first_round = matches!(self.state, State::Startup(r) if r.best_bps == 0.0)
+            && self.levels.is_empty()
+            && self.growth_rounds.is_empty();
+        let far = self.mean_first_byte_secs().is_some_and(|t| t >= self.cfg.far_first_byte_secs);
+        // A store that already refuses is not one to open 8 at once on (a
+        // fleet starting together on one request cap).
+        if !first_round
+            || !far
+            || self.throttled_seen
+            || self.concurrency >= self.cfg.far_start_concurrency
+        {
+            return false;
+        }
+        let before = self.concurrency;
+        if !self.set_concurrency(self.cfg.far_start_concurrency) {
+            return false;
+        }
+        self.round = ArrivalRound::new(self.concurrency - before);
+        self.period = Period::default();
+        self.far_started = true;
+        true
     }
 
     /// Whether the period is over, and if so what it showed (the period
@@ -409,6 +468,7 @@ impl ConcurrencyController {
             measured,
             done: p.done(),
             demand_met,
+            batched_bps: p.batched_bytes as f64 / p.secs.max(1e-9),
             rate_limited_secs: p.rate_limited_secs,
             secs: p.secs,
             lag_share: if p.secs > 0.0 { p.lag_secs / p.secs } else { 0.0 },

@@ -34,6 +34,9 @@ pub struct WindowObservation {
     pub ready_fill: Option<f64>,
     /// Time the consumer waited for data in the window.
     pub consumer_wait_secs: f64,
+    /// Payload bytes batched for the consumer in the window: while its
+    /// queue stays full, the rate it takes data at.
+    pub batched_bytes: u64,
     /// How late the engine's sampling timer fired in the window, summed:
     /// its runtime (or the machine) had no idle core to wake it on time.
     /// Where CPU is the knee, more requests only cost more of it.

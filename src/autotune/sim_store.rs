@@ -485,6 +485,7 @@ pub fn simulate(cfg: &SimConfig) -> SimTrace {
                 inflight_mean: w.inflight_area / window_secs,
                 ready_fill: None,
                 consumer_wait_secs: 0.0,
+                batched_bytes: 0,
                 // The simulated client has CPU to spare.
                 timer_lag_secs: 0.0,
             };

@@ -100,6 +100,7 @@ async fn run(engine: Weak<FetchEngine>, mut controller: ConcurrencyController) {
                     / (demand.takes - prev_demand.takes) as f64
             }),
             consumer_wait_secs: (demand.wait_us - prev_demand.wait_us) as f64 * 1e-6,
+            batched_bytes: demand.batched_bytes - prev_demand.batched_bytes,
             timer_lag_secs: lag.as_secs_f64(),
         };
         // STOKER_LOG=stoker::fetch::autotune_task=trace: every window.

@@ -12,6 +12,9 @@ pub struct DemandGauge {
     takes: AtomicU64,
     /// Microseconds the consumer waited.
     wait_us: AtomicU64,
+    /// Payload bytes put in batches for the consumer: while its queue is
+    /// full, what it takes.
+    batched_bytes: AtomicU64,
 }
 
 /// A plain copy of [`DemandGauge`].
@@ -20,6 +23,7 @@ pub struct DemandSnapshot {
     pub fill_permille_sum: u64,
     pub takes: u64,
     pub wait_us: u64,
+    pub batched_bytes: u64,
 }
 
 impl DemandGauge {
@@ -30,11 +34,17 @@ impl DemandGauge {
         self.wait_us.fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
     }
 
+    /// A batch of `bytes` payload bytes was queued for the consumer.
+    pub fn batched(&self, bytes: u64) {
+        self.batched_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> DemandSnapshot {
         DemandSnapshot {
             fill_permille_sum: self.fill_permille_sum.load(Ordering::Relaxed),
             takes: self.takes.load(Ordering::Relaxed),
             wait_us: self.wait_us.load(Ordering::Relaxed),
+            batched_bytes: self.batched_bytes.load(Ordering::Relaxed),
         }
     }
 }

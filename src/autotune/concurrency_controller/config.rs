@@ -6,6 +6,25 @@ pub struct ControllerConfig {
     /// 1 request: the first round measures the uncontended latency, which
     /// Little's law needs later (at 4, a small link is already shared).
     pub initial_concurrency: usize,
+    /// A far store: when the first request's first byte took 8 ms or more
+    /// (`far_first_byte_secs`; a WAN path or a cloud store, not loopback or
+    /// the same rack, as `gap_parts_min_ttfb_secs`), start-up goes to 8
+    /// requests at once instead of measuring a round at 1. There every new
+    /// connection spends several round trips in TCP slow start, and the
+    /// rounds at 1 and 2 requests measured slow start, not the path: on
+    /// netlab at 20 ms / 400 Mbit a cold pass went from 0.77 to 0.92 of the
+    /// best static one-pass (medians of 5), the first batch from 0.51 s to
+    /// 0.34. Near stores keep the ramp from 1: starting at 8 on loopback
+    /// overshot to 12 requests, cost 10% more CPU and a 3× later first
+    /// batch. Eight requests are what a ×4 step from 2 reaches anyway.
+    pub far_first_byte_secs: f64,
+    pub far_start_concurrency: usize,
+    /// Where a far start's first level was already the plateau (a thin
+    /// link: one 400 MB/s connection fills 1 Gbit/s), start-up halves while
+    /// a level keeps 90% of the plateau, to measure a less shared request:
+    /// the grid's smallest static level within 0.9 of the best is what a
+    /// thin link needs (from 8 requests on 1 Gbit/s, 2–3).
+    pub descent_keep: f64,
     pub min_concurrency: usize,
     pub max_concurrency: usize,
     /// Bytes in flight may not exceed this (the fetch memory budget).
@@ -65,10 +84,14 @@ pub struct ControllerConfig {
     /// (capacity appeared: a cap lifted, a link widened).
     pub unsaturated_margin: f64,
     /// The consumer is the bottleneck when its ready queue stayed 90% full
-    /// and it waited under 5% of the period: shed a tenth of the requests.
+    /// and it waited under 5% of the period: shed towards what Little's law
+    /// says the consumer's rate needs, at least a tenth of the requests and
+    /// at most half of them a period (`demand_floor`; a tenth a period took
+    /// 16 requests for a consumer that needs one 25 periods to come down).
     pub demand_fill: f64,
     pub demand_wait_share: f64,
     pub demand_shed: f64,
+    pub demand_floor: f64,
     /// Requests spent over 10% of their slot time waiting on the rate
     /// limiter: the store's request rate binds, and goodput says nothing
     /// about how many requests the path needs (concurrency holds).
@@ -143,6 +166,9 @@ impl Default for ControllerConfig {
     fn default() -> Self {
         ControllerConfig {
             initial_concurrency: 1,
+            far_first_byte_secs: 0.008,
+            far_start_concurrency: 8,
+            descent_keep: 0.9,
             min_concurrency: 1,
             max_concurrency: 1024,
             max_inflight_bytes: 1 << 30,
@@ -172,6 +198,7 @@ impl Default for ControllerConfig {
             demand_fill: 0.9,
             demand_wait_share: 0.05,
             demand_shed: 0.9,
+            demand_floor: 0.5,
             rate_bound_share: 0.1,
             rate_part_share: 0.2,
             timeout_cut: 0.7,

@@ -38,6 +38,8 @@ pub(super) struct Period {
     /// Ready-queue fill (sum, windows) and consumer wait over the period.
     pub fill: (f64, u32),
     pub wait_secs: f64,
+    /// Payload bytes batched for the consumer.
+    pub batched_bytes: u64,
     /// How late the engine's timer fired, summed (`timer_lag_secs`).
     pub lag_secs: f64,
 }
@@ -56,6 +58,7 @@ impl Period {
             self.fill.1 += 1;
         }
         self.wait_secs += obs.consumer_wait_secs;
+        self.batched_bytes += obs.batched_bytes;
         self.lag_secs += obs.timer_lag_secs;
     }
 

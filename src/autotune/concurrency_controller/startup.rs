@@ -1,5 +1,12 @@
 //! Start-up: BBR's ramp, then an exit to the knee.
 //!
+//! * From one request, or, where the first reply's first byte took 8 ms or
+//!   more (a far store) and nothing was refused, from 8 at once: rounds at
+//!   1 and 2 requests there measure TCP slow start, not the path. A far
+//!   start whose first level was already the plateau (a thin link) halves
+//!   while a level keeps 90% of it, to learn a less shared request.
+//! * A round in which the consumer's queue stayed full (it takes less than
+//!   the path gives) ends start-up, shedding towards what it takes.
 //! * Double while goodput grows by a quarter per round; after three rounds
 //!   without that (or three at the concurrency cap), or two whose requests
 //!   took twice the uncontended latency (they queue), the pipe is full.
@@ -46,19 +53,22 @@ pub(super) struct Ramp {
     pub best_concurrency: usize,
     pub stalled: u32,
     pub plateau: (f64, u32),
+    /// Descending from a far start whose first level was already the
+    /// plateau: the plateau's goodput (see `judge_descent`).
+    pub descent: Option<f64>,
 }
 
 impl Ramp {
     /// A ramp from `concurrency` that had `bps`.
     pub fn from(best_bps: f64, best_concurrency: usize) -> Ramp {
-        Ramp { best_bps, best_concurrency, stalled: 0, plateau: (0.0, 0) }
+        Ramp { best_bps, best_concurrency, stalled: 0, plateau: (0.0, 0), descent: None }
     }
 }
 
 impl ConcurrencyController {
     /// Judges one start-up round.
     pub(super) fn judge_startup(&mut self, ramp: Ramp, judged: &Judged) -> State {
-        let Ramp { best_bps, best_concurrency, stalled, plateau } = ramp;
+        let Ramp { best_bps, best_concurrency, stalled, plateau, descent } = ramp;
         let measured = judged.measured;
         // Growth is judged on counted bytes: Little's estimate overstates
         // goodput while requests in flight double every round. The plateau,
@@ -71,6 +81,9 @@ impl ConcurrencyController {
                 Some(level) => level.1 = level.1.max(bps),
                 None => self.levels.push((self.concurrency, bps)),
             }
+        }
+        if let Some(top) = descent {
+            return self.judge_descent(ramp, top, judged);
         }
         let growing = bps >= best_bps * self.cfg.startup_growth
             && !judged.demand_met
@@ -90,7 +103,7 @@ impl ConcurrencyController {
                 // It grew, but on saturated cores: a doubling would cost
                 // more CPU than it adds (the knee is here).
                 let here = self.concurrency;
-                return self.exit_startup(blended, here, true, judged.demand_met, Some(here));
+                return self.exit_startup(blended, here, true, None, Some(here));
             }
             let next = self.clamp(self.concurrency * 2);
             if next == self.concurrency {
@@ -102,6 +115,7 @@ impl ConcurrencyController {
                     best_concurrency: self.concurrency,
                     stalled: 1,
                     plateau: (bps, 1),
+                    descent: None,
                 });
             }
             let before = self.concurrency;
@@ -129,11 +143,18 @@ impl ConcurrencyController {
             // few noisy rounds overstates it, and a shrink judged against
             // that looks like a loss.
             let best = (plateau.0 + blended) / f64::from(plateau.1 + 1);
+            if cpu_knee.is_none() && !judged.demand_met && self.descends_from(best_concurrency) {
+                self.set_concurrency(best_concurrency / 2);
+                return State::Startup(Ramp {
+                    descent: Some(best),
+                    ..Ramp::from(best, best_concurrency)
+                });
+            }
             return self.exit_startup(
                 best,
                 best_concurrency,
                 measured.is_some(),
-                judged.demand_met,
+                judged.demand_met.then(|| judged.taken_bps()),
                 cpu_knee,
             );
         }
@@ -142,7 +163,62 @@ impl ConcurrencyController {
             best_concurrency,
             stalled: stalled + 1,
             plateau: if stalled == 0 { plateau } else { (plateau.0 + blended, plateau.1 + 1) },
+            descent: None,
         })
+    }
+
+    /// Whether start-up, which began at `far_start_concurrency` on a far
+    /// store, found its first level already the plateau: nothing below it
+    /// was measured, and a thin link may need far fewer requests (one
+    /// 400 MB/s connection fills a 1 Gbit/s link). Then it descends.
+    fn descends_from(&self, best_concurrency: usize) -> bool {
+        self.far_started
+            && best_concurrency == self.cfg.far_start_concurrency
+            && best_concurrency > 1
+            && self.arrivals
+            && !self.levels.iter().any(|(c, _)| *c < best_concurrency)
+    }
+
+    /// One round of the descent from a far start's first level, which had
+    /// the plateau's goodput `top`: halve while a level keeps
+    /// `descent_keep` of it, down to one request. Then hold what Little's
+    /// law asks of `top` (where a smaller level kept it, at the latency the
+    /// least shared level measured), and at least the smallest level that
+    /// kept `descent_keep` of the plateau. Each round waits
+    /// for the requests in flight to drain to the new level
+    /// (`ArrivalRound::after_shrink`).
+    fn judge_descent(&mut self, ramp: Ramp, top: f64, judged: &Judged) -> State {
+        let kept = judged.counted >= top * self.cfg.descent_keep;
+        if kept && self.concurrency > 1 && !judged.demand_met {
+            self.set_concurrency(self.concurrency / 2);
+            return State::Startup(ramp);
+        }
+        // The smallest level measured that kept `share` of the plateau.
+        let smallest = |share: f64| {
+            self.levels
+                .iter()
+                .filter(|(_, bps)| *bps >= top * share)
+                .map(|(c, _)| *c)
+                .min()
+                .unwrap_or(ramp.best_concurrency)
+        };
+        let (kept, knee) = (smallest(self.cfg.descent_keep), smallest(1.0 - self.cfg.accept_gain));
+        if kept < ramp.best_concurrency {
+            // Fewer requests kept the plateau: the far start's rounds shared
+            // the path, and the latency they taught overstates the need.
+            // Little's law at what one request carried on the least shared
+            // level instead.
+            self.latency_from_arrivals();
+        }
+        self.goodput_bps = top;
+        let needed = self.little_target(top).max(kept);
+        self.set_concurrency(needed);
+        if self.concurrency < knee {
+            // Judged like any shrink: back to the knee if it loses goodput.
+            self.last_shrink = Some(Shrink::from(knee, top));
+        }
+        self.probe_interval = self.cfg.probe_soon;
+        State::Steady { settle: true, periods: 0 }
     }
 
     /// Learns the uncontended latency from a round that grew. Rounds that
@@ -173,13 +249,14 @@ impl ConcurrencyController {
     /// overshoots by up to 2×) and at most the top level (growth under 25%
     /// is still growth: at a few requests, the last ones fill
     /// time-to-first-byte gaps). `cpu_knee`: the level at which the
-    /// client's cores saturated, held as it is.
+    /// client's cores saturated, held as it is. `demand_bps`: the consumer
+    /// was the bottleneck and took that much.
     fn exit_startup(
         &mut self,
         best: f64,
         best_concurrency: usize,
         on_arrivals: bool,
-        demand_met: bool,
+        demand_bps: Option<f64>,
         cpu_knee: Option<usize>,
     ) -> State {
         // On arrivals each level's goodput is measured: hold at least the
@@ -222,7 +299,13 @@ impl ConcurrencyController {
         self.cpu_knee = cpu_knee;
         let hi = cpu_knee.unwrap_or(from).max(lo);
         self.set_concurrency(needed.clamp(lo, hi));
-        if self.concurrency < from && !demand_met {
+        if let Some(taken) = demand_bps {
+            // The consumer takes less than the path gives: shed towards what
+            // it takes, as steady state does.
+            let shed = self.demand_target(taken, from as f64);
+            self.set_concurrency(shed.min(self.concurrency));
+        }
+        if self.concurrency < from && demand_bps.is_none() {
             // Judged like any shrink: undone if it costs goodput (when
             // latency grows with load, Little's law at the uncontended
             // latency undercounts).

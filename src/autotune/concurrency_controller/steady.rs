@@ -50,8 +50,11 @@ impl ConcurrencyController {
         let unsaturated =
             target as f64 >= c * self.cfg.unsaturated_margin && !rate_bound && !demand_met;
         let next = if demand_met {
-            // The consumer is the bottleneck: shed some.
-            (c * self.cfg.demand_shed).floor() as usize
+            // The consumer is the bottleneck: the bytes the period counted
+            // are what it takes. Shed towards what Little's law says that needs, at
+            // most half a period (a far start can open 16 for a consumer
+            // that needs 1), at least a tenth.
+            self.demand_target(judged.taken_bps(), c)
         } else if rate_bound {
             self.concurrency
         } else if target as f64 > c * band {
@@ -121,5 +124,15 @@ impl ConcurrencyController {
         self.goodput_bps = shrink.before_bps;
         self.headroom = (self.headroom * self.cfg.undo_headroom_growth).min(self.cfg.max_headroom);
         State::Steady { settle: true, periods: 0 }
+    }
+
+    /// Where a consumer-bound period (`bps`: the bytes it counted, what the
+    /// consumer took; Little's estimate counts requests held back by a full
+    /// queue as if they streamed) sheds to from `c`: Little's target for `bps`, within
+    /// [`demand_floor`, `demand_shed`] of `c`.
+    pub(super) fn demand_target(&self, bps: f64, c: f64) -> usize {
+        let shed = (c * self.cfg.demand_shed).floor() as usize;
+        let floor = (c * self.cfg.demand_floor).floor() as usize;
+        self.little_target(bps).clamp(floor.min(shed), shed)
     }
 }

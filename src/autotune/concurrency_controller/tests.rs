@@ -328,35 +328,50 @@ fn a_full_ready_queue_stops_the_ramp() {
     assert_eq!(c.phase(), Phase::Steady);
 }
 
+/// A near store's time to first byte (loopback, the same rack): start-up
+/// ramps from one request.
+const NEAR_TTFB: f64 = 0.004;
+
 /// 50 ms of a path measured on arrivals: each request carries 40 MB/s, all
 /// together at most `knee` requests' worth (a CPU-bound node); every
-/// request added since the last window has its first byte in it.
-fn arrival_window(c: usize, added: usize, knee: usize) -> WindowObservation {
+/// request added since the last window has its first byte in it, after
+/// `ttfb` seconds.
+fn arrival_window_after(c: usize, added: usize, knee: usize, ttfb: f64) -> WindowObservation {
     let bps = c.min(knee) as f64 * 40e6;
     WindowObservation {
         window_secs: 0.05,
         arrived_bytes: (bps * 0.05) as u64,
         first_bytes: added as u64,
-        first_byte_secs_sum: 0.04 * added as f64,
+        first_byte_secs_sum: ttfb * added as f64,
         inflight_mean: c as f64,
         ..WindowObservation::default()
     }
 }
 
+/// The same from a near store.
+fn arrival_window(c: usize, added: usize, knee: usize) -> WindowObservation {
+    arrival_window_after(c, added, knee, NEAR_TTFB)
+}
+
 /// The concurrencies start-up visits and the one it exits to.
 fn arrival_ramp(knee: usize) -> (Vec<usize>, usize) {
-    arrival_ramp_lagging(knee, usize::MAX, 0.0).0
+    arrival_ramp_lagging(knee, usize::MAX, 0.0, NEAR_TTFB).0
 }
 
 /// The same where the engine's timer fires `lag` s late in every 50 ms
 /// window from `lag_from` requests up (the client's cores are busy); also
 /// how many windows start-up took.
-fn arrival_ramp_lagging(knee: usize, lag_from: usize, lag: f64) -> ((Vec<usize>, usize), usize) {
+fn arrival_ramp_lagging(
+    knee: usize,
+    lag_from: usize,
+    lag: f64,
+    ttfb: f64,
+) -> ((Vec<usize>, usize), usize) {
     let mut c = ConcurrencyController::new(ControllerConfig::default());
     let (mut seen, mut last) = (vec![c.concurrency()], 0);
     for windows in 1..200 {
         let n = c.concurrency();
-        let mut w = arrival_window(n, n.saturating_sub(last), knee);
+        let mut w = arrival_window_after(n, n.saturating_sub(last), knee, ttfb);
         if n >= lag_from {
             w.timer_lag_secs = lag;
         }
@@ -370,6 +385,24 @@ fn arrival_ramp_lagging(knee: usize, lag_from: usize, lag: f64) -> ((Vec<usize>,
         }
     }
     panic!("start-up never ended: {seen:?}");
+}
+
+#[test]
+fn a_far_store_starts_at_eight_requests() {
+    // The first byte took 40 ms (a WAN path): 8 requests at once, then
+    // doubling; the same knee is found, windows sooner than from a near
+    // store's ramp. Just under the threshold (7 ms), the ramp from one.
+    let ((far, far_held), far_windows) = arrival_ramp_lagging(32, usize::MAX, 0.0, 0.04);
+    let ((near, near_held), near_windows) = arrival_ramp_lagging(32, usize::MAX, 0.0, 0.007);
+    assert_eq!(far, vec![1, 8, 16, 32, 64]);
+    assert_eq!(near, vec![1, 2, 8, 16, 32, 64]);
+    assert_eq!(far_held, near_held);
+    assert!(far_windows < near_windows, "{far_windows} windows against {near_windows}");
+    // A pinned or larger start is left alone.
+    let cfg = ControllerConfig { initial_concurrency: 16, ..Default::default() };
+    let mut c = ConcurrencyController::new(cfg);
+    c.on_window(&arrival_window_after(16, 16, 1000, 0.04));
+    assert_eq!(c.concurrency(), 16);
 }
 
 #[test]
@@ -394,10 +427,10 @@ fn a_round_on_saturated_cores_ends_start_up() {
     // No knee in goodput, but from 16 requests the client's cores are
     // saturated (its timer is late 20 ms in every 50): 16 grew, and is
     // held; a doubling would cost CPU the node does not have.
-    let ((seen, held), _) = arrival_ramp_lagging(1000, 16, 0.02);
+    let ((seen, held), _) = arrival_ramp_lagging(1000, 16, 0.02, NEAR_TTFB);
     assert_eq!((seen, held), (vec![1, 2, 8, 16], 16));
     // Late an eighth of the time: busy cores, not saturated ones.
-    let ((seen, _), _) = arrival_ramp_lagging(1000, 16, 0.006);
+    let ((seen, _), _) = arrival_ramp_lagging(1000, 16, 0.006, NEAR_TTFB);
     assert!(seen.len() > 6, "{seen:?}");
 }
 
@@ -406,8 +439,8 @@ fn no_growth_on_saturated_cores_exits_at_once_to_the_level_below() {
     // The knee is 32 and 64 saturates the cores: the first round at 64
     // ends start-up (three rounds without growth cost a second at 64 on
     // a 2-core node), holding 32.
-    let ((seen, held), windows) = arrival_ramp_lagging(32, 64, 0.02);
-    let ((patient, _), patient_windows) = arrival_ramp_lagging(32, usize::MAX, 0.0);
+    let ((seen, held), windows) = arrival_ramp_lagging(32, 64, 0.02, NEAR_TTFB);
+    let ((patient, _), patient_windows) = arrival_ramp_lagging(32, usize::MAX, 0.0, NEAR_TTFB);
     assert_eq!(seen, vec![1, 2, 8, 16, 32, 64]);
     assert_eq!(seen, patient);
     assert!((32..=36).contains(&held), "held {held}");
@@ -481,4 +514,34 @@ fn a_shed_for_a_slow_consumer_is_not_undone() {
     }
     assert!(seen.windows(2).all(|w| w[1] <= w[0]), "a shed was undone: {seen:?}");
     assert!(c.concurrency() <= 12, "{seen:?}");
+}
+
+#[test]
+fn a_consumer_bound_period_sheds_towards_what_the_consumer_takes() {
+    // Settled at 24 for 6e8 B/s; the consumer now takes 2.5e7 B/s (one
+    // request's worth at 0.3 s per 8 MiB part) with its queue full, while
+    // the bytes fetched still read high (the memory budget is filling).
+    // Sheds go by halves, not a tenth a period, to one or two requests.
+    let warm = WarmStart {
+        concurrency: 24,
+        part_bytes: PART,
+        goodput_bps: 6e8,
+        min_latency_secs: 0.3,
+        ttfb_share: 0.2,
+        request_bytes: PART as f64,
+    };
+    let mut c = ConcurrencyController::warm(ControllerConfig::default(), &warm);
+    let mut seen = vec![c.concurrency()];
+    for _ in 0..16 {
+        let n = c.concurrency();
+        let taken = WindowObservation {
+            ready_fill: Some(1.0),
+            batched_bytes: 25_000_000,
+            ..window(n, 6e8)
+        };
+        c.on_window(&taken);
+        seen.push(c.concurrency());
+    }
+    assert!(seen.windows(2).all(|w| 2 * w[1] >= w[0] && w[1] <= w[0]), "{seen:?}");
+    assert!(c.concurrency() <= 2, "{seen:?}");
 }
