@@ -441,6 +441,8 @@ impl ConcurrencyController {
                     measure_ttfbs: self.cfg.round_measure_ttfbs,
                     min_measure_secs: self.cfg.round_min_measure_secs,
                     settle_ttfbs: self.cfg.round_settle_ttfbs,
+                    rising: self.cfg.round_rising,
+                    max_spans: self.cfg.round_max_spans,
                 };
                 Some(self.round.feed(obs, ttfb, &times)?)
             }

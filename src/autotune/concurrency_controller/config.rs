@@ -160,6 +160,12 @@ pub struct ControllerConfig {
     pub round_measure_ttfbs: f64,
     pub round_min_measure_secs: f64,
     pub round_settle_ttfbs: f64,
+    /// A round measures on while its last window carried 15% more than the
+    /// one before it (its connections still in TCP slow start), for at
+    /// most 3 measuring spans, and is judged on its last span
+    /// (`arrival_round`).
+    pub round_rising: f64,
+    pub round_max_spans: f64,
 }
 
 impl Default for ControllerConfig {
@@ -219,6 +225,8 @@ impl Default for ControllerConfig {
             round_measure_ttfbs: 2.0,
             round_min_measure_secs: 0.1,
             round_settle_ttfbs: 3.0,
+            round_rising: 1.15,
+            round_max_spans: 3.0,
         }
     }
 }
