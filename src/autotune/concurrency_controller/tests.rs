@@ -545,3 +545,29 @@ fn a_consumer_bound_period_sheds_towards_what_the_consumer_takes() {
     assert!(seen.windows(2).all(|w| 2 * w[1] >= w[0] && w[1] <= w[0]), "{seen:?}");
     assert!(c.concurrency() <= 2, "{seen:?}");
 }
+
+#[test]
+fn a_consumer_that_takes_little_is_shed_for_without_completions() {
+    // Settled at 16; the consumer takes 1 MB/s, the memory budget is full,
+    // and no request completes: periods are judged on time alone.
+    let warm = WarmStart {
+        concurrency: 16,
+        part_bytes: PART,
+        goodput_bps: 6e8,
+        min_latency_secs: 0.3,
+        ttfb_share: 0.2,
+        request_bytes: PART as f64,
+    };
+    let mut c = ConcurrencyController::warm(ControllerConfig::default(), &warm);
+    for _ in 0..12 {
+        let n = c.concurrency();
+        c.on_window(&WindowObservation {
+            window_secs: 1.0,
+            inflight_mean: n as f64,
+            ready_fill: Some(1.0),
+            batched_bytes: 1_000_000,
+            ..WindowObservation::default()
+        });
+    }
+    assert!(c.concurrency() <= 2, "{}", c.concurrency());
+}
