@@ -120,7 +120,8 @@ pub struct BenchArgs {
     /// (Prometheus text format: e.g. for node_exporter's textfile collector).
     #[arg(long, value_name = "FILE")]
     pub metrics_out: Option<std::path::PathBuf>,
-    /// Start the autotuner from one request instead of where the last run
+    /// Start the autotuner cold (from one request, or 8 on a far store)
+    /// instead of where the last run
     /// against this endpoint and bucket settled, and save nothing (the
     /// cache: $XDG_CACHE_HOME/stoker/tuning.json, or STOKER_TUNING_CACHE).
     #[arg(long)]

@@ -12,9 +12,10 @@ pub struct ControllerConfig {
     /// requests at once instead of measuring a round at 1. There every new
     /// connection spends several round trips in TCP slow start, and the
     /// rounds at 1 and 2 requests measured slow start, not the path: on
-    /// netlab at 20 ms / 400 Mbit a cold pass went from 0.77 to 0.92 of the
-    /// best static one-pass (medians of 5), the first batch from 0.51 s to
-    /// 0.34. Near stores keep the ramp from 1: starting at 8 on loopback
+    /// netlab at 10–60 ms a cold pass was ahead of the ramp from 1 in 8 of
+    /// 10 batches (e.g. 20 ms: 0.75 against 0.71 of the best static, 1.09
+    /// against 1.03 of the CRT; docs/AUTOTUNE.md), the first batch 0.38 s
+    /// against 0.49. Starting at 32 broke the grid's thin links. Near stores keep the ramp from 1: starting at 8 on loopback
     /// overshot to 12 requests, cost 10% more CPU and a 3× later first
     /// batch. Eight requests are what a ×4 step from 2 reaches anyway.
     pub far_first_byte_secs: f64,
