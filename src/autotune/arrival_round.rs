@@ -63,8 +63,6 @@ pub(super) struct ArrivalRound {
     first_bytes: u64,
     measuring: bool,
     measured_secs: f64,
-    arrived: u64,
-    inflight_area: f64,
     lag_secs: f64,
     /// After a shrink: measuring waits until the requests in flight have
     /// drained to the new level (those already started would be measured
@@ -115,8 +113,6 @@ impl ArrivalRound {
             return None;
         }
         self.measured_secs += obs.window_secs;
-        self.arrived += obs.arrived_bytes;
-        self.inflight_area += obs.inflight_mean * obs.window_secs;
         self.windows.push((
             obs.window_secs,
             obs.arrived_bytes,

@@ -50,10 +50,9 @@ impl ConcurrencyController {
         let unsaturated =
             target as f64 >= c * self.cfg.unsaturated_margin && !rate_bound && !demand_met;
         let next = if demand_met {
-            // The consumer is the bottleneck: the bytes the period counted
-            // are what it takes. Shed towards what Little's law says that needs, at
-            // most half a period (a far start can open 16 for a consumer
-            // that needs 1), at least a tenth.
+            // The consumer is the bottleneck: shed towards what Little's law
+            // says its rate needs, at most half a period (a far start can
+            // open 16 for a consumer that needs 1), at least a tenth.
             self.demand_target(judged.taken_bps(), c)
         } else if rate_bound {
             self.concurrency
@@ -126,9 +125,8 @@ impl ConcurrencyController {
         State::Steady { settle: true, periods: 0 }
     }
 
-    /// Where a consumer-bound period (`bps`: the bytes it counted, what the
-    /// consumer took; Little's estimate counts requests held back by a full
-    /// queue as if they streamed) sheds to from `c`: Little's target for `bps`, within
+    /// Where a consumer-bound period sheds to from `c`, the consumer taking
+    /// `bps` (`Judged::taken_bps`): Little's target for it, within
     /// [`demand_floor`, `demand_shed`] of `c`.
     pub(super) fn demand_target(&self, bps: f64, c: f64) -> usize {
         let shed = (c * self.cfg.demand_shed).floor() as usize;

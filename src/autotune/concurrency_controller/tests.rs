@@ -20,16 +20,22 @@ fn window(c: usize, bps: f64) -> WindowObservation {
     }
 }
 
-#[test]
-fn a_warm_start_holds_what_the_last_run_settled_on() {
-    let warm = WarmStart {
-        concurrency: 24,
+/// A run that settled at `concurrency` for 6e8 B/s, 8 MiB parts, 0.3 s
+/// uncontended latency of which a fifth waits for the first byte.
+fn settled_at(concurrency: usize) -> WarmStart {
+    WarmStart {
+        concurrency,
         part_bytes: PART,
         goodput_bps: 6e8,
         min_latency_secs: 0.3,
         ttfb_share: 0.2,
         request_bytes: PART as f64,
-    };
+    }
+}
+
+#[test]
+fn a_warm_start_holds_what_the_last_run_settled_on() {
+    let warm = settled_at(24);
     let cold = ConcurrencyController::new(ControllerConfig::default());
     assert_eq!((cold.concurrency(), cold.phase()), (1, Phase::Startup));
     assert_eq!(cold.warm_start(), None, "nothing settled yet");
@@ -497,14 +503,7 @@ fn a_shed_for_a_slow_consumer_is_not_undone() {
     // Settled at 24 for 6e8 B/s; then the consumer takes a sixth of that,
     // its queue stays full and it never waits. Each shed loses goodput,
     // which is the consumer's doing: the sheds go on, none is undone.
-    let warm = WarmStart {
-        concurrency: 24,
-        part_bytes: PART,
-        goodput_bps: 6e8,
-        min_latency_secs: 0.3,
-        ttfb_share: 0.2,
-        request_bytes: PART as f64,
-    };
+    let warm = settled_at(24);
     let mut c = ConcurrencyController::warm(ControllerConfig::default(), &warm);
     let mut seen = vec![c.concurrency()];
     for _ in 0..40 {
@@ -522,14 +521,7 @@ fn a_consumer_bound_period_sheds_towards_what_the_consumer_takes() {
     // request's worth at 0.3 s per 8 MiB part) with its queue full, while
     // the bytes fetched still read high (the memory budget is filling).
     // Sheds go by halves, not a tenth a period, to one or two requests.
-    let warm = WarmStart {
-        concurrency: 24,
-        part_bytes: PART,
-        goodput_bps: 6e8,
-        min_latency_secs: 0.3,
-        ttfb_share: 0.2,
-        request_bytes: PART as f64,
-    };
+    let warm = settled_at(24);
     let mut c = ConcurrencyController::warm(ControllerConfig::default(), &warm);
     let mut seen = vec![c.concurrency()];
     for _ in 0..16 {
@@ -550,14 +542,7 @@ fn a_consumer_bound_period_sheds_towards_what_the_consumer_takes() {
 fn a_consumer_that_takes_little_is_shed_for_without_completions() {
     // Settled at 16; the consumer takes 1 MB/s, the memory budget is full,
     // and no request completes: periods are judged on time alone.
-    let warm = WarmStart {
-        concurrency: 16,
-        part_bytes: PART,
-        goodput_bps: 6e8,
-        min_latency_secs: 0.3,
-        ttfb_share: 0.2,
-        request_bytes: PART as f64,
-    };
+    let warm = settled_at(16);
     let mut c = ConcurrencyController::warm(ControllerConfig::default(), &warm);
     for _ in 0..12 {
         let n = c.concurrency();
