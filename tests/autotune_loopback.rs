@@ -125,6 +125,12 @@ async fn sweep_through_a_slow_proxy_reports_auto_against_static() {
 
 /// A consumer slower than the store needs few requests: the autotuner reads
 /// the ready queue and does not ramp past what the consumer takes.
+///
+/// The store carries 10 MB/s per request, so the fast consumer (the loop
+/// below, which takes 50–250 MB/s on 2 cores, less while other work runs)
+/// needs many requests whatever the machine's speed: at 50 MB/s per request
+/// it was itself consumer-bound at 2–3 requests, and a busy CI machine
+/// held it at 2 against the slow consumer's 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_keeps_concurrency_low() {
     let _alone = ALONE.lock().await;
@@ -139,9 +145,18 @@ async fn a_slow_consumer_keeps_concurrency_low() {
             stoker::source::Dataset::open(&url, &Default::default()).await.expect("open");
         dataset.store = std::sync::Arc::new(stoker::source::EmulatedStore::new(
             dataset.store.clone(),
-            stoker::source::RemoteProfile::REMOTE,
+            stoker::source::RemoteProfile {
+                per_request_bytes_per_s: 10e6,
+                ..stoker::source::RemoteProfile::REMOTE
+            },
         ));
-        let fetch = FetchConfig { auto_concurrency: true, ..FetchConfig::default() };
+        // 2 MiB parts: 0.2 s a request, as an 8 MiB one at 50 MB/s.
+        let fetch = FetchConfig {
+            auto_concurrency: true,
+            auto_part_bytes: false,
+            part_bytes: 2 << 20,
+            ..FetchConfig::default()
+        };
         let engine = stoker::fetch::FetchEngine::new(dataset.store.clone(), fetch);
         let pcfg = PipelineConfig { epochs: 1000, batch_size: 16, ..PipelineConfig::default() };
         let mut pipeline =
