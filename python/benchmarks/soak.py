@@ -18,6 +18,7 @@ import argparse
 import csv
 import hashlib
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -242,6 +243,9 @@ def main() -> int:
         if proxy:
             proxy.stop()
         s3.stop()
+        # The shards (128 MiB), and the daemon's directory where --out
+        # holds the figures (without it they are in `tmp`).
+        shutil.rmtree(tmp if args.out else tmp / "s3", ignore_errors=True)
 
 
 if __name__ == "__main__":

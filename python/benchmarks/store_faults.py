@@ -16,6 +16,7 @@ Prints one JSON object. Lab figures, not a test:
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -112,6 +113,7 @@ def main() -> int:
         return 0
     finally:
         s3.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -214,6 +215,10 @@ class Daemon:
             self.proc.kill()
             self.proc.wait(10)
         self.log.close()
+        # Each test's daemon directory (socket, log, index) went nowhere:
+        # a run left ~60 in /tmp. STOKER_KEEP_TEST_DIRS=1 keeps them.
+        if not os.environ.get("STOKER_KEEP_TEST_DIRS"):
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture
