@@ -8,7 +8,10 @@
 //! jemalloc's figures every 100 ms and decides two things (`decide`):
 //! - compact: while live heap is above 3/4 of the target, fetched parts
 //!   are copied as they arrive into buffers that hold nothing else
-//!   (`fetch::part_reader`), freeing the read buffers;
+//!   (`fetch::part_reader`), freeing the read buffers. A backstop: the
+//!   daemon's parts are held within the budget by construction by the
+//!   pin allowance (`MemoryBudget::try_pin`, `serve::engines`), which this
+//!   sampling alone did not do (peaks of 1.09-1.17x in the soak);
 //! - purge: while resident heap is above the target with 32 MiB or more of
 //!   it free, freed pages go back to the kernel (purging on every free,
 //!   jemalloc's decay 0, bounds it too but doubled the CPU per byte).

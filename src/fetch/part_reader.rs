@@ -49,22 +49,27 @@ struct PartSink {
     len: usize,
     /// Bytes copied under memory pressure (see `GATHER_BYTES`).
     gather: Vec<u8>,
+    /// Copy every chunk: the part was refused the pin allowance
+    /// (`MemoryBudget::try_pin`).
+    compact: bool,
 }
 
 /// The HTTP client reads each socket read into a buffer of up to 448 KiB
 /// and hands the read over as a slice of it, so a chunk kept as it came
 /// pins more than its bytes: in the daemon soak (256 MiB budget) live heap
-/// reached 1.67× the budget, 705 such buffers alive. While live heap memory
-/// is above 3/4 of the budget (`alloc_trim::over_target`), chunks are copied into
-/// buffers of up to 8 MiB that hold nothing else: one more copy of those
-/// bytes, paid only under memory pressure (a bench with the default 1 GiB
-/// budget never pays it). Copying only chunks under 128 KiB freed nothing
+/// reached 1.67× the budget, 705 such buffers alive. In the daemon a part
+/// the pin allowance cannot pay for (`MemoryBudget::try_pin`), and any part
+/// while live heap memory is above 3/4 of the budget
+/// (`alloc_trim::over_target`), has its chunks copied into buffers of up
+/// to 8 MiB that hold nothing else: one more copy of those bytes, paid only
+/// where read-ahead is full (`stoker bench` keeps no allowance and never
+/// pays it). Copying only chunks under 128 KiB freed nothing
 /// measurable: most reads are larger, in buffers ~60% full.
 const GATHER_BYTES: usize = 8 << 20;
 
 impl PartSink {
-    fn new(len: usize) -> PartSink {
-        PartSink { chunks: Vec::new(), filled: 0, len, gather: Vec::new() }
+    fn new(len: usize, compact: bool) -> PartSink {
+        PartSink { chunks: Vec::new(), filled: 0, len, gather: Vec::new(), compact }
     }
 
     /// Adds the next chunk; `compact`: copy it into the part's own buffers
@@ -77,7 +82,7 @@ impl PartSink {
         if chunk.is_empty() {
             return Ok(());
         }
-        if self.gather.is_empty() && !compact {
+        if self.gather.is_empty() && !compact && !self.compact {
             self.chunks.push(chunk);
             return Ok(());
         }
@@ -145,7 +150,8 @@ pub async fn fetch_part(
     stats: &FetchStats,
 ) -> Result<PartData, FetchError> {
     let chunks =
-        fetch_part_chunks(store, shard, range, e_tag, cfg, stats, None, None, None, None).await?;
+        fetch_part_chunks(store, shard, range, e_tag, cfg, stats, None, None, None, None, false)
+            .await?;
     Ok(PartData::unaccounted(chunks))
 }
 
@@ -154,6 +160,8 @@ pub async fn fetch_part(
 /// buffer from `pool` (when given). `slot`, the request's place in the
 /// concurrency limit, is given back while it waits out a `Retry-After`.
 /// `race`: the part may be asked to race a second request (see `hedge`).
+/// `compact`: copy the body into buffers of the part's own as it arrives
+/// (it was refused the pin allowance, `MemoryBudget::try_pin`).
 // The request's identity (shard, range, ETag) and its context (store,
 // config, stats, pool, gate, slot, race): bundling them would only rename
 // the list.
@@ -169,10 +177,11 @@ pub async fn fetch_part_chunks(
     gate: Option<&RateGate>,
     mut slot: Option<&mut RequestSlot>,
     race: Option<&Race>,
+    compact: bool,
 ) -> Result<Vec<Bytes>, FetchError> {
     let len = usize::try_from(range.end - range.start)
         .map_err(|_| FetchError::Internal(format!("part {range:?} too large for memory")))?;
-    let mut buf = PartSink::new(len);
+    let mut buf = PartSink::new(len, compact);
     let mut retry = RetryLoop::new(cfg, gate, stats);
     // A part abandons one slow connection at most: slow twice is the path,
     // not the connection, and a path that slowed for every part must not
@@ -461,7 +470,7 @@ async fn read_body_racing(
                 FetchStats::add(&stats.hedges, 1);
                 tracing::debug!(shard = %request.shard.url, at = part_start + at as u64, left, "Racing a slow part.");
                 let hedge = async {
-                    let mut sink = PartSink::new(left as usize);
+                    let mut sink = PartSink::new(left as usize, false);
                     let mut ttfb = None;
                     let range = part_start + at as u64..end;
                     let Request { store, shard, e_tag, pool, .. } = request;
@@ -596,7 +605,7 @@ mod sink_tests {
 
     fn pushed(sizes: &[usize], compact: impl Fn(usize) -> bool) -> Vec<Bytes> {
         let len = sizes.iter().sum();
-        let mut sink = PartSink::new(len);
+        let mut sink = PartSink::new(len, false);
         let mut next = 0u8;
         for (i, &n) in sizes.iter().enumerate() {
             let chunk: Vec<u8> = (0..n)
@@ -636,6 +645,20 @@ mod sink_tests {
     }
 
     #[test]
+    fn a_part_refused_the_pin_allowance_copies_every_chunk_and_its_hedge() {
+        let mut sink = PartSink::new(10, true);
+        assert!(sink.push(Bytes::from_static(b"abc"), false).is_ok());
+        let mut hedge = PartSink::new(7, false);
+        assert!(hedge.push(Bytes::from_static(b"defg"), false).is_ok());
+        assert!(hedge.push(Bytes::from_static(b"hij"), false).is_ok());
+        assert_eq!(hedge.chunks.len(), 2, "a hedge alone keeps its chunks");
+        assert!(sink.append(hedge).is_ok());
+        let chunks = sink.into_chunks();
+        assert_eq!(chunks.len(), 1, "one buffer of the part's own");
+        assert_eq!(&chunks[0][..], b"abcdefghij");
+    }
+
+    #[test]
     fn compacted_buffers_hold_at_most_8_mib() {
         let sizes = [5 << 20, 5 << 20, 1];
         let chunks = pushed(&sizes, |_| true);
@@ -645,7 +668,7 @@ mod sink_tests {
 
     #[test]
     fn a_chunk_past_the_range_is_refused() {
-        let mut sink = PartSink::new(4);
+        let mut sink = PartSink::new(4, false);
         assert!(sink.push(Bytes::from_static(b"abc"), true).is_ok());
         assert!(matches!(sink.push(Bytes::from_static(b"de"), true), Err(AttemptError::TooLong)));
     }

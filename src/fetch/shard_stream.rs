@@ -19,8 +19,8 @@ use super::hedge::{self, HEDGE_CHECK, HedgeSignal, Line};
 use super::part_reader::{fetch_part_chunks, head_shard};
 use super::part_sharing::Publisher;
 use super::{
-    Claim, ConnPermit, FetchEngine, FetchError, PartData, PartKey, PartPlan, Race, RequestSlot,
-    Reservation,
+    Claim, ConnPermit, FetchEngine, FetchError, PartData, PartKey, PartPlan, Pin, Race,
+    RequestSlot, Reservation,
 };
 use crate::source::ShardRef;
 
@@ -74,6 +74,13 @@ fn spawn_fetch(
     let signal = Arc::new(HedgeSignal::default());
     line.push(&signal);
     let race = engine.config.hedge.then(|| Race { signal, budget: engine.budget.clone() });
+    // Kept as the client's chunks only if the pin allowance pays for the
+    // buffers they hold (the daemon's; `stoker bench` keeps none).
+    let (pin, compact) = match engine.budget.try_pin(len) {
+        Pin::Free => (None, false),
+        Pin::Charged(pin) => (Some(pin), false),
+        Pin::Compact => (None, true),
+    };
     tokio::spawn(async move {
         let mut slot = RequestSlot::new(permit);
         let r = fetch_part_chunks(
@@ -87,12 +94,13 @@ fn spawn_fetch(
             engine.gate.as_deref(),
             Some(&mut slot),
             race.as_ref(),
+            compact,
         )
         .await;
         drop((slot, race));
         let r = r.map(|chunks| {
             crate::fetch::FetchStats::add(&engine.stats.bytes, len);
-            let (bytes, weak) = PartData::held(chunks, reservation);
+            let (bytes, weak) = PartData::held(chunks, reservation.with_pin(pin));
             if let Some(publisher) = publisher {
                 publisher.publish(Some(weak));
             }
