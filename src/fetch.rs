@@ -43,7 +43,7 @@ pub use concurrency_limit::{ConcurrencyLimit, ConnPermit, RequestSlot};
 pub use demand_gauge::{DemandGauge, DemandSnapshot};
 pub use fetch_stats::{FetchSnapshot, FetchStats};
 pub use hedge::{HedgeSignal, Race};
-pub use memory_budget::{MAX_RESERVATION, MemoryBudget, Pin, Reservation};
+pub use memory_budget::{MAX_RESERVATION, MemoryBudget, PinCharge, Reservation};
 pub use part_data::{PartData, WeakPart};
 pub use part_plan::PartPlan;
 pub use part_pool::{PartPool, pooled_bytes};

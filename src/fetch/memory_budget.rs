@@ -46,7 +46,7 @@ impl Reservation {
 
 /// Whether a part may be kept as the HTTP client's chunks (zero copy).
 #[derive(Debug)]
-pub enum Pin {
+pub enum PinCharge {
     /// No allowance kept (`stoker bench`): chunks as they came.
     Free,
     /// Charged to the allowance: chunks as they came.
@@ -93,12 +93,12 @@ impl MemoryBudget {
     /// Whether a part of `bytes` may be kept as the client's chunks: its
     /// charge from the pin allowance, taken now or not at all (never
     /// waits, so it cannot hold up the parser's next part).
-    pub fn try_pin(&self, bytes: u64) -> Pin {
-        let Some(pin) = &self.pin else { return Pin::Free };
+    pub fn try_pin(&self, bytes: u64) -> PinCharge {
+        let Some(pin) = &self.pin else { return PinCharge::Free };
         let n = bytes.saturating_mul(PIN_CHARGE);
         match u32::try_from(n).ok().and_then(|n| pin.clone().try_acquire_many_owned(n).ok()) {
-            Some(permit) => Pin::Charged(Reservation { _permit: permit, _pin: None }),
-            None => Pin::Compact,
+            Some(permit) => PinCharge::Charged(Reservation { _permit: permit, _pin: None }),
+            None => PinCharge::Compact,
         }
     }
 
@@ -147,24 +147,20 @@ mod tests {
         assert_eq!(budget.used_bytes(), 60);
     }
 
-    #[test]
-    fn the_pin_allowance_charges_what_it_has_and_comes_back_with_the_part() {
-        assert!(matches!(MemoryBudget::new(100).try_pin(1000), Pin::Free));
+    #[tokio::test]
+    async fn the_pin_allowance_charges_what_it_has_and_comes_back_with_the_part() {
+        assert!(matches!(MemoryBudget::new(100).try_pin(1000), PinCharge::Free));
         let budget = MemoryBudget::with_pin_allowance(100, 50);
-        let Pin::Charged(first) = budget.try_pin(40) else { panic!("40 of 50") };
-        assert!(matches!(budget.try_pin(20), Pin::Compact), "only 10 left");
-        assert!(matches!(budget.try_pin(u64::MAX), Pin::Compact));
+        let PinCharge::Charged(first) = budget.try_pin(40) else { panic!("40 of 50") };
+        assert!(matches!(budget.try_pin(20), PinCharge::Compact), "only 10 left");
+        assert!(matches!(budget.try_pin(u64::MAX), PinCharge::Compact));
         assert_eq!(budget.used_bytes(), 0, "the budget itself is untouched");
         // Held with the part's reservation, released with it.
-        let part = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime")
-            .block_on(budget.reserve(60))
-            .with_pin(Some(first));
-        assert!(matches!(budget.try_pin(20), Pin::Compact));
+        let part = budget.reserve(60).await.with_pin(Some(first));
+        assert!(matches!(budget.try_pin(20), PinCharge::Compact));
         drop(part);
         assert_eq!(budget.used_bytes(), 0);
-        assert!(matches!(budget.try_pin(50), Pin::Charged(_)));
+        assert!(matches!(budget.try_pin(50), PinCharge::Charged(_)));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use super::hedge::{self, HEDGE_CHECK, HedgeSignal, Line};
 use super::part_reader::{fetch_part_chunks, head_shard};
 use super::part_sharing::Publisher;
 use super::{
-    Claim, ConnPermit, FetchEngine, FetchError, PartData, PartKey, PartPlan, Pin, Race,
+    Claim, ConnPermit, FetchEngine, FetchError, PartData, PartKey, PartPlan, PinCharge, Race,
     RequestSlot, Reservation,
 };
 use crate::source::ShardRef;
@@ -77,9 +77,9 @@ fn spawn_fetch(
     // Kept as the client's chunks only if the pin allowance pays for the
     // buffers they hold (the daemon's; `stoker bench` keeps none).
     let (pin, compact) = match engine.budget.try_pin(len) {
-        Pin::Free => (None, false),
-        Pin::Charged(pin) => (Some(pin), false),
-        Pin::Compact => (None, true),
+        PinCharge::Free => (None, false),
+        PinCharge::Charged(pin) => (Some(pin), false),
+        PinCharge::Compact => (None, true),
     };
     tokio::spawn(async move {
         let mut slot = RequestSlot::new(permit);
