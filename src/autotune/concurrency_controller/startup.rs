@@ -127,9 +127,15 @@ impl ConcurrencyController {
             }
             return State::Startup(Ramp::from(bps, before));
         }
-        // No growth on saturated cores: more rounds will not find any, and
-        // the level that last grew is the knee.
-        let cpu_knee = self.cpu_bound(measured).then_some(best_concurrency);
+        // No growth on saturated cores, twice: more rounds will not find
+        // any, and the level that last grew is the knee. Not once: a far
+        // store's new connections are still in TCP slow start when a round
+        // of ~0.15 s ends, and saturated cores slow it further (netlab at
+        // 20 ms: 32 read 650 MB/s against 16's 700 and start-up held 16;
+        // the next 100 ms at 32 carried 1,000–1,170).
+        // The knee is then the best level measured, not the last that grew
+        // (the first look at a level may have caught it in slow start).
+        let cpu_knee = (self.cpu_bound(measured) && stalled >= 1).then(|| self.best_level());
         let full = stalled + 1 >= self.cfg.startup_patience
             || judged.demand_met
             || cpu_knee.is_some()
@@ -165,6 +171,13 @@ impl ConcurrencyController {
             plateau: if stalled == 0 { plateau } else { (plateau.0 + blended, plateau.1 + 1) },
             descent: None,
         })
+    }
+
+    /// The smallest level measured within `accept_gain` of the best one.
+    fn best_level(&self) -> usize {
+        let top = self.levels.iter().map(|(_, bps)| *bps).fold(0.0, f64::max);
+        let within = top * (1.0 - self.cfg.accept_gain);
+        self.levels.iter().filter(|(_, bps)| *bps >= within).map(|(c, _)| *c).min().unwrap_or(1)
     }
 
     /// Whether start-up, which began at `far_start_concurrency` on a far

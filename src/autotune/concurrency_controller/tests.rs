@@ -441,16 +441,44 @@ fn a_round_on_saturated_cores_ends_start_up() {
 }
 
 #[test]
-fn no_growth_on_saturated_cores_exits_at_once_to_the_level_below() {
-    // The knee is 32 and 64 saturates the cores: the first round at 64
-    // ends start-up (three rounds without growth cost a second at 64 on
-    // a 2-core node), holding 32.
+fn no_growth_on_saturated_cores_twice_exits_to_the_level_below() {
+    // The knee is 32 and 64 saturates the cores: the second round at 64
+    // without growth ends start-up (three cost a second at 64 on a
+    // 2-core node), holding 32.
     let ((seen, held), windows) = arrival_ramp_lagging(32, 64, 0.02, NEAR_TTFB);
     let ((patient, _), patient_windows) = arrival_ramp_lagging(32, usize::MAX, 0.0, NEAR_TTFB);
     assert_eq!(seen, vec![1, 2, 8, 16, 32, 64]);
     assert_eq!(seen, patient);
     assert!((32..=36).contains(&held), "held {held}");
-    assert!(windows + 4 <= patient_windows, "{windows} windows against {patient_windows}");
+    assert!(windows < patient_windows, "{windows} windows against {patient_windows}");
+}
+
+#[test]
+fn a_level_caught_in_slow_start_on_saturated_cores_is_looked_at_again() {
+    // From 32 requests the cores are saturated, and 32's first round reads
+    // only 16's rate (its new connections still in slow start); its next
+    // carries 32's. Start-up holds 32, not 16 (netlab at 20 ms: 3 of 7
+    // cold passes held 16 and ran at 0.7 of static 32).
+    let mut c = ConcurrencyController::new(ControllerConfig::default());
+    let (mut last, mut at_32) = (0, 0);
+    for _ in 0..200 {
+        let n = c.concurrency();
+        let mut w = arrival_window_after(n, n.saturating_sub(last), 1000, NEAR_TTFB);
+        if n >= 32 {
+            at_32 += 1;
+            w.timer_lag_secs = 0.02;
+            if at_32 <= 3 {
+                w.arrived_bytes = (16.0 * 40e6 * 0.05) as u64;
+            }
+        }
+        last = n;
+        c.on_window(&w);
+        if c.phase() != Phase::Startup {
+            break;
+        }
+    }
+    assert_ne!(c.phase(), Phase::Startup);
+    assert!((32..=36).contains(&c.concurrency()), "held {}", c.concurrency());
 }
 
 #[test]
