@@ -482,6 +482,33 @@ fn a_level_caught_in_slow_start_on_saturated_cores_is_looked_at_again() {
 }
 
 #[test]
+fn a_second_flat_look_on_saturated_cores_holds_the_best_level_measured() {
+    // 32's first round reads 1.1× 16's rate (flat, and its best so far),
+    // its second 1.3× (flat against the first look): start-up ends on
+    // the saturated cores at 32, the best level measured, not at 16, the
+    // last level that grew.
+    let mut c = ConcurrencyController::new(ControllerConfig::default());
+    let (mut last, mut at_32) = (0, 0);
+    for _ in 0..200 {
+        let n = c.concurrency();
+        let mut w = arrival_window_after(n, n.saturating_sub(last), 1000, NEAR_TTFB);
+        if n >= 32 {
+            at_32 += 1;
+            w.timer_lag_secs = 0.02;
+            let share = if at_32 <= 3 { 1.1 } else { 1.3 };
+            w.arrived_bytes = (share * 16.0 * 40e6 * 0.05) as u64;
+        }
+        last = n;
+        c.on_window(&w);
+        if c.phase() != Phase::Startup {
+            break;
+        }
+    }
+    assert_ne!(c.phase(), Phase::Startup);
+    assert!((32..=36).contains(&c.concurrency()), "held {}", c.concurrency());
+}
+
+#[test]
 fn saturated_cores_hold_the_knee_in_steady_state() {
     // Start-up holds 16 (the cores saturate there); then each second
     // carries 400 MB/s, for which Little's law at the latency start-up
