@@ -30,9 +30,10 @@
 //!   8 up): then at least that level, not three quarters of the top.
 //! * From 8 requests up, a round in which the engine's timer fired late
 //!   for 15% of the time ran on saturated cores: the client's CPU is
-//!   the knee. Start-up ends there: a round that grew is held, one that
-//!   did not exits at once to the level below (more connections only
-//!   cost more CPU).
+//!   the knee. Start-up ends there: a round that grew is held; one that
+//!   did not is looked at again (its new connections may still be in
+//!   slow start), and a second flat look exits to the best level measured
+//!   (more connections only cost more CPU).
 //! * Without arrivals a round lasts 1.5 request latencies and a completion
 //!   per slot; growth is judged on bytes counted (Little's estimate reads
 //!   high while requests in flight double); the plateau's goodput is the
@@ -176,8 +177,12 @@ impl ConcurrencyController {
     /// The smallest level measured within `accept_gain` of the best one.
     fn best_level(&self) -> usize {
         let top = self.levels.iter().map(|(_, bps)| *bps).fold(0.0, f64::max);
-        let within = top * (1.0 - self.cfg.accept_gain);
-        self.levels.iter().filter(|(_, bps)| *bps >= within).map(|(c, _)| *c).min().unwrap_or(1)
+        self.smallest_level_carrying(top * (1.0 - self.cfg.accept_gain)).unwrap_or(1)
+    }
+
+    /// The smallest level measured that carried at least `bps`.
+    fn smallest_level_carrying(&self, bps: f64) -> Option<usize> {
+        self.levels.iter().filter(|(_, level)| *level >= bps).map(|(c, _)| *c).min()
     }
 
     /// Whether start-up, which began at `far_start_concurrency` on a far
@@ -207,14 +212,8 @@ impl ConcurrencyController {
             return State::Startup(ramp);
         }
         // The smallest level measured that kept `share` of the plateau.
-        let smallest = |share: f64| {
-            self.levels
-                .iter()
-                .filter(|(_, bps)| *bps >= top * share)
-                .map(|(c, _)| *c)
-                .min()
-                .unwrap_or(ramp.best_concurrency)
-        };
+        let smallest =
+            |share: f64| self.smallest_level_carrying(top * share).unwrap_or(ramp.best_concurrency);
         let (kept, knee) = (smallest(self.cfg.descent_keep), smallest(1.0 - self.cfg.accept_gain));
         if kept < ramp.best_concurrency {
             // Fewer requests kept the plateau: the far start's rounds shared
@@ -277,13 +276,7 @@ impl ConcurrencyController {
         // measured; Little's law at the uncontended latency undercounts
         // where requests that started together keep waiting for first bytes
         // together, or where latency grows with load).
-        let knee = self
-            .levels
-            .iter()
-            .filter(|(_, level_bps)| *level_bps >= best * (1.0 - self.cfg.accept_gain))
-            .map(|(c, _)| *c)
-            .min()
-            .unwrap_or(0);
+        let knee = self.smallest_level_carrying(best * (1.0 - self.cfg.accept_gain)).unwrap_or(0);
         let needed = self.little_target(best).max(knee);
         let from = self.concurrency;
         let half = (best_concurrency / 2).max(1);
