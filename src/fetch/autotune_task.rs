@@ -109,6 +109,10 @@ async fn run(engine: Weak<FetchEngine>, mut controller: ConcurrencyController) {
             arrived_mb_s = format_args!("{:.0}", obs.arrived_bytes as f64 / window_secs / 1e6),
             inflight = format_args!("{:.1}", obs.inflight_mean),
             first_bytes = obs.first_bytes,
+            first_byte_ms = format_args!(
+                "{:.0}",
+                obs.first_byte_secs_sum / obs.first_bytes.max(1) as f64 * 1e3
+            ),
             completions = obs.completions,
             lag_ms = format_args!("{:.0}", obs.timer_lag_secs * 1e3),
             budget_mib = engine.budget.used_bytes() >> 20,

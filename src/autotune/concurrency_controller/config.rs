@@ -20,6 +20,17 @@ pub struct ControllerConfig {
     /// batch. Eight requests are what a ×4 step from 2 reaches anyway.
     pub far_first_byte_secs: f64,
     pub far_start_concurrency: usize,
+    /// A far start's first round steps ×4 (8 → 32), not ×2, where first
+    /// bytes took 80 ms or more (`far_fast_first_byte_secs`; new
+    /// connections wait two round trips, so a 40 ms path and beyond):
+    /// there each level's new connections spend 0.5 s or more in TCP slow
+    /// start, and on netlab at 60 ms / 100 Mbit the ramp 8, 16, 32, 64 ran
+    /// at 0.58 of static 64's rate between 1 and 2 s after start, the ramp
+    /// 8, 32, 64 at 0.82 (one pass 0.80 → 0.92 of it, 5 rounds). Not on
+    /// nearer paths, where 8 → 32 overshoots a knee of 16 (10 ms: 0.85
+    /// against 0.92 of the best static; 30 ms 0.82 against 0.90 in the
+    /// same rounds; docs/AUTOTUNE.md).
+    pub far_fast_first_byte_secs: f64,
     /// Where a far start's first level was already the plateau (a thin
     /// link: one 400 MB/s connection fills 1 Gbit/s), start-up halves while
     /// a level keeps 90% of the plateau, to measure a less shared request:
@@ -175,6 +186,7 @@ impl Default for ControllerConfig {
             initial_concurrency: 1,
             far_first_byte_secs: 0.008,
             far_start_concurrency: 8,
+            far_fast_first_byte_secs: 0.08,
             descent_keep: 0.9,
             min_concurrency: 1,
             max_concurrency: 1024,

@@ -121,7 +121,7 @@ impl ConcurrencyController {
             }
             let before = self.concurrency;
             let fast = measured.is_some_and(|m| self.adds_linearly(m, best_bps, best_concurrency));
-            if fast && before < self.cfg.startup_fast_below {
+            if (fast && before < self.cfg.startup_fast_below) || self.far_first_round(before) {
                 self.concurrency = self.clamp(before * self.cfg.startup_fast_factor);
             } else {
                 self.concurrency = next;
@@ -183,6 +183,19 @@ impl ConcurrencyController {
     /// The smallest level measured that carried at least `bps`.
     fn smallest_level_carrying(&self, bps: f64) -> Option<usize> {
         self.levels.iter().filter(|(_, level)| *level >= bps).map(|(c, _)| *c).min()
+    }
+
+    /// Whether the round that grew from `before` requests was a far start's
+    /// first on a long path (`far_fast_first_byte_secs`): it is judged
+    /// against nothing below it, and its next step is ×4 (8 → 32), as
+    /// 2 → 8 is where a near store's added requests each carried a whole
+    /// one. A link that 8 requests already fill reads flat at 32, and
+    /// start-up descends from 8 as after a flat 16.
+    fn far_first_round(&self, before: usize) -> bool {
+        self.far_started
+            && before == self.cfg.far_start_concurrency
+            && self.levels.len() == 1
+            && self.mean_first_byte_secs().is_some_and(|t| t >= self.cfg.far_fast_first_byte_secs)
     }
 
     /// Whether start-up, which began at `far_start_concurrency` on a far

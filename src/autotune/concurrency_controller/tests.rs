@@ -412,6 +412,21 @@ fn a_far_store_starts_at_eight_requests() {
 }
 
 #[test]
+fn a_far_start_on_a_long_path_steps_fourfold_after_its_first_round() {
+    // First bytes after 120 ms (a 60 ms path's new connections): each
+    // round there is half a second of slow start, so 8 → 32 at once, and
+    // the knee is found all the same.
+    let ((long, long_held), _) = arrival_ramp_lagging(32, usize::MAX, 0.0, 0.12);
+    assert_eq!(long, vec![1, 8, 32, 64]);
+    assert!((32..=36).contains(&long_held), "held {long_held}");
+    // A thin link 8 requests fill: flat at 32, and start-up still settles
+    // near what 8 needed (not on 32).
+    let ((thin, thin_held), _) = arrival_ramp_lagging(8, usize::MAX, 0.0, 0.12);
+    assert_eq!(&thin[..3], &[1, 8, 32], "{thin:?}");
+    assert!(thin_held <= 12, "held {thin_held} on a link 8 requests fill: {thin:?}");
+}
+
+#[test]
 fn a_ramp_far_from_the_knee_grows_fourfold_below_eight() {
     // 1 → 2 carried a whole request each: ×4 to 8; then ×2 (from 8 up a
     // ×4 step could land far past a knee not yet seen).
