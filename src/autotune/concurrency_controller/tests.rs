@@ -615,3 +615,42 @@ fn a_consumer_that_takes_little_is_shed_for_without_completions() {
     }
     assert!(c.concurrency() <= 2, "{}", c.concurrency());
 }
+
+#[test]
+fn steady_state_does_not_ramp_again_above_a_cpu_knee() {
+    // Start-up ends on saturated cores at 16 (a CPU knee). Then requests
+    // complete faster than start-up saw (goodput twice what Little's law
+    // expects of 16): with no knee known that is capacity appearing, and
+    // start-up runs again from 32; above a CPU knee more requests only
+    // cost CPU, and steady state climbs by its own steps, if at all.
+    let run = |goodput_knee: usize, lag: f64| {
+        let mut c = ConcurrencyController::new(ControllerConfig::default());
+        let mut last = 0;
+        while c.phase() == Phase::Startup {
+            let n = c.concurrency();
+            let mut w = arrival_window_after(n, n.saturating_sub(last), goodput_knee, NEAR_TTFB);
+            if n >= 16 {
+                w.timer_lag_secs = lag;
+            }
+            c.on_window(&w);
+            last = n;
+        }
+        let knee = c.concurrency();
+        let mut phases = vec![];
+        for _ in 0..12 {
+            let n = c.concurrency();
+            c.on_window(&window(n, n as f64 * 80e6));
+            phases.push((c.phase(), c.concurrency()));
+        }
+        (knee, phases)
+    };
+    let (knee, phases) = run(1000, 0.02);
+    assert_eq!(knee, 16);
+    assert!(phases.iter().all(|(p, _)| *p != Phase::Startup), "{phases:?}");
+    // Little's law still steps it up (×1.5 a period at most).
+    assert!(phases.last().is_some_and(|(_, n)| *n > knee), "{phases:?}");
+    // Where start-up's knee was the path's (16 requests' goodput), the
+    // same periods are capacity appearing: start-up runs again.
+    let (_, phases) = run(16, 0.0);
+    assert!(phases.iter().any(|(p, _)| *p == Phase::Startup), "{phases:?}");
+}
