@@ -9,7 +9,10 @@
 //! costs goodput in two judged periods in a row is undone and raises the
 //! headroom (one period can fall in the trough of a wave: requests started
 //! together finish together, and the link idles while their successors
-//! wait for first bytes).
+//! wait for first bytes). Two periods in a row whose Little's target is
+//! 8% above the concurrency held mean capacity appeared: start-up runs
+//! again from twice the concurrency, except above a knee start-up found
+//! in the client's cores (there Little's steps and probes climb).
 
 use super::startup::Ramp;
 use super::{ConcurrencyController, Judged, Shrink, State};

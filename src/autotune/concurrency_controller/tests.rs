@@ -374,17 +374,30 @@ fn arrival_ramp_lagging(
     ttfb: f64,
 ) -> ((Vec<usize>, usize), usize) {
     let mut c = ConcurrencyController::new(ControllerConfig::default());
-    let (mut seen, mut last) = (vec![c.concurrency()], 0);
-    for windows in 1..200 {
-        let n = c.concurrency();
-        let mut w = arrival_window_after(n, n.saturating_sub(last), knee, ttfb);
+    let (seen, windows) = run_startup(&mut c, |n, added| {
+        let mut w = arrival_window_after(n, added, knee, ttfb);
         if n >= lag_from {
             w.timer_lag_secs = lag;
         }
-        let d = c.on_window(&w);
+        w
+    });
+    ((seen, c.concurrency()), windows)
+}
+
+/// Feeds `c` the window `window(concurrency, requests added since the last
+/// window)` until start-up ends: the concurrencies it visited, and how
+/// many windows it took.
+fn run_startup(
+    c: &mut ConcurrencyController,
+    mut window: impl FnMut(usize, usize) -> WindowObservation,
+) -> (Vec<usize>, usize) {
+    let (mut seen, mut last) = (vec![c.concurrency()], 0);
+    for windows in 1..200 {
+        let n = c.concurrency();
+        let d = c.on_window(&window(n, n.saturating_sub(last)));
         last = n;
         if c.phase() != Phase::Startup {
-            return ((seen, d.concurrency), windows);
+            return (seen, windows);
         }
         if seen.last() != Some(&d.concurrency) {
             seen.push(d.concurrency);
@@ -473,23 +486,18 @@ fn no_growth_on_saturated_cores_twice_exits_to_the_level_below() {
 /// 16's rate, its later ones `then`× (32's own rate is 2×).
 fn held_after_two_looks_at_32(first: f64, then: f64) -> usize {
     let mut c = ConcurrencyController::new(ControllerConfig::default());
-    let (mut last, mut at_32) = (0, 0);
-    for _ in 0..200 {
-        let n = c.concurrency();
-        let mut w = arrival_window_after(n, n.saturating_sub(last), 1000, NEAR_TTFB);
+    let mut at_32 = 0;
+    run_startup(&mut c, |n, added| {
+        let mut w = arrival_window_after(n, added, 1000, NEAR_TTFB);
         if n >= 32 {
             at_32 += 1;
             w.timer_lag_secs = 0.02;
             let share = if at_32 <= 3 { first } else { then };
             w.arrived_bytes = (share * 16.0 * 40e6 * 0.05) as u64;
         }
-        last = n;
-        c.on_window(&w);
-        if c.phase() != Phase::Startup {
-            return c.concurrency();
-        }
-    }
-    panic!("start-up never ended at {}", c.concurrency());
+        w
+    });
+    c.concurrency()
 }
 
 #[test]
@@ -625,16 +633,13 @@ fn steady_state_does_not_ramp_again_above_a_cpu_knee() {
     // cost CPU, and steady state climbs by its own steps, if at all.
     let run = |goodput_knee: usize, lag: f64| {
         let mut c = ConcurrencyController::new(ControllerConfig::default());
-        let mut last = 0;
-        while c.phase() == Phase::Startup {
-            let n = c.concurrency();
-            let mut w = arrival_window_after(n, n.saturating_sub(last), goodput_knee, NEAR_TTFB);
+        run_startup(&mut c, |n, added| {
+            let mut w = arrival_window_after(n, added, goodput_knee, NEAR_TTFB);
             if n >= 16 {
                 w.timer_lag_secs = lag;
             }
-            c.on_window(&w);
-            last = n;
-        }
+            w
+        });
         let knee = c.concurrency();
         let mut phases = vec![];
         for _ in 0..12 {
