@@ -310,7 +310,7 @@ fn capped_store(cap: f64, link_bps: f64) -> StoreModel {
 /// 1,000 nodes) on one store capped in requests per second, with a link so
 /// wide that the cap binds at any part size: the cap is used and parts
 /// grow. The targets for 503s (≤ 2%) and fairness (Jain ≥ 0.95)
-/// are not met yet (4.3–4.5% and 0.79–0.82 on seeds 1, 2, 3, 7;
+/// are not met yet (4.4–4.5% and 0.84–0.85 on seeds 1, 2, 3, 7;
 /// docs/AUTOTUNE.md): here they are regression bounds, and the figures are
 /// printed.
 #[test]
@@ -384,4 +384,38 @@ fn a_fleet_of_independent_daemons_shares_a_request_cap() {
     // limiter's additive step).
     assert!(bad <= 0.055, "{:.2}% 503s", bad * 100.0);
     assert!(jain >= 0.72, "Jain {jain:.3}");
+}
+
+/// A store that refuses nearly everything for the first 0.2 s of a run (a
+/// cap of one request a second, then none): a lone process must not be
+/// held at the bottom afterwards. Guards against the fleet's "equal start"
+/// (every node refused before it sent 20 requests starts again from one
+/// request a second; docs/AUTOTUNE.md): it met the fleet's three targets
+/// and left this process at 0.01 of its goodput, since after such a start
+/// it hears the same silence as a node of a fleet.
+#[test]
+fn a_lone_process_shrugs_off_refusals_at_start() {
+    let free = SimConfig {
+        model: capped(None),
+        changes: vec![],
+        duration_secs: 30.0,
+        clients: vec![ControllerConfig { fixed_part_bytes: Some(8 << 20), ..auto() }],
+        limiter: Some(RateLimiterConfig::default()),
+        limiter_per_client: false,
+        seed: seed(),
+    };
+    let hiccup =
+        SimConfig { model: capped(Some(1.0)), changes: vec![(0.2, capped(None))], ..free.clone() };
+    let want = simulate(&free).goodput_between(10.0, 30.0);
+    let tr = simulate(&hiccup);
+    let got = tr.goodput_between(10.0, 30.0);
+    let refused: f64 = tr.throttled_per_sec.iter().sum();
+    println!(
+        "refused at start ({refused} replies): {:.0} MB/s at 10–30 s against {:.0} without (×{:.2})",
+        got / MB,
+        want / MB,
+        got / want
+    );
+    assert!(refused >= 3.0, "the store refused only {refused}: no hiccup to recover from");
+    assert!(got >= 0.9 * want, "{:.0} MB/s against {:.0}", got / MB, want / MB);
 }
