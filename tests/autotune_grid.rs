@@ -308,11 +308,10 @@ fn capped_store(cap: f64, link_bps: f64) -> StoreModel {
 
 /// 1,000 independent daemons (each its own limiter and controller, as on
 /// 1,000 nodes) on one store capped in requests per second, with a link so
-/// wide that the cap binds at any part size: the cap is used and parts
-/// grow. The targets for 503s (≤ 2%) and fairness (Jain ≥ 0.95)
-/// are not met yet (4.4–4.5% and 0.84–0.85 on seeds 1, 2, 3, 7;
-/// docs/AUTOTUNE.md): here they are regression bounds, and the figures are
-/// printed.
+/// wide that the cap binds at any part size, all started at once (a
+/// training job's launch): ≥ 0.9 of the cap accepted, ≤ 2% 503s and Jain
+/// fairness ≥ 0.95 over 30–60 s, and parts grow. Seeds 1–7: 1.000 of the
+/// cap, 1.81–1.86%, Jain 0.960–0.965 (docs/AUTOTUNE.md).
 #[test]
 fn a_fleet_of_independent_daemons_shares_a_request_cap() {
     let cap = 2000.0;
@@ -380,10 +379,8 @@ fn a_fleet_of_independent_daemons_shares_a_request_cap() {
     );
     assert!(ok >= 0.9, "accepted {ok:.3} of the cap");
     assert!(part > 1 << 20, "parts did not grow where the request rate binds: {part}");
-    // Regression bounds (targets: 2% and 0.95; 8% and 0.5 before the
-    // limiter's additive step).
-    assert!(bad <= 0.055, "{:.2}% 503s", bad * 100.0);
-    assert!(jain >= 0.72, "Jain {jain:.3}");
+    assert!(bad <= 0.02, "{:.2}% 503s", bad * 100.0);
+    assert!(jain >= 0.95, "Jain {jain:.3}");
 }
 
 /// A store that refuses nearly everything for the first 0.2 s of a run (a

@@ -361,6 +361,17 @@ impl ConcurrencyController {
             return self.decision();
         }
         self.period.add(obs);
+        // Not judged per period: a node at one 64 MiB request holds 20
+        // completions (a period) only after 28 s.
+        if matches!(self.state, State::Steady { .. })
+            && let Some(floor) =
+                self.contested_floor(obs.contested_rate_rps).filter(|&f| f > self.concurrency)
+        {
+            self.set_concurrency(floor);
+            self.state = State::Steady { settle: true, periods: 0 };
+            self.period = Period::default();
+            return self.decision();
+        }
         let Some(judged) = self.judge_period(obs) else {
             return self.decision();
         };

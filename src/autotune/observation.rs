@@ -27,6 +27,10 @@ pub struct WindowObservation {
     pub timeouts: u64,
     /// Time requests waited on the request-rate limiter, summed.
     pub rate_limited_secs: f64,
+    /// The request-rate limiter's limit while the store refuses requests
+    /// (`RateLimiter::contested_rate`): enough requests must be in flight
+    /// to use it, or the limiter's fairness between nodes is lost.
+    pub contested_rate_rps: Option<f64>,
     /// Mean requests in flight over the window.
     pub inflight_mean: f64,
     /// How full the ready queue was on average (0 empty … 1 full); `None`

@@ -8,12 +8,19 @@
 //! ```text
 //!  unlimited ──first throttle──▶ rate = 0.9 × successes/s ──quiet 3 s, 150 answers──▶ ×2 per second
 //!                                 │  + 0.04 requests/s per second  │
+//!                                 │  (0.005 below 20 answers/s)    │
 //!                                 └──────── throttle: cut ◀────────┘   (at most once per 0.5 s)
 //! ```
 //!
 //! The cut goes to 90% of the rate the store just *accepted* (not a fixed
 //! fraction of what we asked for), so the average stays above 90% of the
-//! store's cap. A `Retry-After` is the refused request's own wait (its
+//! store's cap. Where the last second held fewer than 20 answers (a node
+//! of a fleet sharing a cap hears ~2 a second) a count is no rate: there
+//! the cut takes 7.5% off the limit and the step is 0.005, which is AIMD
+//! proper and keeps 1,000 daemons started at once within Jain 0.96 of
+//! each other at ~1.8% refused; and the controller keeps enough requests
+//! in flight to use the limit ([`RateLimiter::contested_rate`]). A
+//! `Retry-After` is the refused request's own wait (its
 //! retry honours it); only in a storm — several throttled replies in a row
 //! with no success between — does it pause every request. A few such
 //! replies among many answered (B2 sends `Retry-After: 1` with scattered
@@ -88,6 +95,24 @@ pub struct RateLimiterConfig {
     /// storm, in which a `Retry-After` pauses every request. Fewer is
     /// scattered refusals: only the refused request waits.
     pub storm_in_a_row: u32,
+    /// 0.925: where the last second held fewer than `share_min_answers`
+    /// answers (a node of a fleet, at its share of a store's cap), a cut
+    /// goes to this fraction of the current limit, not of the accepted
+    /// rate: a count of 0–4 answers is no rate, and cuts to 0.9 × such
+    /// counts spread 1,000 daemons from 1 to 8 requests a second (Jain
+    /// 0.85). Cuts of a fraction of the limit (AIMD proper) keep an equal
+    /// start equal, and a shallow one keeps each node's sawtooth narrow:
+    /// 0.9 gave Jain 0.94, 0.925 gives 0.96 (docs/AUTOTUNE.md).
+    pub sparse_cut_to: f64,
+    /// 0.005 requests a second, every second: the additive step where the
+    /// last second held fewer than `share_min_answers` answers. The
+    /// refused share settles near the step over the cut's depth times
+    /// the rate squared: at a fleet's fair 2 a second, 0.005 / (0.075 ×
+    /// 4) ≈ 1.7% (1.8% measured); the 0.04 above would refuse 13%.
+    pub sparse_additive_rps_per_sec: f64,
+    /// 2: a sparse cut starts from at most this many times the rate
+    /// sent over the last second, not from a limit far above it.
+    pub sparse_sent_ratio: f64,
 }
 
 impl Default for RateLimiterConfig {
@@ -107,6 +132,9 @@ impl Default for RateLimiterConfig {
             max_baseline: 0.05,
             baseline_half_life_secs: 120.0,
             share_min_answers: 20.0,
+            sparse_cut_to: 0.925,
+            sparse_additive_rps_per_sec: 0.005,
+            sparse_sent_ratio: 2.0,
         }
     }
 }
@@ -146,6 +174,10 @@ pub struct RateLimiter {
     /// at random) cannot drive the rate to nothing.
     peak_accepted: f64,
     peak_at: f64,
+    /// The limit grew multiplicatively (quiet) since the last cut: it is
+    /// no estimate of the store's rate, so the next cut lands under the
+    /// accepted rate, not a fraction below the limit.
+    grew_quiet: bool,
 }
 
 impl RateLimiter {
@@ -170,12 +202,20 @@ impl RateLimiter {
             pauses: 0,
             peak_accepted: 0.0,
             peak_at: 0.0,
+            grew_quiet: false,
         }
     }
 
     /// The current limit in requests per second (`None`: unlimited).
     pub fn rate(&self) -> Option<f64> {
         self.rate
+    }
+
+    /// Fewer than `share_min_answers` answers (accepted or refused) in
+    /// the last second: too few for a count to be a rate.
+    fn sparse(&self, now: f64) -> bool {
+        let recent = |q: &VecDeque<f64>| q.iter().rev().take_while(|&&t| t >= now - 1.0).count();
+        ((recent(&self.successes) + recent(&self.throttles)) as f64) < self.cfg.share_min_answers
     }
 
     fn window_rate(q: &mut VecDeque<f64>, now: f64) -> f64 {
@@ -185,16 +225,34 @@ impl RateLimiter {
         q.len() as f64
     }
 
+    /// Long enough since the last throttle, and enough heard since, to
+    /// grow multiplicatively.
+    fn quiet(&self, now: f64) -> bool {
+        now - self.last_throttle >= self.cfg.quiet_secs
+            && self.successes_since_throttle >= self.cfg.quiet_successes
+    }
+
+    /// The limit while the store is refusing us (the additive phase): the
+    /// request rate the store takes from this process, which the
+    /// concurrency controller must keep enough requests in flight to use.
+    /// `None` while unlimited or growing after a quiet spell (a limit that
+    /// doubles each second is no rate to size anything by).
+    pub fn contested_rate(&self, now: f64) -> Option<f64> {
+        self.rate.filter(|_| !self.quiet(now))
+    }
+
     fn advance(&mut self, now: f64) {
         let dt = (now - self.last_secs).max(0.0);
         self.last_secs = now;
         let Some(rate) = self.rate else {
             return;
         };
-        let quiet = now - self.last_throttle >= self.cfg.quiet_secs
-            && self.successes_since_throttle >= self.cfg.quiet_successes;
+        let quiet = self.quiet(now);
+        self.grew_quiet |= quiet;
         let rate = if quiet {
             rate * self.cfg.growth_per_sec.powf(dt)
+        } else if self.sparse(now) {
+            rate + self.cfg.sparse_additive_rps_per_sec * dt
         } else {
             rate + self.cfg.additive_rps_per_sec * dt
         };
@@ -325,11 +383,22 @@ impl RateLimiter {
         let floor = (0.25 * self.peak_accepted).max(self.cfg.min_rate);
         // Nothing accepted yet (throttled on the first requests): no rate
         // to land under, so halve what was asked, as AIMD does.
-        let target = if accepted > 0.0 { self.cfg.cut_to * accepted } else { 0.5 * asked };
+        let target = match self.rate {
+            // AIMD proper where a count is no rate: a tenth-or-less below
+            // the limit, or below twice what was sent where the limit is
+            // far above that (a node fast before a fleet filled the
+            // store is not cut from a limit it no longer uses).
+            Some(limit) if self.sparse(now) && !self.grew_quiet => {
+                self.cfg.sparse_cut_to * limit.min(self.cfg.sparse_sent_ratio * asked)
+            }
+            _ if accepted > 0.0 => self.cfg.cut_to * accepted,
+            _ => 0.5 * asked,
+        };
         let target = target.max(floor);
         // Never raise the limit on a throttle.
         let current = self.rate.unwrap_or(asked.max(target));
         self.rate = Some(target.min(current).max(floor));
+        self.grew_quiet = false;
         self.tokens = self.tokens.min(1.0);
     }
 }
@@ -414,16 +483,75 @@ mod tests {
         }
         l.on_throttle(1.0);
         let cut = l.rate().unwrap();
+        // Still 50 answers a second (not sparse): 2 s of additive increase,
+        // 0.08 requests a second more.
+        for i in 0..100 {
+            l.on_success(1.0 + f64::from(i) / 50.0);
+        }
         let _ = l.try_acquire(3.0);
         let additive = l.rate().unwrap();
-        // 2 s of additive increase: 0.08 requests a second more.
         assert!((additive - cut - 0.08).abs() < 1e-9, "{cut} → {additive}");
         // Quiet: 3 s and 150 answers since the throttle.
         for i in 0..150 {
-            l.on_success(3.0 + i as f64 / 50.0);
+            l.on_success(3.0 + f64::from(i) / 50.0);
         }
         let _ = l.try_acquire(8.0);
         assert!(l.rate().is_none_or(|r| r > cut * 8.0), "{:?}", l.rate());
+    }
+
+    /// `n` requests sent and answered at `per_sec` from `from`.
+    fn steady(l: &mut RateLimiter, from: f64, n: u32, per_sec: f64) {
+        for i in 0..n {
+            let t = from + f64::from(i) / per_sec;
+            let _ = l.try_acquire(t);
+            l.on_success(t);
+        }
+    }
+
+    /// A node that hears a few answers a second (one of a fleet at its
+    /// share of a store's cap): a count is no rate, so cuts take a
+    /// fraction off the limit (AIMD proper), the step is small, and a
+    /// limit far above what is sent is cut from twice that instead.
+    #[test]
+    fn a_node_that_hears_few_answers_cuts_its_limit_by_a_fraction() {
+        let cfg = RateLimiterConfig::default();
+        let mut l = RateLimiter::new(cfg.clone());
+        steady(&mut l, 0.0, 5, 5.0);
+        l.on_throttle(1.0);
+        let first = l.rate().unwrap();
+        assert!((first - 4.5).abs() < 1e-9, "first cut {first}: 0.9 × 5 accepted");
+        // 2 s at 4 a second: the sparse step.
+        steady(&mut l, 1.0, 8, 4.0);
+        let _ = l.try_acquire(3.0);
+        let grown = l.rate().unwrap();
+        let step = 2.0 * cfg.sparse_additive_rps_per_sec;
+        assert!((grown - first - step).abs() < 1e-6, "{first} → {grown}");
+        l.on_throttle(3.0);
+        let cut = l.rate().unwrap();
+        assert!((cut - cfg.sparse_cut_to * grown).abs() < 1e-6, "{grown} → {cut}");
+        // Sending one a second under a limit of ~4: cut from twice that.
+        steady(&mut l, 3.5, 2, 1.0);
+        l.on_throttle(5.0);
+        let low = l.rate().unwrap();
+        assert!(low < cfg.sparse_cut_to * 2.0 * 2.0 + 1e-6 && low < cut, "{cut} → {low}");
+    }
+
+    /// After a quiet spell the limit doubled each second and says nothing
+    /// of the store: even a node that hears few answers cuts to under
+    /// what was accepted, not a fraction off that limit.
+    #[test]
+    fn after_quiet_growth_a_sparse_cut_lands_under_the_accepted_rate() {
+        let mut l = RateLimiter::new(RateLimiterConfig::default());
+        steady(&mut l, 0.0, 10, 10.0);
+        l.on_throttle(1.0);
+        // 17 s at 10 a second: quiet after 150 answers (16 s), then the
+        // limit doubles each second.
+        steady(&mut l, 1.0, 170, 10.0);
+        let _ = l.try_acquire(18.0);
+        assert!(l.rate().is_some_and(|r| r > 25.0), "no quiet growth: {:?}", l.rate());
+        l.on_throttle(18.0);
+        let cut = l.rate().unwrap();
+        assert!((8.0..=9.5).contains(&cut), "{cut}: 0.9 × ~10 accepted");
     }
 
     /// The floor of a quarter of the peak follows the peak down: a node

@@ -482,6 +482,7 @@ pub fn simulate(cfg: &SimConfig) -> SimTrace {
                 throttled: w.throttled,
                 timeouts: 0,
                 rate_limited_secs: limited,
+                contested_rate_rps: limiters.get(limiter_of(ci)).and_then(|l| l.contested_rate(t)),
                 inflight_mean: w.inflight_area / window_secs,
                 ready_fill: None,
                 consumer_wait_secs: 0.0,

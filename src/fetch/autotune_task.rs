@@ -91,6 +91,7 @@ async fn run(engine: Weak<FetchEngine>, mut controller: ConcurrencyController) {
             throttled: snap.throttled - prev.throttled,
             timeouts: snap.timeouts - prev.timeouts,
             rate_limited_secs: (snap.rate_limited_us - prev.rate_limited_us) as f64 * 1e-6,
+            contested_rate_rps: engine.gate.as_ref().and_then(|g| g.contested_rate()),
             inflight_mean: inflight_sum / f64::from(samples),
             // No batch taken in the window: no consumer, or a stalled one;
             // either way the queue says nothing.

@@ -59,6 +59,12 @@ impl RateGate {
         FetchStats::add(&stats.rate_limited_us, started.elapsed().as_micros() as u64);
     }
 
+    /// The limiter's rate while the store refuses requests (see
+    /// [`RateLimiter::contested_rate`]).
+    pub fn contested_rate(&self) -> Option<f64> {
+        self.with(|l, now| l.contested_rate(now))
+    }
+
     fn with_budget<T>(&self, f: impl FnOnce(&mut RetryBudget, f64) -> T) -> T {
         let now = self.now();
         f(&mut self.budget.lock().unwrap_or_else(|p| p.into_inner()), now)

@@ -659,3 +659,19 @@ fn steady_state_does_not_ramp_again_above_a_cpu_knee() {
     let (_, phases) = run(16, 0.0);
     assert!(phases.iter().any(|(p, _)| *p == Phase::Startup), "{phases:?}");
 }
+
+/// A node of a fleet held at two slow requests (1.3 s each) while its
+/// limiter allows three a second: the floor under concurrency (the rate
+/// the limiter allows × the latency) applies at once, not after a period
+/// of 20 completions, which at this pace takes 13 s.
+#[test]
+fn a_contested_limit_sets_a_floor_under_concurrency() {
+    let mut c = ConcurrencyController::warm(ControllerConfig::default(), &settled_at(2));
+    let slow = window(2, 1.5 * PART as f64);
+    for _ in 0..3 {
+        c.on_window(&slow);
+    }
+    assert_eq!(c.concurrency(), 2, "no limit contested: nothing to size by");
+    c.on_window(&WindowObservation { contested_rate_rps: Some(3.0), ..slow });
+    assert!((4..=6).contains(&c.concurrency()), "{}: 3 a second × 1.3 s", c.concurrency());
+}
