@@ -214,8 +214,12 @@ impl RateLimiter {
     /// Fewer than `share_min_answers` answers (accepted or refused) in
     /// the last second: too few for a count to be a rate.
     fn sparse(&self, now: f64) -> bool {
-        let recent = |q: &VecDeque<f64>| q.iter().rev().take_while(|&&t| t >= now - 1.0).count();
-        ((recent(&self.successes) + recent(&self.throttles)) as f64) < self.cfg.share_min_answers
+        // Counted only as far as the threshold: a busy process answers
+        // thousands a second, and this runs on every request.
+        let need = self.cfg.share_min_answers.ceil() as usize;
+        let recent =
+            |q: &VecDeque<f64>| q.iter().rev().take_while(|&&t| t >= now - 1.0).take(need).count();
+        recent(&self.successes) + recent(&self.throttles) < need
     }
 
     fn window_rate(q: &mut VecDeque<f64>, now: f64) -> f64 {
@@ -384,10 +388,10 @@ impl RateLimiter {
         // Nothing accepted yet (throttled on the first requests): no rate
         // to land under, so halve what was asked, as AIMD does.
         let target = match self.rate {
-            // AIMD proper where a count is no rate: a tenth-or-less below
-            // the limit, or below twice what was sent where the limit is
-            // far above that (a node fast before a fleet filled the
-            // store is not cut from a limit it no longer uses).
+            // AIMD proper where a count is no rate: 7.5% below the limit,
+            // or below twice what was sent where the limit is far above
+            // that (a node fast before a fleet filled the store is not
+            // cut from a limit it no longer uses).
             Some(limit) if self.sparse(now) && !self.grew_quiet => {
                 self.cfg.sparse_cut_to * limit.min(self.cfg.sparse_sent_ratio * asked)
             }
