@@ -50,8 +50,12 @@ pub(super) struct RoundTimes {
     /// Measure on while the last window carried this much more per second
     /// than the one before it (1.15: slow start still ramping)…
     pub rising: f64,
-    /// …for at most this many measuring spans in all (3).
+    /// …for at most this many measuring spans in all (3); but a round
+    /// whose first span's last window carried this many times its first
+    /// ends there (TCP slow start: a window doubles every round trip),
+    /// where set.
     pub max_spans: f64,
+    pub slow_start_rise: Option<f64>,
 }
 
 /// A round in progress.
@@ -124,7 +128,11 @@ impl ArrivalRound {
         if self.measured_secs + 1e-9 < span {
             return None;
         }
-        if self.rising(times.rising) && self.measured_secs + 1e-9 < times.max_spans * span {
+        let slow_start = times.slow_start_rise.is_some_and(|f| self.grew_over_span(f));
+        if self.rising(times.rising)
+            && !slow_start
+            && self.measured_secs + 1e-9 < times.max_spans * span
+        {
             return None;
         }
         // The last span: the windows from the end that cover it.
@@ -139,6 +147,15 @@ impl ArrivalRound {
         let inflight = (area / secs).max(1.0);
         let lag_share = (self.lag_secs / (self.settle_secs + self.measured_secs)).min(1.0);
         Some(RoundMeasure { bps, per_request_bps: bps / inflight, lag_share })
+    }
+
+    /// Whether the last measured window carried `factor`× what the first
+    /// carried per second.
+    fn grew_over_span(&self, factor: f64) -> bool {
+        let [(f_secs, f_bytes, _), .., (secs, bytes, _)] = self.windows[..] else {
+            return false;
+        };
+        f_secs > 0.0 && secs > 0.0 && bytes as f64 / secs >= factor * f_bytes as f64 / f_secs
     }
 
     /// Whether the last measured window carried `factor`× what the one
@@ -161,6 +178,7 @@ mod tests {
         settle_ttfbs: 3.0,
         rising: 1.15,
         max_spans: 3.0,
+        slow_start_rise: None,
     };
 
     fn window(arrived: u64, first_bytes: u64, inflight: f64) -> WindowObservation {
@@ -200,6 +218,23 @@ mod tests {
         let m = r.feed(&window(4000, 0, 2.0), Some(0.05), &TIMES).expect("judged");
         assert!((m.bps - 80_000.0).abs() < 1e-6, "{m:?}");
         assert!((m.per_request_bps - 40_000.0).abs() < 1e-6, "{m:?}");
+    }
+
+    #[test]
+    fn a_round_in_slow_start_ends_after_its_first_span_where_asked() {
+        // A far start's first round on a long path: arrivals doubled over
+        // its first span (TCP slow start); judged after 100 ms, not 300.
+        let times = RoundTimes { slow_start_rise: Some(2.0), ..TIMES };
+        let mut r = ArrivalRound::new(0);
+        assert_eq!(r.feed(&window(1000, 1, 1.0), Some(0.05), &times), None);
+        assert_eq!(r.feed(&window(1000, 0, 1.0), Some(0.05), &times), None);
+        let m = r.feed(&window(2000, 0, 1.0), Some(0.05), &times).expect("judged");
+        assert!((m.bps - 3000.0 / 0.1).abs() < 1e-6, "{m:?}");
+        // Rising, by less than twice over the span: measured on.
+        let mut r = ArrivalRound::new(0);
+        assert_eq!(r.feed(&window(1000, 1, 1.0), Some(0.05), &times), None);
+        assert_eq!(r.feed(&window(1000, 0, 1.0), Some(0.05), &times), None);
+        assert_eq!(r.feed(&window(1500, 0, 1.0), Some(0.05), &times), None);
     }
 
     #[test]

@@ -454,6 +454,9 @@ impl ConcurrencyController {
                     settle_ttfbs: self.cfg.round_settle_ttfbs,
                     rising: self.cfg.round_rising,
                     max_spans: self.cfg.round_max_spans,
+                    slow_start_rise: self
+                        .far_round_on_a_long_path()
+                        .then_some(self.cfg.round_slow_start_rise),
                 };
                 Some(self.round.feed(obs, ttfb, &times)?)
             }

@@ -194,9 +194,17 @@ impl ConcurrencyController {
     /// one. A link that 8 requests already fill reads flat at 32, and
     /// start-up descends from 8 as after a flat 16.
     fn far_first_round(&self, before: usize) -> bool {
-        self.far_started
-            && before == self.cfg.far_start_concurrency
+        before == self.cfg.far_start_concurrency
             && self.levels.len() == 1
+            && self.far_round_on_a_long_path()
+    }
+
+    /// Whether start-up is in (or has just measured) a far start's first
+    /// level on a long path (`far_fast_first_byte_secs`).
+    pub(super) fn far_round_on_a_long_path(&self) -> bool {
+        self.far_started
+            && self.concurrency == self.cfg.far_start_concurrency
+            && self.levels.len() <= 1
             && self.mean_first_byte_secs().is_some_and(|t| t >= self.cfg.far_fast_first_byte_secs)
     }
 

@@ -408,10 +408,10 @@ fn run_startup(
 
 #[test]
 fn a_far_store_starts_at_eight_requests() {
-    // The first byte took 40 ms (a WAN path): 8 requests at once, then
+    // The first byte took 30 ms (a WAN path): 8 requests at once, then
     // doubling; the same knee is found, windows sooner than from a near
     // store's ramp. Just under the threshold (7 ms), the ramp from one.
-    let ((far, far_held), far_windows) = arrival_ramp_lagging(32, usize::MAX, 0.0, 0.04);
+    let ((far, far_held), far_windows) = arrival_ramp_lagging(32, usize::MAX, 0.0, 0.03);
     let ((near, near_held), near_windows) = arrival_ramp_lagging(32, usize::MAX, 0.0, 0.007);
     assert_eq!(far, vec![1, 8, 16, 32, 64]);
     assert_eq!(near, vec![1, 2, 8, 16, 32, 64]);
@@ -437,6 +437,37 @@ fn a_far_start_on_a_long_path_steps_fourfold_after_its_first_round() {
     let ((thin, thin_held), _) = arrival_ramp_lagging(8, usize::MAX, 0.0, 0.12);
     assert_eq!(&thin[..3], &[1, 8, 32], "{thin:?}");
     assert!(thin_held <= 12, "held {thin_held} on a link 8 requests fill: {thin:?}");
+}
+
+/// Windows at 8 requests on a 30 ms path (first bytes after 60 ms) whose
+/// arrivals double each window for `slow_windows` (TCP slow start), under
+/// `cfg`.
+fn windows_at_eight_in_slow_start(cfg: ControllerConfig, slow_windows: u32) -> usize {
+    let mut c = ConcurrencyController::new(cfg);
+    let (mut at_eight, mut streamed) = (0, 0);
+    run_startup(&mut c, |n, added| {
+        let mut w = arrival_window_after(n, added, 64, 0.06);
+        if n == 8 {
+            at_eight += 1;
+            // Slow start: 1/32 of the level's rate, doubling each window.
+            let share = 0.5f64.powi(slow_windows.saturating_sub(streamed) as i32);
+            w.arrived_bytes = (w.arrived_bytes as f64 * share) as u64;
+            streamed += 1;
+        }
+        w
+    });
+    at_eight
+}
+
+#[test]
+fn a_far_start_on_a_long_path_does_not_wait_out_slow_start() {
+    // Arrivals doubling over the first span are TCP slow start: the round
+    // ends there (the ×4 step to 32 is judged against nothing anyway),
+    // where waiting for them to level off took three spans.
+    let cut = windows_at_eight_in_slow_start(ControllerConfig::default(), 6);
+    let cfg = ControllerConfig { round_slow_start_rise: f64::INFINITY, ..Default::default() };
+    let waited = windows_at_eight_in_slow_start(cfg, 6);
+    assert!(cut + 2 <= waited, "{cut} windows at 8 against {waited}");
 }
 
 #[test]
