@@ -5,8 +5,9 @@
 //!   1 and 2 requests there measure TCP slow start, not the path. A far
 //!   start whose first level was already the plateau (a thin link) halves
 //!   while a level keeps 90% of it, to learn a less shared request. Where
-//!   first bytes take 80 ms or more, the far start's first round steps
-//!   ×4 (8 → 32): each level's slow start there costs half a second.
+//!   first bytes take 35 ms or more, the far start's first round steps
+//!   ×4 (8 → 32), and ends after its first span where arrivals doubled
+//!   over it: each level's slow start there costs 0.3–0.6 s.
 //! * A round in which the consumer's queue stayed full (it takes less than
 //!   the path gives) ends start-up, shedding towards what it takes.
 //! * Double while goodput grows by a quarter per round; after three rounds
