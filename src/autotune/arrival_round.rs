@@ -87,6 +87,12 @@ impl ArrivalRound {
         ArrivalRound { drain_to: Some(concurrency as f64), ..ArrivalRound::default() }
     }
 
+    /// Whether the added requests have their first bytes (or the wait for
+    /// them is over): measuring has begun.
+    pub fn settled(&self) -> bool {
+        self.measuring
+    }
+
     /// Feeds one window; the measure once the round is over. `ttfb_secs`:
     /// the mean time to first byte seen so far (`None` before any).
     pub fn feed(

@@ -160,8 +160,12 @@ pub struct ConcurrencyController {
     /// Where start-up found the client's cores saturated: steady state
     /// does not shrink below it on Little's law while they still are.
     cpu_knee: Option<usize>,
-    /// Start-up began at `far_start_concurrency` (a far store).
-    far_started: bool,
+    /// Start-up began far (a far store): the first level it measures,
+    /// `far_start_concurrency` or, after a leap, ×4 that.
+    far_level: Option<usize>,
+    /// First bytes seen (sum, count) when the far start began: the first
+    /// request's, on a connection the listing opened.
+    far_first_bytes: (f64, u64),
     /// The store has refused a request (503 SlowDown) since the start.
     throttled_seen: bool,
 }
@@ -192,7 +196,8 @@ impl ConcurrencyController {
             best_request_bps: 0.0,
             levels: Vec::new(),
             cpu_knee: None,
-            far_started: false,
+            far_level: None,
+            far_first_bytes: (0.0, 0),
             throttled_seen: false,
             cfg,
         };
@@ -373,6 +378,7 @@ impl ConcurrencyController {
             return self.decision();
         }
         let Some(judged) = self.judge_period(obs) else {
+            self.leap_far();
             return self.decision();
         };
         let concurrency_before = self.concurrency;
@@ -423,7 +429,8 @@ impl ConcurrencyController {
         }
         self.round = ArrivalRound::new(self.concurrency - before);
         self.period = Period::default();
-        self.far_started = true;
+        self.far_level = Some(self.concurrency);
+        self.far_first_bytes = self.first_byte_secs;
         true
     }
 

@@ -31,6 +31,11 @@ pub struct ControllerConfig {
     /// the best static; docs/AUTOTUNE.md). 80 ms until the eleventh
     /// session, which lowered it with `round_slow_start_rise`.
     pub far_fast_first_byte_secs: f64,
+    /// A far start leaps to ×4 before measuring its first level where its
+    /// new connections' first bytes took this share more than the first
+    /// request's (a round trip's handshake; see `leap_far`): netlab's
+    /// ~0.5 at 20–60 ms; the simulator's ~0 (no handshake).
+    pub leap_handshake_share: f64,
     /// Where a far start's first level was already the plateau (a thin
     /// link: one 400 MB/s connection fills 1 Gbit/s), start-up halves while
     /// a level keeps 90% of the plateau, to measure a less shared request:
@@ -198,6 +203,7 @@ impl Default for ControllerConfig {
             far_first_byte_secs: 0.008,
             far_start_concurrency: 8,
             far_fast_first_byte_secs: 0.035,
+            leap_handshake_share: 0.3,
             descent_keep: 0.9,
             min_concurrency: 1,
             max_concurrency: 1024,

@@ -7,7 +7,9 @@
 //!   while a level keeps 90% of it, to learn a less shared request. Where
 //!   first bytes take 35 ms or more, the far start's first round steps
 //!   ×4 (8 → 32), and ends after its first span where arrivals doubled
-//!   over it: each level's slow start there costs 0.3–0.6 s.
+//!   over it: each level's slow start there costs 0.3–0.6 s. Where the
+//!   new connections' first bytes also took a handshake's round trip
+//!   more than the first request's, it leaps to 32 without measuring 8.
 //! * A round in which the consumer's queue stayed full (it takes less than
 //!   the path gives) ends start-up, shedding towards what it takes.
 //! * Double while goodput grows by a quarter per round; after three rounds
@@ -43,9 +45,9 @@
 //!   mean of its rounds after the first (whose new requests still wait for
 //!   first bytes), each the mean of both estimates.
 
-use super::period::Completed;
+use super::period::{Completed, Period};
 use super::{ConcurrencyController, Judged, Shrink, State};
-use crate::autotune::arrival_round::RoundMeasure;
+use crate::autotune::arrival_round::{ArrivalRound, RoundMeasure};
 
 /// Where a ramp stands: the best goodput so far and the concurrency that
 /// had it, rounds without growth, and the plateau's goodput summed over
@@ -200,10 +202,56 @@ impl ConcurrencyController {
             && self.far_round_on_a_long_path()
     }
 
+    /// A far start on a long round trip leaps ×4 (8 → 32) as soon as its
+    /// first round's requests have their first bytes, before that level
+    /// is measured: where their first bytes (new connections: a handshake,
+    /// then the request) took `far_fast_first_byte_secs` and the handshake
+    /// a `leap_handshake_share` of that over the first request's (on the
+    /// listing's connection), the wait is the path's round trip, and every
+    /// level's new connections will spend many of them in TCP slow start;
+    /// 32 is then reached while the first 8 are still in theirs, as a
+    /// static 32 opens them. 32 is the first level measured; a link fewer
+    /// requests fill reads it flat at 64 and start-up descends from 32.
+    /// Where the wait is the server's (the handshake costs little), 8 is
+    /// measured first: its uncontended latency is what Little's law needs
+    /// (the simulated grid, whose time to first byte is the server's: a
+    /// leap there learnt latency at 32 shared requests and held 1.26–1.68×
+    /// the connections needed). Whether it leapt.
+    pub(super) fn leap_far(&mut self) -> bool {
+        let first = self.cfg.far_start_concurrency;
+        let ready = matches!(self.state, State::Startup(r) if r.best_bps == 0.0)
+            && self.far_level == Some(first)
+            && self.concurrency == first
+            && self.levels.is_empty()
+            && self.round.settled();
+        if !ready || !self.long_round_trip() {
+            return false;
+        }
+        if !self.set_concurrency(first * self.cfg.startup_fast_factor) {
+            return false;
+        }
+        self.round = ArrivalRound::new(self.concurrency - first);
+        self.period = Period::default();
+        self.far_level = Some(self.concurrency);
+        true
+    }
+
+    /// Whether the far start's new connections waited
+    /// `far_fast_first_byte_secs` for their first bytes, a
+    /// `leap_handshake_share` of it more than the first request did.
+    fn long_round_trip(&self) -> bool {
+        let ((sum, n), (sum0, n0)) = (self.first_byte_secs, self.far_first_bytes);
+        if n0 == 0 || n <= n0 {
+            return false;
+        }
+        let (new, old) = ((sum - sum0) / (n - n0) as f64, sum0 / n0 as f64);
+        new >= self.cfg.far_fast_first_byte_secs && new - old >= self.cfg.leap_handshake_share * new
+    }
+
     /// Whether start-up is in (or has just measured) a far start's first
     /// level on a long path (`far_fast_first_byte_secs`).
     pub(super) fn far_round_on_a_long_path(&self) -> bool {
-        self.far_started
+        self.far_level == Some(self.cfg.far_start_concurrency)
             && self.concurrency == self.cfg.far_start_concurrency
             && self.levels.len() <= 1
             && self.mean_first_byte_secs().is_some_and(|t| t >= self.cfg.far_fast_first_byte_secs)
@@ -214,8 +262,7 @@ impl ConcurrencyController {
     /// was measured, and a thin link may need far fewer requests (one
     /// 400 MB/s connection fills a 1 Gbit/s link). Then it descends.
     fn descends_from(&self, best_concurrency: usize) -> bool {
-        self.far_started
-            && best_concurrency == self.cfg.far_start_concurrency
+        self.far_level == Some(best_concurrency)
             && best_concurrency > 1
             && self.arrivals
             && !self.levels.iter().any(|(c, _)| *c < best_concurrency)

@@ -439,6 +439,43 @@ fn a_far_start_on_a_long_path_steps_fourfold_after_its_first_round() {
     assert!(thin_held <= 12, "held {thin_held} on a link 8 requests fill: {thin:?}");
 }
 
+/// Start-up where the first request's first byte took `first` s and every
+/// later one's `later` (on a 60 ms path: 0.06 on the listing's
+/// connection, 0.12 on new ones, a handshake first); `knee` requests carry
+/// all there is. The levels visited, how many windows ran at 8, and the
+/// level held.
+fn ramp_with_first_bytes(knee: usize, first: f64, later: f64) -> (Vec<usize>, usize, usize) {
+    let mut c = ConcurrencyController::new(ControllerConfig::default());
+    let mut at_eight = 0;
+    let (seen, _) = run_startup(&mut c, |n, added| {
+        at_eight += usize::from(n == 8);
+        arrival_window_after(n, added, knee, if n == 1 { first } else { later })
+    });
+    (seen, at_eight, c.concurrency())
+}
+
+#[test]
+fn a_far_start_on_a_long_round_trip_leaps_to_32_before_measuring_8() {
+    // New connections waited twice what the first request did: the wait is
+    // the round trip, so 8 → 32 as soon as the 8 have their first bytes.
+    let (seen, at_eight, held) = ramp_with_first_bytes(32, 0.06, 0.12);
+    assert_eq!(&seen[..4], &[1, 8, 32, 64], "{seen:?}");
+    assert_eq!(at_eight, 1, "8 is not measured: {seen:?}");
+    // 64 read flat, and nothing below 32 was measured: start-up looks at
+    // 16 and comes back to what 32 needed.
+    assert!((32..=36).contains(&held), "held {held}: {seen:?}");
+    // A thin link 8 requests fill: flat at 32 and 64, and start-up settles
+    // near what 8 needed (not on 32).
+    let (thin, _, thin_held) = ramp_with_first_bytes(8, 0.06, 0.12);
+    assert_eq!(&thin[..3], &[1, 8, 32], "{thin:?}");
+    assert!(thin_held <= 12, "held {thin_held} on a link 8 requests fill: {thin:?}");
+    // The same first bytes everywhere (the server's wait, no handshake):
+    // 8 is measured first, then ×4.
+    let (server, server_at_eight, _) = ramp_with_first_bytes(32, 0.12, 0.12);
+    assert_eq!(&server[..3], &[1, 8, 32], "{server:?}");
+    assert!(server_at_eight > 1, "8 measured: {server_at_eight} windows");
+}
+
 /// Windows at 8 requests on a 30 ms path (first bytes after 60 ms) whose
 /// arrivals double each window for `slow_windows` (TCP slow start), under
 /// `cfg`.
