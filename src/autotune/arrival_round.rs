@@ -50,11 +50,11 @@ pub(super) struct RoundTimes {
     /// Measure on while the last window carried this much more per second
     /// than the one before it (1.15: slow start still ramping)…
     pub rising: f64,
-    /// …for at most this many measuring spans in all (3); but a round
-    /// whose first span's last window carried this many times its first
-    /// ends there (TCP slow start: a window doubles every round trip),
-    /// where set.
+    /// …for at most this many measuring spans in all (3).
     pub max_spans: f64,
+    /// Where set, a round whose first span's last window carried this many
+    /// times its first ends there: TCP slow start (a congestion window
+    /// doubles every round trip), not the level's rate.
     pub slow_start_rise: Option<f64>,
 }
 

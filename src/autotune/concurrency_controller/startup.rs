@@ -216,8 +216,8 @@ impl ConcurrencyController {
     /// measured first: its uncontended latency is what Little's law needs
     /// (the simulated grid, whose time to first byte is the server's: a
     /// leap there learnt latency at 32 shared requests and held 1.26–1.68×
-    /// the connections needed). Whether it leapt.
-    pub(super) fn leap_far(&mut self) -> bool {
+    /// the connections needed).
+    pub(super) fn leap_far(&mut self) {
         let first = self.cfg.far_start_concurrency;
         let ready = matches!(self.state, State::Startup(r) if r.best_bps == 0.0)
             && self.far_level == Some(first)
@@ -225,15 +225,13 @@ impl ConcurrencyController {
             && self.levels.is_empty()
             && self.round.settled();
         if !ready || !self.long_round_trip() {
-            return false;
+            return;
         }
-        if !self.set_concurrency(first * self.cfg.startup_fast_factor) {
-            return false;
+        if self.set_concurrency(first * self.cfg.startup_fast_factor) {
+            self.round = ArrivalRound::new(self.concurrency - first);
+            self.period = Period::default();
+            self.far_level = Some(self.concurrency);
         }
-        self.round = ArrivalRound::new(self.concurrency - first);
-        self.period = Period::default();
-        self.far_level = Some(self.concurrency);
-        true
     }
 
     /// Whether the far start's new connections waited
