@@ -156,22 +156,27 @@ impl ArrivalRound {
     }
 
     /// Whether the last measured window carried `factor`× what the first
-    /// carried per second.
+    /// carried per second (the span grew: TCP slow start).
     fn grew_over_span(&self, factor: f64) -> bool {
-        let [(f_secs, f_bytes, _), .., (secs, bytes, _)] = self.windows[..] else {
-            return false;
-        };
-        f_secs > 0.0 && secs > 0.0 && bytes as f64 / secs >= factor * f_bytes as f64 / f_secs
+        match self.windows[..] {
+            [ref first, .., ref last] => rate(last) >= factor * rate(first),
+            _ => false,
+        }
     }
 
     /// Whether the last measured window carried `factor`× what the one
     /// before it carried per second (arrivals still rising).
     fn rising(&self, factor: f64) -> bool {
-        let [.., (b_secs, b_bytes, _), (secs, bytes, _)] = self.windows[..] else {
-            return false;
-        };
-        b_secs > 0.0 && secs > 0.0 && bytes as f64 / secs > factor * b_bytes as f64 / b_secs
+        match self.windows[..] {
+            [.., ref before, ref last] => rate(last) > factor * rate(before),
+            _ => false,
+        }
     }
+}
+
+/// Bytes per second of a measured window (0 for an empty one).
+fn rate(&(secs, bytes, _): &(f64, u64, f64)) -> f64 {
+    if secs > 0.0 { bytes as f64 / secs } else { 0.0 }
 }
 
 #[cfg(test)]
