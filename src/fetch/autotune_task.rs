@@ -108,6 +108,7 @@ async fn run(engine: Weak<FetchEngine>, mut controller: ConcurrencyController) {
         tracing::trace!(
             t = format_args!("{:.2}", obs.now_secs),
             arrived_mb_s = format_args!("{:.0}", obs.arrived_bytes as f64 / window_secs / 1e6),
+            batched_mb_s = format_args!("{:.0}", obs.batched_bytes as f64 / window_secs / 1e6),
             inflight = format_args!("{:.1}", obs.inflight_mean),
             first_bytes = obs.first_bytes,
             first_byte_ms = format_args!(
