@@ -9,7 +9,10 @@
 //!   ×4 (8 → 32), and ends after its first span where arrivals doubled
 //!   over it: each level's slow start there costs 0.3–0.6 s. Where the
 //!   new connections' first bytes also took a handshake's round trip
-//!   more than the first request's, it leaps to 32 without measuring 8.
+//!   more than the first request's, it leaps to 32 without measuring 8;
+//!   the uncontended latency is then a part at the best rate a request
+//!   carried once up to speed, not what the parts started in slow start
+//!   took.
 //! * A round in which the consumer's queue stayed full (it takes less than
 //!   the path gives) ends start-up, shedding towards what it takes.
 //! * Double while goodput grows by a quarter per round; after three rounds
@@ -246,6 +249,12 @@ impl ConcurrencyController {
         new >= self.cfg.far_fast_first_byte_secs && new - old >= self.cfg.leap_handshake_share * new
     }
 
+    /// Whether start-up leapt past the far start's first level
+    /// (`leap_far`): nothing below the leap was measured.
+    fn leapt(&self) -> bool {
+        self.far_level.is_some_and(|l| l > self.cfg.far_start_concurrency)
+    }
+
     /// Whether start-up is in (or has just measured) a far start's first
     /// level on a long path (`far_fast_first_byte_secs`).
     pub(super) fn far_round_on_a_long_path(&self) -> bool {
@@ -310,6 +319,16 @@ impl ConcurrencyController {
     /// of the others: every completion counts, not the luckiest round.
     fn learn_latency(&mut self, done: Completed, on_arrivals: bool) {
         self.growth_rounds.push(done);
+        if on_arrivals && self.leapt() {
+            // No level was measured below the leap: the parts completed so
+            // far started in TCP slow start (8 MiB in ~0.4 s at 20 ms where
+            // 32 streaming requests take ~0.25), and Little's law at that
+            // latency asked for 48–57 where 32 carried the most (netlab,
+            // four epochs). A part at the best rate a request carried
+            // once up to speed (a round's last span) is the latency.
+            self.latency_from_arrivals();
+            return;
+        }
         let n = self.growth_rounds.len();
         let lagging = if on_arrivals { 0 } else { 2 };
         let trusted = &self.growth_rounds[..n.saturating_sub(lagging).max(1)];
