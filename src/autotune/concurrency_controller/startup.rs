@@ -317,6 +317,7 @@ impl ConcurrencyController {
     /// measured after the added requests stream, and each of their rounds is
     /// shorter than a request). The latency is the completion-weighted mean
     /// of the others: every completion counts, not the luckiest round.
+    /// After a leap no round ran uncontended: see the exception below.
     fn learn_latency(&mut self, done: Completed, on_arrivals: bool) {
         self.growth_rounds.push(done);
         if on_arrivals && self.leapt() {
