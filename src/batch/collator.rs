@@ -2,7 +2,8 @@
 //! [`super::layout`]. Sizes are summed first, so the buffer is sized once;
 //! a serial pass writes the offsets, the keys and small values front to
 //! back and notes where each large value goes; the large values (the bulk
-//! of a batch) are then copied in parallel on a small rayon pool. That copy is
+//! of a batch) are then copied in parallel on a small rayon pool (from 4
+//! cores up; on fewer, by the calling thread). That copy is
 //! the one copy from the part buffers to the batch, and on one thread it
 //! bounded a session at one core's memory bandwidth (~5 GB/s on an H100
 //! host, `docs/BENCHMARKS.md`).
@@ -26,16 +27,24 @@ const PARALLEL_MIN: usize = 2 << 20;
 /// The bytes of one parallel copy task.
 const TASK_BYTES: usize = 1 << 20;
 
-/// The copy threads, shared by every session: half the cores, 2 to 8.
+/// The copy threads, shared by every session: half the cores, up to 8.
 /// Memory bandwidth saturates with a few threads, and the trainer beside
-/// the daemon needs the rest. `None` (the pool could not start): copies
-/// stay on the calling thread.
+/// the daemon needs the rest. Below 4 cores there is no pool (`None`, as
+/// where it could not start): copies stay on the calling thread. One
+/// core's copy (~5 GB/s) is more than such a node fetches, and on 2 cores
+/// a pool of 2 cost CPU (idle workers yield in a loop before they sleep,
+/// each a context switch beside the I/O thread): loopback passes took
+/// 1–15% more CPU-s with it, 6 of 6 alternating rounds.
 fn copy_pool() -> Option<&'static rayon::ThreadPool> {
     static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
     POOL.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = (cores / 2).clamp(1, 8);
+        if threads < 2 {
+            return None;
+        }
         rayon::ThreadPoolBuilder::new()
-            .num_threads((cores / 2).clamp(2, 8))
+            .num_threads(threads)
             .thread_name(|i| format!("stoker-copy-{i}"))
             .build()
             .ok()
@@ -264,8 +273,10 @@ mod tests {
 
     #[test]
     fn megabytes_of_values_copied_in_parallel_tasks_read_back_exactly() {
-        // Enough bulk for the parallel path, a piece longer than a task (it
-        // is cut), and small pieces between the large ones (copied inline).
+        // Enough bulk for the parallel path (on a node of 4 cores or more;
+        // below, the same tasks on the calling thread), a piece longer than
+        // a task (it is cut), and small pieces between the large ones
+        // (copied inline).
         let bytes = |n: usize, seed: u8| -> Vec<u8> {
             (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
         };
