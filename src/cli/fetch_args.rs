@@ -14,7 +14,9 @@ pub struct FetchArgs {
     #[arg(long, default_value = "auto", value_parser = parse_concurrency)]
     pub concurrency: ConcurrencyArg,
     /// Size of each range GET; pins it [default: 8MiB, the AWS CRT default, then
-    /// autotuned: doubled while the store's request rate is the limit].
+    /// autotuned: doubled while the store's request rate is the limit]. A
+    /// stream's first two parts' worth go in quarter parts (at least 1 MiB),
+    /// for a sooner first batch.
     #[arg(long, value_parser = parse_bytes)]
     pub part_bytes: Option<u64>,
     /// Memory for fetched bytes not yet batched (the daemon: shared by every

@@ -50,6 +50,15 @@ pub enum PartEvent<T> {
 /// number of small channel entries.
 const EVENT_QUEUE: usize = 4096;
 
+/// A stream's first `LEAD_PARTS` parts' worth of bytes go in parts of
+/// 1/`LEAD_SPLIT` the size (at least `MIN_LEAD_PART`): the parser takes a
+/// part once all of it has arrived, so the first batch waits for its
+/// whole parts, each on one connection in TCP slow start. Cut smaller,
+/// its bytes come over several of the requests a start opens at once.
+const LEAD_PARTS: u64 = 2;
+const LEAD_SPLIT: u64 = 4;
+const MIN_LEAD_PART: u64 = 1 << 20;
+
 /// What one part's fetch holds.
 struct PartFetch {
     range: std::ops::Range<u64>,
@@ -189,6 +198,7 @@ async fn schedule<T: Send + 'static>(
     });
     let mut heads = heads.buffered(lookahead);
     let mut line = Line::default();
+    let mut lead_left = LEAD_PARTS * engine.part_bytes();
     while let Some(joined) = heads.next().await {
         let Ok((tag, shard, bytes, head)) = joined else {
             let e = FetchError::Internal("a HEAD task panicked".into());
@@ -215,7 +225,11 @@ async fn schedule<T: Send + 'static>(
             return;
         }
         let part_bytes = engine.part_bytes();
-        let parts = PartPlan::new(span.end.saturating_sub(span.start), part_bytes).ranges();
+        let len = span.end.saturating_sub(span.start);
+        let lead_part = (part_bytes / LEAD_SPLIT).max(MIN_LEAD_PART);
+        let lead = if lead_part < part_bytes { lead_left.min(len) } else { 0 };
+        lead_left -= lead;
+        let parts = PartPlan::new(len, part_bytes).ranges_led(lead, lead_part);
         for range in parts.map(|r| r.start + span.start..r.end + span.start) {
             // Another session fetching (or holding) the same part? Join
             // it; waiting here keeps reservations in consumption order,
@@ -306,6 +320,67 @@ mod tests {
     use object_store::path::Path;
     use std::sync::atomic::Ordering;
     use std::time::Duration;
+
+    /// The parts (offset, length) a stream over shards of `sizes` bytes
+    /// fetches with parts of `part_bytes`, per shard; the bytes come back
+    /// as stored.
+    async fn parts_of_a_stream(sizes: &[u64], part_bytes: u64) -> Vec<Vec<(u64, u64)>> {
+        let store = Arc::new(InMemory::new());
+        let mut shards = Vec::new();
+        let mut stored = Vec::new();
+        for (i, &size) in sizes.iter().enumerate() {
+            let path = Path::from(format!("s{i}.tar"));
+            let bytes: Vec<u8> = (0..size).map(|b| (b % 251) as u8 ^ i as u8).collect();
+            store.put(&path, bytes.clone().into()).await.unwrap();
+            stored.push(bytes);
+            let url = format!("memory://t/s{i}.tar");
+            shards.push((i, Arc::new(ShardRef { url, path, size: None, e_tag: None }), None));
+        }
+        let config = FetchConfig {
+            part_bytes,
+            auto_concurrency: false,
+            auto_part_bytes: false,
+            rate_limit: false,
+            ..FetchConfig::default()
+        };
+        let engine = FetchEngine::new(store, config);
+        let mut rx = spawn_shard_stream(engine, shards);
+        let mut parts: Vec<Vec<(u64, u64)>> = Vec::new();
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        while let Some(event) = rx.recv().await {
+            match event {
+                PartEvent::ShardStart { .. } => {
+                    parts.push(Vec::new());
+                    got.push(Vec::new());
+                }
+                PartEvent::Part { offset, data } => {
+                    let bytes = data.await.unwrap().unwrap().to_vec();
+                    parts.last_mut().unwrap().push((offset, bytes.len() as u64));
+                    got.last_mut().unwrap().extend(bytes);
+                }
+                PartEvent::ShardEnd => {}
+                PartEvent::Failed(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got, stored, "every byte once, in order");
+        parts
+    }
+
+    #[tokio::test]
+    async fn a_stream_fetches_its_first_parts_small() {
+        // 8 MiB parts: the stream's first 16 MiB go in 2 MiB parts (the
+        // first shard's 12 and the second's first 4), then 8 MiB parts.
+        const M: u64 = 1 << 20;
+        let parts = parts_of_a_stream(&[12 * M, 20 * M, 9 * M], 8 * M).await;
+        let small =
+            |from: u64, n: u64| (0..n).map(|i| ((from + 2 * i) * M, 2 * M)).collect::<Vec<_>>();
+        assert_eq!(parts[0], small(0, 6));
+        assert_eq!(parts[1], [small(0, 2), vec![(4 * M, 8 * M), (12 * M, 8 * M)]].concat());
+        assert_eq!(parts[2], [(0, 8 * M), (8 * M, M)]);
+        // Parts of 1 MiB or less are not cut.
+        let parts = parts_of_a_stream(&[3 * M], M).await;
+        assert_eq!(parts[0], [(0, M), (M, M), (2 * M, M)]);
+    }
 
     #[tokio::test]
     async fn a_dropped_stream_stops_even_while_it_waits_for_budget() {
