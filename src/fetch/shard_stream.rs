@@ -55,6 +55,9 @@ const EVENT_QUEUE: usize = 4096;
 /// part once all of it has arrived, so the first batch waits for its
 /// whole parts, each on one connection in TCP slow start. Cut smaller,
 /// its bytes come over several of the requests a start opens at once.
+/// (Cuts differ from a stream that reaches the same shard later: a
+/// session starting on parts another session is fetching does not share
+/// its lead, only what follows it.)
 const LEAD_PARTS: u64 = 2;
 const LEAD_SPLIT: u64 = 4;
 const MIN_LEAD_PART: u64 = 1 << 20;
