@@ -50,14 +50,14 @@ pub enum PartEvent<T> {
 /// number of small channel entries.
 const EVENT_QUEUE: usize = 4096;
 
-/// A stream's first `LEAD_PARTS` parts' worth of bytes go in parts of
-/// 1/`LEAD_SPLIT` the size (at least `MIN_LEAD_PART`): the parser takes a
-/// part once all of it has arrived, so the first batch waits for its
-/// whole parts, each on one connection in TCP slow start. Cut smaller,
-/// its bytes come over several of the requests a start opens at once.
-/// (Cuts differ from a stream that reaches the same shard later: a
-/// session starting on parts another session is fetching does not share
-/// its lead, only what follows it.)
+/// A stream's first shard's first `LEAD_PARTS` parts' worth of bytes go
+/// in parts of 1/`LEAD_SPLIT` the size (at least `MIN_LEAD_PART`): the
+/// parser takes a part once all of it has arrived, so the first batch
+/// waits for its whole parts, each on one connection in TCP slow start.
+/// Cut smaller, its bytes come over several of the requests a start opens
+/// at once. The lead ends on a part boundary and in the first shard, so
+/// later parts are cut as any stream cuts them: a session that starts on
+/// a shard another session is fetching shares all of it but its lead.
 const LEAD_PARTS: u64 = 2;
 const LEAD_SPLIT: u64 = 4;
 const MIN_LEAD_PART: u64 = 1 << 20;
@@ -201,7 +201,7 @@ async fn schedule<T: Send + 'static>(
     });
     let mut heads = heads.buffered(lookahead);
     let mut line = Line::default();
-    let mut lead_left = LEAD_PARTS * engine.part_bytes();
+    let mut first = true;
     while let Some(joined) = heads.next().await {
         let Ok((tag, shard, bytes, head)) = joined else {
             let e = FetchError::Internal("a HEAD task panicked".into());
@@ -230,8 +230,9 @@ async fn schedule<T: Send + 'static>(
         let part_bytes = engine.part_bytes();
         let len = span.end.saturating_sub(span.start);
         let lead_part = (part_bytes / LEAD_SPLIT).max(MIN_LEAD_PART);
-        let lead = if lead_part < part_bytes { lead_left.min(len) } else { 0 };
-        lead_left -= lead;
+        let lead =
+            if first && lead_part < part_bytes { (LEAD_PARTS * part_bytes).min(len) } else { 0 };
+        first = false;
         let parts = PartPlan::new(len, part_bytes).ranges_led(lead, lead_part);
         for range in parts.map(|r| r.start + span.start..r.end + span.start) {
             // Another session fetching (or holding) the same part? Join
@@ -371,15 +372,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_fetches_its_first_parts_small() {
-        // 8 MiB parts: the stream's first 16 MiB go in 2 MiB parts (the
-        // first shard's 12 and the second's first 4), then 8 MiB parts.
+        // 8 MiB parts: the first shard's first 16 MiB go in 2 MiB parts,
+        // then 8 MiB parts; later shards are cut as always (on the part
+        // boundaries another stream shares).
         const M: u64 = 1 << 20;
-        let parts = parts_of_a_stream(&[12 * M, 20 * M, 9 * M], 8 * M).await;
-        let small =
-            |from: u64, n: u64| (0..n).map(|i| ((from + 2 * i) * M, 2 * M)).collect::<Vec<_>>();
-        assert_eq!(parts[0], small(0, 6));
-        assert_eq!(parts[1], [small(0, 2), vec![(4 * M, 8 * M), (12 * M, 8 * M)]].concat());
-        assert_eq!(parts[2], [(0, 8 * M), (8 * M, M)]);
+        let small = |n: u64| (0..n).map(|i| (2 * i * M, 2 * M)).collect::<Vec<_>>();
+        let parts = parts_of_a_stream(&[20 * M, 9 * M], 8 * M).await;
+        assert_eq!(parts[0], [small(8), vec![(16 * M, 4 * M)]].concat());
+        assert_eq!(parts[1], [(0, 8 * M), (8 * M, M)]);
+        // A first shard shorter than the lead is cut small whole.
+        let parts = parts_of_a_stream(&[5 * M, 9 * M], 8 * M).await;
+        assert_eq!(parts[0], [small(2), vec![(4 * M, M)]].concat());
+        assert_eq!(parts[1], [(0, 8 * M), (8 * M, M)]);
         // Parts of 1 MiB or less are not cut.
         let parts = parts_of_a_stream(&[3 * M], M).await;
         assert_eq!(parts[0], [(0, M), (M, M), (2 * M, M)]);
