@@ -11,6 +11,9 @@
 //!  scheduler (waiting for budget, or past its last part)
 //!    every HEDGE_CHECK: its unfinished parts, oldest first, while each is
 //!    older than twice the mean part time ──▶ signal it (once)
+//!  scheduler (sending a part)
+//!    an unfinished part older than that, which a part sent after it has
+//!    passed (finished first) ──▶ signal it (once)
 //!  the part's task, signalled mid-body, when it is worth it:
 //!    attempt  [██████▒▒▒▒▒▒·········]  keeps reading
 //!    hedge            [████████████████]  GET filled..end, If-Match, fresh connection
@@ -109,6 +112,25 @@ impl Line {
         }
         !self.parts.is_empty()
     }
+
+    /// Signals every part in flight `overdue` or longer that a part sent
+    /// after it has finished: the parser takes parts in order, so it waits
+    /// on the older one while the parts behind it fill the budget. Needs no
+    /// blocked scheduler: on a 30 ms netlab path one part of 294 took 1.9 s
+    /// where the median took 0.35, and the parser stood 1.3 s before the
+    /// budget (1 GiB) was full enough to block anything.
+    pub fn check_passed(&mut self, now: Instant, overdue: Duration) {
+        let mut passed = false;
+        for (sent, signal) in self.parts.iter().rev() {
+            match signal.upgrade() {
+                None => passed = true,
+                Some(signal) if passed && now.saturating_duration_since(*sent) >= overdue => {
+                    signal.fire();
+                }
+                Some(_) => {}
+            }
+        }
+    }
 }
 
 /// When the head of the line counts as late: twice the mean part time
@@ -181,6 +203,30 @@ mod tests {
         assert!(c.fired.load(Ordering::Relaxed), "the head now, and overdue");
         drop(c);
         assert!(!line.check(now, Duration::from_secs(10)), "all done");
+    }
+
+    #[test]
+    fn a_late_part_is_signalled_once_a_part_sent_after_it_has_finished() {
+        let mut line = Line::default();
+        let signals: Vec<_> = (0..4).map(|_| Arc::new(HedgeSignal::default())).collect();
+        for s in &signals {
+            line.push(s);
+        }
+        let fired = |s: &[Arc<HedgeSignal>]| -> Vec<bool> {
+            s.iter().map(|s| s.fired.load(Ordering::Relaxed)).collect()
+        };
+        let late = Instant::now() + Duration::from_secs(10);
+        // All late, none passed: the parser may be behind, not waiting.
+        line.check_passed(late, Duration::from_secs(1));
+        assert_eq!(fired(&signals), [false; 4]);
+        // The third finished: the two before it hold the line.
+        let mut signals = signals;
+        let third = signals.remove(2);
+        drop(third);
+        line.check_passed(Instant::now(), Duration::from_secs(1));
+        assert_eq!(fired(&signals), [false; 3], "passed, but not late yet");
+        line.check_passed(late, Duration::from_secs(1));
+        assert_eq!(fired(&signals), [true, true, false], "the last was not passed");
     }
 
     #[tokio::test]

@@ -93,8 +93,10 @@ fn spawn_fetch(
         PinCharge::Charged(pin) => (Some(pin), false),
         PinCharge::Compact => (None, true),
     };
+    let sent = std::time::Instant::now();
     tokio::spawn(async move {
         let mut slot = RequestSlot::new(permit);
+        let offset = range.start;
         let r = fetch_part_chunks(
             engine.store.as_ref(),
             &shard,
@@ -110,6 +112,9 @@ fn spawn_fetch(
         )
         .await;
         drop((slot, race));
+        // STOKER_LOG=stoker::fetch::shard_stream=trace: every part's time,
+        // to find the one a stalled parser waited on.
+        tracing::trace!(shard = %shard.url, offset, len, ms = sent.elapsed().as_millis() as u64, ok = r.is_ok(), "Part fetched.");
         let r = r.map(|chunks| {
             crate::fetch::FetchStats::add(&engine.stats.bytes, len);
             let (bytes, weak) = PartData::held(chunks, reservation.with_pin(pin));
@@ -246,6 +251,7 @@ async fn schedule<T: Send + 'static>(
                 }
                 continue;
             }
+            watch_passed(&engine, &mut line);
             let mut reservation = watching(&engine, &mut line, engine.budget.reserve(len)).await;
             let mut permit = watching(&engine, &mut line, engine.limit.acquire()).await;
             let publisher = match engine.sharing.start(key, me) {
@@ -288,6 +294,15 @@ fn watch(engine: &FetchEngine, line: &mut Line) -> bool {
     line.check(std::time::Instant::now(), overdue)
 }
 
+/// Signals a late part that parts sent after it have passed (see
+/// `Line::check_passed`); called as each part is sent, so whenever a part
+/// finishes (its permit lets the next one go) the line is looked at.
+fn watch_passed(engine: &FetchEngine, line: &mut Line) {
+    if let Some(overdue) = hedge::overdue_after(&engine.stats) {
+        line.check_passed(std::time::Instant::now(), overdue);
+    }
+}
+
 /// Waits for `wait` (budget or a permit, keeping its place in the queue),
 /// watching `line` once blocked for half a mean part time: a scheduler
 /// held up behind a slow head (the budget full of parts fetched after it,
@@ -309,6 +324,8 @@ async fn watching<T>(engine: &FetchEngine, line: &mut Line, wait: impl Future<Ou
                 });
                 if long {
                     watch(engine, line);
+                } else {
+                    watch_passed(engine, line);
                 }
             }
         }
