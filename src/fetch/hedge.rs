@@ -10,10 +10,11 @@
 //! ```text
 //!  scheduler (waiting for budget, or past its last part)
 //!    every HEDGE_CHECK: its unfinished parts, oldest first, while each is
-//!    older than twice the mean part time ──▶ signal it (once)
+//!    late (in flight twice what its length takes at the mean pace)
+//!    ──▶ signal it (once)
 //!  scheduler (sending a part)
-//!    an unfinished part older than that, which a part sent after it has
-//!    passed (finished first) ──▶ signal it (once)
+//!    a late part that a part sent after it has passed (finished first)
+//!    ──▶ signal it (once)
 //!  the part's task, signalled mid-body, when it is worth it:
 //!    attempt  [██████▒▒▒▒▒▒·········]  keeps reading
 //!    hedge            [████████████████]  GET filled..end, If-Match, fresh connection
@@ -79,7 +80,8 @@ pub struct Race {
 /// A scheduler's unfinished parts, oldest first: what it may signal.
 #[derive(Debug, Default)]
 pub struct Line {
-    parts: VecDeque<(Instant, Weak<HedgeSignal>)>,
+    /// When each part was sent, its length, and its signal.
+    parts: VecDeque<(Instant, u64, Weak<HedgeSignal>)>,
 }
 
 impl Line {
@@ -87,23 +89,28 @@ impl Line {
     /// Finished parts at the head are forgotten here too, so a line that is
     /// never checked (the budget never full) stays as long as what is in
     /// flight behind its oldest part.
-    pub fn push(&mut self, signal: &Arc<HedgeSignal>) {
-        while self.parts.front().is_some_and(|(_, s)| s.strong_count() == 0) {
+    pub fn push(&mut self, signal: &Arc<HedgeSignal>, len: u64) {
+        self.forget_finished();
+        self.parts.push_back((Instant::now(), len, Arc::downgrade(signal)));
+    }
+
+    fn forget_finished(&mut self) {
+        while self.parts.front().is_some_and(|(_, _, s)| s.strong_count() == 0) {
             self.parts.pop_front();
         }
-        self.parts.push_back((Instant::now(), Arc::downgrade(signal)));
     }
 
     /// Forgets finished parts at the head, and signals every part from the
-    /// head on that has been in flight `overdue` or longer (a straggler
-    /// behind a straggler must not wait for the first to finish before it
-    /// is raced: it holds the line next). False once every part is done.
-    pub fn check(&mut self, now: Instant, overdue: Duration) -> bool {
-        while self.parts.front().is_some_and(|(_, s)| s.strong_count() == 0) {
-            self.parts.pop_front();
-        }
-        for (sent, signal) in &self.parts {
-            if now.saturating_duration_since(*sent) < overdue {
+    /// head on that is `overdue` (nothing is, before a part has completed) (a straggler behind a straggler must not
+    /// wait for the first to finish before it is raced: it holds the line
+    /// next). False once every part is done.
+    pub fn check(&mut self, now: Instant, overdue: Option<Overdue>) -> bool {
+        self.forget_finished();
+        let Some(overdue) = overdue else {
+            return !self.parts.is_empty();
+        };
+        for (sent, len, signal) in &self.parts {
+            if now.saturating_duration_since(*sent) < overdue.after(*len) {
                 break;
             }
             if let Some(signal) = signal.upgrade() {
@@ -113,18 +120,20 @@ impl Line {
         !self.parts.is_empty()
     }
 
-    /// Signals every part in flight `overdue` or longer that a part sent
-    /// after it has finished: the parser takes parts in order, so it waits
+    /// Signals every `overdue` part that a part sent after it has passed
+    /// (finished first): the parser takes parts in order, so it waits
     /// on the older one while the parts behind it fill the budget. Needs no
     /// blocked scheduler: on a 30 ms netlab path one part of 294 took 1.9 s
     /// where the median took 0.35, and the parser stood 1.3 s before the
     /// budget (1 GiB) was full enough to block anything.
-    pub fn check_passed(&mut self, now: Instant, overdue: Duration) {
+    pub fn check_passed(&mut self, now: Instant, overdue: Overdue) {
         let mut passed = false;
-        for (sent, signal) in self.parts.iter().rev() {
+        for (sent, len, signal) in self.parts.iter().rev() {
             match signal.upgrade() {
                 None => passed = true,
-                Some(signal) if passed && now.saturating_duration_since(*sent) >= overdue => {
+                Some(signal)
+                    if passed && now.saturating_duration_since(*sent) >= overdue.after(*len) =>
+                {
                     signal.fire();
                 }
                 Some(_) => {}
@@ -133,19 +142,38 @@ impl Line {
     }
 }
 
-/// When the head of the line counts as late: twice the mean part time
-/// (a part takes its mean time and more on a shared path; twice is past
-/// what sharing explains), at least 100 ms (a few round trips: a shorter
-/// part is not worth a second request); `None` before any part has
-/// completed (nothing to compare with).
-pub fn overdue_after(stats: &FetchStats) -> Option<Duration> {
-    let parts = stats.parts.load(Ordering::Relaxed);
-    if parts == 0 {
-        return None;
+/// When a part counts as late: twice the time a part of its length takes
+/// at the mean pace of completed parts (a part takes that and more on a
+/// shared path; twice is past what sharing explains), at least 100 ms (a
+/// few round trips: a shorter part is not worth a second request). Per
+/// length, not per part: a stream's first parts are cut small (the lead,
+/// `shard_stream`), and at 10 ms a mean of those made whole parts look
+/// late, 2–7 races a pass that lost.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Overdue {
+    ttfb_secs: f64,
+    secs_per_byte: f64,
+}
+
+impl Overdue {
+    /// `None` before any part has completed (nothing to compare with).
+    pub fn from_stats(stats: &FetchStats) -> Option<Overdue> {
+        let parts = stats.parts.load(Ordering::Relaxed);
+        let bytes = stats.bytes.load(Ordering::Relaxed);
+        if parts == 0 || bytes == 0 {
+            return None;
+        }
+        Some(Overdue {
+            ttfb_secs: stats.ttfb_us.load(Ordering::Relaxed) as f64 / 1e6 / parts as f64,
+            secs_per_byte: stats.transfer_us.load(Ordering::Relaxed) as f64 / 1e6 / bytes as f64,
+        })
     }
-    let us = stats.ttfb_us.load(Ordering::Relaxed) + stats.transfer_us.load(Ordering::Relaxed);
-    let mean = us as f64 / 1e6 / parts as f64;
-    Some(Duration::from_secs_f64((2.0 * mean).max(0.1)))
+
+    /// How long a part of `len` bytes may be in flight before it is late.
+    pub fn after(&self, len: u64) -> Duration {
+        let mean = self.ttfb_secs + len as f64 * self.secs_per_byte;
+        Duration::from_secs_f64((2.0 * mean).max(0.1))
+    }
 }
 
 /// Whether racing `left` bytes is worth a second request, for a reply
@@ -184,25 +212,25 @@ mod tests {
     fn overdue_parts_from_the_head_on_are_signalled_and_finished_ones_forgotten() {
         let mut line = Line::default();
         let (a, b) = (Arc::new(HedgeSignal::default()), Arc::new(HedgeSignal::default()));
-        line.push(&a);
-        line.push(&b);
+        line.push(&a, 1);
+        line.push(&b, 1);
         let now = Instant::now();
-        assert!(line.check(now, Duration::from_secs(10)));
+        assert!(line.check(now, Some(late_after(10.0))));
         assert!(!a.fired.load(Ordering::Relaxed), "not overdue yet");
         let c = Arc::new(HedgeSignal::default());
         std::thread::sleep(Duration::from_millis(20));
-        line.push(&c);
+        line.push(&c, 1);
         // a and b overdue, c (sent 20 ms later) not.
         let later = Instant::now() + Duration::from_secs(10) - Duration::from_millis(10);
-        assert!(line.check(later, Duration::from_secs(10)));
+        assert!(line.check(later, Some(late_after(10.0))));
         assert!(a.fired.load(Ordering::Relaxed));
         assert!(b.fired.load(Ordering::Relaxed), "overdue behind the head");
         assert!(!c.fired.load(Ordering::Relaxed), "not overdue");
         drop((a, b));
-        assert!(line.check(later + Duration::from_secs(1), Duration::from_secs(10)));
+        assert!(line.check(later + Duration::from_secs(1), Some(late_after(10.0))));
         assert!(c.fired.load(Ordering::Relaxed), "the head now, and overdue");
         drop(c);
-        assert!(!line.check(now, Duration::from_secs(10)), "all done");
+        assert!(!line.check(now, Some(late_after(10.0))), "all done");
     }
 
     #[test]
@@ -210,23 +238,41 @@ mod tests {
         let mut line = Line::default();
         let signals: Vec<_> = (0..4).map(|_| Arc::new(HedgeSignal::default())).collect();
         for s in &signals {
-            line.push(s);
+            line.push(s, 1);
         }
         let fired = |s: &[Arc<HedgeSignal>]| -> Vec<bool> {
             s.iter().map(|s| s.fired.load(Ordering::Relaxed)).collect()
         };
         let late = Instant::now() + Duration::from_secs(10);
         // All late, none passed: the parser may be behind, not waiting.
-        line.check_passed(late, Duration::from_secs(1));
+        line.check_passed(late, late_after(1.0));
         assert_eq!(fired(&signals), [false; 4]);
         // The third finished: the two before it hold the line.
         let mut signals = signals;
         let third = signals.remove(2);
         drop(third);
-        line.check_passed(Instant::now(), Duration::from_secs(1));
+        line.check_passed(Instant::now(), late_after(1.0));
         assert_eq!(fired(&signals), [false; 3], "passed, but not late yet");
-        line.check_passed(late, Duration::from_secs(1));
+        line.check_passed(late, late_after(1.0));
         assert_eq!(fired(&signals), [true, true, false], "the last was not passed");
+    }
+
+    #[test]
+    fn a_short_part_is_late_sooner_than_a_long_one() {
+        let mut line = Line::default();
+        let (long, short) = (Arc::new(HedgeSignal::default()), Arc::new(HedgeSignal::default()));
+        line.push(&long, 8 << 20);
+        line.push(&short, 2 << 20);
+        // 1 s a MiB: the short part is late after 4 s, the long after 16.
+        let pace = Overdue { ttfb_secs: 0.0, secs_per_byte: 1.0 / f64::from(1 << 20) };
+        let now = Instant::now() + Duration::from_secs(5);
+        line.check(now, Some(pace));
+        assert!(!long.fired.load(Ordering::Relaxed), "the head is not late yet");
+        line.check_passed(now, pace);
+        assert!(!short.fired.load(Ordering::Relaxed), "late, but nothing passed it");
+        drop(long);
+        assert!(line.check(now, Some(pace)));
+        assert!(short.fired.load(Ordering::Relaxed), "the head now, and late");
     }
 
     #[tokio::test]
@@ -245,12 +291,23 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
     }
 
+    /// Late after `secs` whatever a part's length.
+    fn late_after(secs: f64) -> Overdue {
+        Overdue { ttfb_secs: secs / 2.0, secs_per_byte: 0.0 }
+    }
+
     #[test]
-    fn overdue_is_twice_the_mean_part_time_and_at_least_100_ms() {
-        assert_eq!(overdue_after(&FetchStats::default()), None);
-        let slow = overdue_after(&stats(4, 50, 250, 0)).unwrap();
-        assert!((slow.as_secs_f64() - 0.6).abs() < 1e-9, "{slow:?}");
-        assert_eq!(overdue_after(&stats(4, 1, 2, 0)), Some(Duration::from_millis(100)));
+    fn a_part_is_late_after_twice_its_time_at_the_mean_pace_and_at_least_100_ms() {
+        assert_eq!(Overdue::from_stats(&FetchStats::default()), None);
+        // 4 parts of 8 MiB: 50 ms to first byte, 250 ms transfer each.
+        let late = Overdue::from_stats(&stats(4, 50, 250, 4 * (8 << 20))).unwrap();
+        let whole = late.after(8 << 20).as_secs_f64();
+        assert!((whole - 0.6).abs() < 1e-9, "{whole}");
+        // A quarter part: its own time, not the mean part's.
+        let quarter = late.after(2 << 20).as_secs_f64();
+        assert!((quarter - 2.0 * (0.05 + 0.0625)).abs() < 1e-9, "{quarter}");
+        let fast = Overdue::from_stats(&stats(4, 1, 2, 4 << 20)).unwrap();
+        assert_eq!(fast.after(1 << 20), Duration::from_millis(100));
     }
 
     #[test]

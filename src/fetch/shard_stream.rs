@@ -15,7 +15,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
-use super::hedge::{self, HEDGE_CHECK, HedgeSignal, Line};
+use super::hedge::{HEDGE_CHECK, HedgeSignal, Line, Overdue};
 use super::part_reader::{fetch_part_chunks, head_shard};
 use super::part_sharing::Publisher;
 use super::{
@@ -84,7 +84,7 @@ fn spawn_fetch(
     let PartFetch { range, reservation, permit, publisher } = fetch;
     let len = range.end - range.start;
     let signal = Arc::new(HedgeSignal::default());
-    line.push(&signal);
+    line.push(&signal, len);
     let race = engine.config.hedge.then(|| Race { signal, budget: engine.budget.clone() });
     // Kept as the client's chunks only if the pin allowance pays for the
     // buffers they hold (the daemon's; `stoker bench` keeps none).
@@ -290,15 +290,14 @@ async fn schedule<T: Send + 'static>(
 /// Signals the head of `line` if it is late; false once it is empty.
 fn watch(engine: &FetchEngine, line: &mut Line) -> bool {
     // Before any part has completed nothing is late yet.
-    let overdue = hedge::overdue_after(&engine.stats).unwrap_or(std::time::Duration::MAX);
-    line.check(std::time::Instant::now(), overdue)
+    line.check(std::time::Instant::now(), Overdue::from_stats(&engine.stats))
 }
 
 /// Signals a late part that parts sent after it have passed (see
 /// `Line::check_passed`); called as each part is sent, so whenever a part
 /// finishes (its permit lets the next one go) the line is looked at.
 fn watch_passed(engine: &FetchEngine, line: &mut Line) {
-    if let Some(overdue) = hedge::overdue_after(&engine.stats) {
+    if let Some(overdue) = Overdue::from_stats(&engine.stats) {
         line.check_passed(std::time::Instant::now(), overdue);
     }
 }
@@ -319,8 +318,8 @@ async fn watching<T>(engine: &FetchEngine, line: &mut Line, wait: impl Future<Ou
             biased;
             r = &mut wait => return r,
             _ = tokio::time::sleep(HEDGE_CHECK) => {
-                let long = hedge::overdue_after(&engine.stats).is_some_and(|overdue| {
-                    blocked.elapsed() >= overdue / 4
+                let long = Overdue::from_stats(&engine.stats).is_some_and(|overdue| {
+                    blocked.elapsed() >= overdue.after(engine.part_bytes()) / 4
                 });
                 if long {
                     watch(engine, line);
