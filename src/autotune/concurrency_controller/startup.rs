@@ -91,15 +91,6 @@ impl ConcurrencyController {
                 None => self.levels.push((self.concurrency, bps)),
             }
         }
-        eprintln!(
-            "XXROUND c={} best_bps={:.0} counted={:.0} measured={:?} best_req={:.0} lat={:.3}",
-            self.concurrency,
-            best_bps / 1e6,
-            bps / 1e6,
-            measured,
-            self.best_request_bps / 1e6,
-            self.min_latency_secs
-        );
         if let Some(top) = descent {
             return self.judge_descent(ramp, top, judged);
         }
