@@ -154,8 +154,9 @@ pub struct ControllerConfig {
     pub startup_fast_share: f64,
     pub startup_fast_factor: usize,
     pub startup_fast_below: usize,
-    /// On arrived bytes, from 8 requests up: a round in which the engine's
-    /// timer fired late for 15% of the time ran on saturated cores, and
+    /// On arrived bytes, from `cpu_judged_from` requests up: a round in
+    /// which the engine's timer fired late for 15% of the time ran on
+    /// saturated cores, and
     /// start-up ends there (a round that grew is held, one that did not
     /// exits without waiting for patience). On netlab (2-core client,
     /// server and shaper on one machine) the lag at the best static level
@@ -168,6 +169,15 @@ pub struct ControllerConfig {
     /// In steady state, while periods run this late, Little's law does not
     /// shrink below that knee.
     pub cpu_lag: f64,
+    /// The CPU rule (`cpu_lag`) holds a level from 16 requests up, not 8:
+    /// a doubling from 8 does not cost CPU. At 10 ms / 1 Gbit the round at
+    /// 8 read 0.09–0.17 late and start-up held 8 in the runs over 0.15,
+    /// where static 8 carried 721 MB/s for 2.0 CPU-s a pass and static 16
+    /// 914 MB/s for 1.8 (each of 8 connections already carries ~100 MB/s;
+    /// twice as many connections at half the rate each cost no more per
+    /// byte). From 16 up each doubling cost more per pass: 16 → 32 +0.5
+    /// CPU-s, 32 → 64 +1.4–1.6 (netlab, 10–30 ms; docs/AUTOTUNE.md).
+    pub cpu_judged_from: usize,
     /// Start-up rounds on arrived bytes (see `arrival_round`): measured
     /// over 2 times to first byte and at least 100 ms (two of the engine's
     /// windows; 50 ms gained a little on netlab at 20 ms, but let a round
@@ -252,6 +262,7 @@ impl Default for ControllerConfig {
             startup_fast_factor: 4,
             startup_fast_below: 8,
             cpu_lag: 0.15,
+            cpu_judged_from: 16,
             round_measure_ttfbs: 2.0,
             round_min_measure_secs: 0.1,
             round_settle_ttfbs: 3.0,

@@ -412,11 +412,11 @@ impl ConcurrencyController {
         State::Steady { settle: true, periods: 0 }
     }
 
-    /// Whether a round on arrivals, from `startup_judged_from` requests up,
+    /// Whether a round on arrivals, from `cpu_judged_from` requests up,
     /// ran on saturated cores (the engine's timer late for
     /// `cpu_lag` of it): the knee is the client's CPU.
     fn cpu_bound(&self, measured: Option<RoundMeasure>) -> bool {
-        self.concurrency >= self.cfg.startup_judged_from
+        self.concurrency >= self.cfg.cpu_judged_from
             && measured.is_some_and(|m| m.lag_share >= self.cfg.cpu_lag)
     }
 

@@ -579,6 +579,16 @@ fn a_round_on_saturated_cores_ends_start_up() {
 }
 
 #[test]
+fn eight_requests_on_busy_cores_still_double() {
+    // A far store (first bytes after 30 ms) whose 8 requests already keep
+    // the cores busy: 8 → 16 costs no more CPU a byte (netlab at 10 ms:
+    // static 16 914 MB/s for less CPU than static 8's 721), so the CPU
+    // rule holds a level from 16 up; 16 grew, and is held.
+    let ((seen, held), _) = arrival_ramp_lagging(1000, 8, 0.02, 0.03);
+    assert_eq!((seen, held), (vec![1, 8, 16], 16));
+}
+
+#[test]
 fn no_growth_on_saturated_cores_twice_exits_to_the_level_below() {
     // The knee is 32 and 64 saturates the cores: the second round at 64
     // without growth ends start-up (three cost a second at 64 on a
