@@ -168,6 +168,10 @@ pub struct ConcurrencyController {
     far_first_bytes: (f64, u64),
     /// The store has refused a request (503 SlowDown) since the start.
     throttled_seen: bool,
+    /// Steady periods left in which the uncontended latency, a guess from
+    /// arrivals after a leap, gives way to what whole parts took
+    /// (`lower_guessed_latency`).
+    guessed_latency_periods: u32,
 }
 
 impl ConcurrencyController {
@@ -199,6 +203,7 @@ impl ConcurrencyController {
             far_level: None,
             far_first_bytes: (0.0, 0),
             throttled_seen: false,
+            guessed_latency_periods: 0,
             cfg,
         };
         c.concurrency = c.clamp(c.concurrency);

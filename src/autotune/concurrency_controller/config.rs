@@ -178,6 +178,12 @@ pub struct ControllerConfig {
     /// byte). From 16 up each doubling cost more per pass: 16 → 32 +0.5
     /// CPU-s, 32 → 64 +1.4–1.6 (netlab, 10–30 ms; docs/AUTOTUNE.md).
     pub cpu_judged_from: usize,
+    /// After a leap, the steady periods (4, ~1 s at 20 ms) in which the
+    /// uncontended latency, guessed from arrivals, gives way to what whole
+    /// parts took (at least `whole_part_share` of a part's bytes on
+    /// average: 0.9).
+    pub guessed_latency_periods: u32,
+    pub whole_part_share: f64,
     /// Start-up rounds on arrived bytes (see `arrival_round`): measured
     /// over 2 times to first byte and at least 100 ms (two of the engine's
     /// windows; 50 ms gained a little on netlab at 20 ms, but let a round
@@ -263,6 +269,8 @@ impl Default for ControllerConfig {
             startup_fast_below: 8,
             cpu_lag: 0.15,
             cpu_judged_from: 16,
+            guessed_latency_periods: 4,
+            whole_part_share: 0.9,
             round_measure_ttfbs: 2.0,
             round_min_measure_secs: 0.1,
             round_settle_ttfbs: 3.0,

@@ -328,6 +328,7 @@ impl ConcurrencyController {
             // four epochs). A part at the best rate a request carried
             // once up to speed (a round's last span) is the latency.
             self.latency_from_arrivals();
+            self.guessed_latency_periods = self.cfg.guessed_latency_periods;
             return;
         }
         let n = self.growth_rounds.len();
