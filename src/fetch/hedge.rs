@@ -101,9 +101,10 @@ impl Line {
     }
 
     /// Forgets finished parts at the head, and signals every part from the
-    /// head on that is `overdue` (nothing is, before a part has completed) (a straggler behind a straggler must not
-    /// wait for the first to finish before it is raced: it holds the line
-    /// next). False once every part is done.
+    /// head on that is `overdue` (none is before a part has completed): a
+    /// straggler behind a straggler must not wait for the first to finish
+    /// before it is raced, it holds the line next. False once every part
+    /// is done.
     pub fn check(&mut self, now: Instant, overdue: Option<Overdue>) -> bool {
         self.forget_finished();
         let Some(overdue) = overdue else {

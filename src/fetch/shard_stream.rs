@@ -114,7 +114,8 @@ fn spawn_fetch(
         drop((slot, race));
         // STOKER_LOG=stoker::fetch::shard_stream=trace: every part's time,
         // to find the one a stalled parser waited on.
-        tracing::trace!(shard = %shard.url, offset, len, ms = sent.elapsed().as_millis() as u64, ok = r.is_ok(), "Part fetched.");
+        let ms = sent.elapsed().as_millis() as u64;
+        tracing::trace!(shard = %shard.url, offset, len, ms, ok = r.is_ok(), "Part fetched.");
         let r = r.map(|chunks| {
             crate::fetch::FetchStats::add(&engine.stats.bytes, len);
             let (bytes, weak) = PartData::held(chunks, reservation.with_pin(pin));
