@@ -82,6 +82,8 @@ pub struct Race {
 pub struct Line {
     /// When each part was sent, its length, and its signal.
     parts: VecDeque<(Instant, u64, Weak<HedgeSignal>)>,
+    /// When `check_passed` last signalled a part.
+    passed_fired: Option<Instant>,
 }
 
 impl Line {
@@ -121,25 +123,40 @@ impl Line {
         !self.parts.is_empty()
     }
 
-    /// Signals every `overdue` part that a part sent after it has passed
-    /// (finished first): the parser takes parts in order, so it waits
-    /// on the older one while the parts behind it fill the budget. Needs no
-    /// blocked scheduler: on a 30 ms netlab path one part of 294 took 1.9 s
-    /// where the median took 0.35, and the parser stood 1.3 s before the
-    /// budget (1 GiB) was full enough to block anything.
+    /// Signals the oldest `overdue` part that a part sent after it has
+    /// passed (finished first): the parser takes parts in order, so it
+    /// waits on the older one while the parts behind it fill the budget.
+    /// Needs no blocked scheduler: on a 30 ms netlab path one part of 294
+    /// took 1.9 s where the median took 0.35, and the parser stood 1.3 s
+    /// before the budget (1 GiB) was full enough to block anything.
+    /// One part per half of its own lateness: when the whole process
+    /// stalls (this VM's timer ran 0.3–0.4 s late), every part is late and
+    /// they finish in a burst; racing them all (30 races at 10 ms, 3 won)
+    /// added load where nothing was slow but the cores.
     pub fn check_passed(&mut self, now: Instant, overdue: Overdue) {
         let mut passed = false;
+        let mut oldest = None;
         for (sent, len, signal) in self.parts.iter().rev() {
             match signal.upgrade() {
                 None => passed = true,
                 Some(signal)
-                    if passed && now.saturating_duration_since(*sent) >= overdue.after(*len) =>
+                    if passed
+                        && !signal.fired.load(Ordering::Acquire)
+                        && now.saturating_duration_since(*sent) >= overdue.after(*len) =>
                 {
-                    signal.fire();
+                    oldest = Some((signal, overdue.after(*len) / 2));
                 }
                 Some(_) => {}
             }
         }
+        let Some((signal, spacing)) = oldest else {
+            return;
+        };
+        if self.passed_fired.is_some_and(|t| now.saturating_duration_since(t) < spacing) {
+            return;
+        }
+        signal.fire();
+        self.passed_fired = Some(now);
     }
 }
 
@@ -255,6 +272,12 @@ mod tests {
         line.check_passed(Instant::now(), late_after(1.0));
         assert_eq!(fired(&signals), [false; 3], "passed, but not late yet");
         line.check_passed(late, late_after(1.0));
+        assert_eq!(fired(&signals), [true, false, false], "the oldest first");
+        // One a half lateness: a burst of late parts is a stalled process
+        // as often as slow replies.
+        line.check_passed(late + Duration::from_millis(400), late_after(1.0));
+        assert_eq!(fired(&signals), [true, false, false], "not again so soon");
+        line.check_passed(late + Duration::from_millis(600), late_after(1.0));
         assert_eq!(fired(&signals), [true, true, false], "the last was not passed");
     }
 
