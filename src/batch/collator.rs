@@ -39,12 +39,11 @@ fn copy_pool() -> Option<&'static rayon::ThreadPool> {
     static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
     POOL.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let threads = (cores / 2).clamp(1, 8);
-        if threads < 2 {
+        if cores < 4 {
             return None;
         }
         rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
+            .num_threads((cores / 2).min(8))
             .thread_name(|i| format!("stoker-copy-{i}"))
             .build()
             .ok()

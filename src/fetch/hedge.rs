@@ -137,16 +137,16 @@ impl Line {
         let mut passed = false;
         let mut oldest = None;
         for (sent, len, signal) in self.parts.iter().rev() {
-            match signal.upgrade() {
-                None => passed = true,
-                Some(signal)
-                    if passed
-                        && !signal.fired.load(Ordering::Acquire)
-                        && now.saturating_duration_since(*sent) >= overdue.after(*len) =>
-                {
-                    oldest = Some((signal, overdue.after(*len) / 2));
-                }
-                Some(_) => {}
+            if signal.strong_count() == 0 {
+                passed = true;
+                continue;
+            }
+            let late = overdue.after(*len);
+            if !passed || now.saturating_duration_since(*sent) < late {
+                continue;
+            }
+            if let Some(signal) = signal.upgrade().filter(|s| !s.fired.load(Ordering::Acquire)) {
+                oldest = Some((signal, late / 2));
             }
         }
         let Some((signal, spacing)) = oldest else {

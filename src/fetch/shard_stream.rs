@@ -234,12 +234,15 @@ async fn schedule<T: Send + 'static>(
             return;
         }
         let part_bytes = engine.part_bytes();
-        let len = span.end.saturating_sub(span.start);
+        let span_len = span.end.saturating_sub(span.start);
         let lead_part = (part_bytes / LEAD_SPLIT).max(MIN_LEAD_PART);
-        let lead =
-            if first && lead_part < part_bytes { (LEAD_PARTS * part_bytes).min(len) } else { 0 };
+        let lead = if first && lead_part < part_bytes {
+            (LEAD_PARTS * part_bytes).min(span_len)
+        } else {
+            0
+        };
         first = false;
-        let parts = PartPlan::new(len, part_bytes).ranges_led(lead, lead_part);
+        let parts = PartPlan::new(span_len, part_bytes).ranges_led(lead, lead_part);
         for range in parts.map(|r| r.start + span.start..r.end + span.start) {
             // Another session fetching (or holding) the same part? Join
             // it; waiting here keeps reservations in consumption order,

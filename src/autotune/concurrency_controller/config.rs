@@ -156,9 +156,8 @@ pub struct ControllerConfig {
     pub startup_fast_below: usize,
     /// On arrived bytes, from `cpu_judged_from` requests up: a round in
     /// which the engine's timer fired late for 15% of the time ran on
-    /// saturated cores, and
-    /// start-up ends there (a round that grew is held, one that did not
-    /// exits without waiting for patience). On netlab (2-core client,
+    /// saturated cores, and start-up ends there (a round that grew is
+    /// held, one that did not exits without waiting for patience). On netlab (2-core client,
     /// server and shaper on one machine) the lag at the best static level
     /// was 0.29–0.40 of the time at 10–20 ms paths, 0.04–0.11 one level
     /// below, and 0.5 one level above, where the extra connections cost
