@@ -75,23 +75,23 @@ pub fn field_str(field: &[u8]) -> String {
 }
 
 fn verify_checksum(block: &[u8; BLOCK]) -> Result<(), HeaderError> {
-    let stored_field = &block[148..156];
-    let unsigned: u32 = block
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| if (148..156).contains(&i) { u32::from(b' ') } else { u32::from(b) })
-        .sum();
+    // The sum of the block with the checksum field read as eight spaces.
+    // Summed whole, then corrected, so the loop has no branch and
+    // vectorises: the per-byte field test cost ~2% of a loopback pass.
+    const FIELD: std::ops::Range<usize> = 148..156;
+    let stored_field = &block[FIELD];
+    let spaces = 8 * u32::from(b' ');
+    let sum = |bytes: &[u8]| bytes.iter().map(|&b| u32::from(b)).sum::<u32>();
+    let unsigned = sum(block) - sum(stored_field) + spaces;
     let stored = parse_octal(stored_field);
+    if stored == Some(u64::from(unsigned)) {
+        return Ok(());
+    }
     // Some historic writers summed signed bytes; accept either.
-    let signed: i64 = block
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| if (148..156).contains(&i) { i64::from(b' ') } else { i64::from(b as i8) })
-        .sum();
+    let signed_sum = |bytes: &[u8]| bytes.iter().map(|&b| i64::from(b as i8)).sum::<i64>();
+    let signed = signed_sum(block) - signed_sum(stored_field) + i64::from(spaces);
     match stored {
-        Some(s) if s == u64::from(unsigned) || i64::try_from(s).is_ok_and(|s| s == signed) => {
-            Ok(())
-        }
+        Some(s) if i64::try_from(s).is_ok_and(|s| s == signed) => Ok(()),
         _ => Err(HeaderError::Checksum {
             stored: field_str(stored_field).trim().to_string(),
             computed: unsigned,
@@ -176,6 +176,19 @@ mod tests {
     #[test]
     fn detects_a_bad_checksum() {
         let mut block = header("x.cls", 1);
+        block[0] ^= 1;
+        assert!(matches!(parse_header(&block), Err(HeaderError::Checksum { .. })));
+    }
+
+    #[test]
+    fn accepts_a_checksum_of_signed_bytes() {
+        // A name with bytes of 0x80 and up, summed as signed bytes (as some
+        // historic writers did): 0xe9 counts -23, not 233.
+        let mut block = header("caf\u{e9}.jpg", 3);
+        block[148..156].fill(b' ');
+        let signed: i64 = block.iter().map(|&b| i64::from(b as i8)).sum();
+        block[148..156].copy_from_slice(format!("{signed:06o}\0 ").as_bytes());
+        assert_eq!(parse_header(&block).unwrap().size, 3);
         block[0] ^= 1;
         assert!(matches!(parse_header(&block), Err(HeaderError::Checksum { .. })));
     }
