@@ -17,7 +17,8 @@
 //!    ──▶ signal it (once)
 //!  the part's task, signalled mid-body, when it is worth it:
 //!    attempt  [██████▒▒▒▒▒▒·········]  keeps reading
-//!    hedge            [████████████████]  GET filled..end, If-Match, fresh connection
+//!    hedge            [████████████████]  GET filled..end, If-Match,
+//!                                         fresh connection
 //!    first to finish wins; the other is dropped (its connection closed)
 //! ```
 //!
@@ -129,26 +130,22 @@ impl Line {
     /// Needs no blocked scheduler: on a 30 ms netlab path one part of 294
     /// took 1.9 s where the median took 0.35, and the parser stood 1.3 s
     /// before the budget (1 GiB) was full enough to block anything.
-    /// One part per half of its own lateness: when the whole process
-    /// stalls (this VM's timer ran 0.3–0.4 s late), every part is late and
-    /// they finish in a burst; racing them all (30 races at 10 ms, 3 won)
-    /// added load where nothing was slow but the cores.
+    /// One part at a time, the next no sooner than half the time after
+    /// which the last counted late: when the whole process stalls (this
+    /// VM's timer ran 0.3–0.4 s late), every part is late and they finish
+    /// in a burst; racing them all (30 races at 10 ms, 3 won) added load
+    /// where nothing was slow but the cores.
     pub fn check_passed(&mut self, now: Instant, overdue: Overdue) {
-        let mut passed = false;
-        let mut oldest = None;
-        for (sent, len, signal) in self.parts.iter().rev() {
-            if signal.strong_count() == 0 {
-                passed = true;
-                continue;
-            }
+        // Parts before the last finished one have been passed.
+        let Some(last_done) = self.parts.iter().rposition(|(_, _, s)| s.strong_count() == 0) else {
+            return;
+        };
+        let oldest = self.parts.iter().take(last_done).find_map(|(sent, len, signal)| {
             let late = overdue.after(*len);
-            if !passed || now.saturating_duration_since(*sent) < late {
-                continue;
-            }
-            if let Some(signal) = signal.upgrade().filter(|s| !s.fired.load(Ordering::Acquire)) {
-                oldest = Some((signal, late / 2));
-            }
-        }
+            let signal = signal.upgrade()?;
+            (now.saturating_duration_since(*sent) >= late && !signal.fired.load(Ordering::Acquire))
+                .then_some((signal, late / 2))
+        });
         let Some((signal, spacing)) = oldest else {
             return;
         };
@@ -278,6 +275,8 @@ mod tests {
         line.check_passed(late + Duration::from_millis(400), late_after(1.0));
         assert_eq!(fired(&signals), [true, false, false], "not again so soon");
         line.check_passed(late + Duration::from_millis(600), late_after(1.0));
+        assert_eq!(fired(&signals), [true, true, false], "the next oldest");
+        line.check_passed(late + Duration::from_millis(1200), late_after(1.0));
         assert_eq!(fired(&signals), [true, true, false], "the last was not passed");
     }
 

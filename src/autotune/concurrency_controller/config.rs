@@ -15,9 +15,10 @@ pub struct ControllerConfig {
     /// netlab at 10–60 ms a cold pass was ahead of the ramp from 1 in 8 of
     /// 10 batches (e.g. 20 ms: 0.75 against 0.71 of the best static, 1.09
     /// against 1.03 of the CRT; docs/AUTOTUNE.md), the first batch 0.38 s
-    /// against 0.49. Starting at 32 broke the grid's thin links. Near stores keep the ramp from 1: starting at 8 on loopback
-    /// overshot to 12 requests, cost 10% more CPU and a 3× later first
-    /// batch. Eight requests are what a ×4 step from 2 reaches anyway.
+    /// against 0.49. Starting at 32 broke the grid's thin links. Near
+    /// stores keep the ramp from 1: starting at 8 on loopback overshot to
+    /// 12 requests, cost 10% more CPU and a 3× later first batch. Eight
+    /// requests are what a ×4 step from 2 reaches anyway.
     pub far_first_byte_secs: f64,
     pub far_start_concurrency: usize,
     /// A far start's first round steps ×4 (8 → 32), not ×2, where first
@@ -157,8 +158,9 @@ pub struct ControllerConfig {
     /// On arrived bytes, from `cpu_judged_from` requests up: a round in
     /// which the engine's timer fired late for 15% of the time ran on
     /// saturated cores, and start-up ends there (a round that grew is
-    /// held, one that did not exits without waiting for patience). On netlab (2-core client,
-    /// server and shaper on one machine) the lag at the best static level
+    /// held, one that did not exits without waiting for patience). On
+    /// netlab (2-core client, server and shaper on one machine) the lag at
+    /// the best static level
     /// was 0.29–0.40 of the time at 10–20 ms paths, 0.04–0.11 one level
     /// below, and 0.5 one level above, where the extra connections cost
     /// 1–1.5 CPU-s a pass and a quarter of the goodput (docs/AUTOTUNE.md).

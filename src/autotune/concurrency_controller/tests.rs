@@ -541,6 +541,10 @@ fn after_a_leap_the_guessed_latency_gives_way_to_what_whole_parts_take() {
     // aside.
     let held = held_after_a_leap_at(0.6, 0.75, ControllerConfig::default());
     assert!(held <= 45, "held up to {held} requests where 32 carry all");
+    // Without the rule the guess stands, and steady state ramps again.
+    let cfg = ControllerConfig { guessed_latency_periods: 0, ..ControllerConfig::default() };
+    let held = held_after_a_leap_at(0.6, 0.75, cfg);
+    assert!(held > 45, "the guess alone held {held}");
 }
 
 /// Windows at 8 requests on a 30 ms path (first bytes after 60 ms) whose
