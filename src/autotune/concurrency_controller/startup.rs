@@ -84,6 +84,19 @@ impl ConcurrencyController {
         // where they do not, uses both.
         let blended = judged.bps;
         let bps = judged.counted;
+        // STOKER_LOG=stoker::autotune=debug: what each round measured.
+        tracing::debug!(
+            concurrency = self.concurrency,
+            counted_mb_s = format_args!("{:.0}", bps / 1e6),
+            arrived_mb_s = format_args!("{:.0}", measured.map_or(0.0, |m| m.bps) / 1e6),
+            per_request_mb_s =
+                format_args!("{:.1}", measured.map_or(0.0, |m| m.per_request_bps) / 1e6),
+            lag_share = format_args!("{:.2}", measured.map_or(0.0, |m| m.lag_share)),
+            best_mb_s = format_args!("{:.0}", best_bps / 1e6),
+            best_concurrency,
+            stalled,
+            "Start-up round."
+        );
         if let Some(m) = measured {
             self.best_request_bps = self.best_request_bps.max(m.per_request_bps);
             match self.levels.iter_mut().find(|(c, _)| *c == self.concurrency) {

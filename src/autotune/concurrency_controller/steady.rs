@@ -81,6 +81,19 @@ impl ConcurrencyController {
         // epochs: 3 of 16 runs went 37 → 64 after 6 s, one held 64 at
         // 0.6 of what 38 carried). Little's steps still climb.
         let above_cpu_knee = self.cpu_knee.is_some_and(|k| from >= k);
+        // STOKER_LOG=stoker::autotune=debug: what each steady period judged.
+        tracing::debug!(
+            concurrency = from,
+            next,
+            target,
+            goodput_mb_s = format_args!("{:.0}", self.goodput_bps / 1e6),
+            latency_ms = format_args!("{:.0}", self.min_latency_secs * 1e3),
+            request_mib = format_args!("{:.1}", self.request_bytes / 1048576.0),
+            headroom = format_args!("{:.2}", self.headroom),
+            lag_share = format_args!("{:.2}", judged.lag_share),
+            periods,
+            "Steady period."
+        );
         if unsaturated && self.unsaturated_periods >= 1 && !above_cpu_knee {
             // Twice in a row: capacity appeared (a cap lifted, a link
             // widened). Ramp again instead of creeping up a step a period.
