@@ -123,6 +123,28 @@ async fn sweep_through_a_slow_proxy_reports_auto_against_static() {
     assert_eq!(report["errors"].as_u64(), Some(0));
 }
 
+/// Where the engine's controller changed concurrency or phase: `t
+/// concurrency phase goodput`, one a step.
+fn changes(engine: &stoker::fetch::FetchEngine) -> String {
+    let points = engine.tuning.lock().map(|p| p.clone()).unwrap_or_default();
+    let mut last = None;
+    let mut out = Vec::new();
+    for p in points {
+        let key = (p.concurrency, format!("{:?}", p.phase));
+        if last.as_ref() != Some(&key) {
+            out.push(format!(
+                "{:.2}s {} {} {:.0}MB/s",
+                p.t_secs,
+                key.0,
+                key.1,
+                p.goodput_bps / 1e6
+            ));
+            last = Some(key);
+        }
+    }
+    out.join(", ")
+}
+
 /// A consumer slower than the store needs few requests: the autotuner reads
 /// the ready queue and does not ramp past what the consumer takes.
 ///
@@ -139,7 +161,7 @@ async fn a_slow_consumer_keeps_concurrency_low() {
     let cfg =
         stoker::synth::SynthConfig { shards: 8, shard_bytes: 8 << 20, ..small_synth(8, false) };
     stoker::synth::write_dataset(&url, &Default::default(), &cfg).await.expect("gen");
-    let mut limits = Vec::new();
+    let (mut limits, mut traces) = (Vec::new(), Vec::new());
     for consumer_ms in [0u64, 100] {
         let mut dataset =
             stoker::source::Dataset::open(&url, &Default::default()).await.expect("open");
@@ -167,8 +189,15 @@ async fn a_slow_consumer_keeps_concurrency_low() {
             tokio::time::sleep(std::time::Duration::from_millis(consumer_ms)).await;
         }
         limits.push(engine.limit.limit());
+        traces.push(changes(&engine));
     }
     println!("concurrency after 4 s: fast consumer {}, slow consumer {}", limits[0], limits[1]);
-    assert!(limits[1] <= 4, "slow consumer: {limits:?}");
-    assert!(limits[0] > 2 * limits[1], "fast consumer ramps further: {limits:?}");
+    // On failure, the controller's steps say which rule let it climb.
+    assert!(limits[1] <= 4, "slow consumer: {limits:?}; its steps: {}", traces[1]);
+    assert!(
+        limits[0] > 2 * limits[1],
+        "fast consumer ramps further: {limits:?}; steps, fast: {}; slow: {}",
+        traces[0],
+        traces[1]
+    );
 }
