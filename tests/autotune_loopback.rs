@@ -126,7 +126,7 @@ async fn sweep_through_a_slow_proxy_reports_auto_against_static() {
 /// Where the engine's controller changed concurrency or phase: `t
 /// concurrency phase goodput`, one a step.
 fn changes(engine: &stoker::fetch::FetchEngine) -> String {
-    let points = engine.tuning.lock().map(|p| p.clone()).unwrap_or_default();
+    let points = engine.tuning.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut last = None;
     let mut out = Vec::new();
     for p in points {

@@ -87,8 +87,9 @@ impl ConcurrencyController {
         // STOKER_LOG=stoker::autotune=debug: what each round measured.
         tracing::debug!(
             concurrency = self.concurrency,
-            counted_mb_s = format_args!("{:.0}", bps / 1e6),
-            arrived_mb_s = format_args!("{:.0}", measured.map_or(0.0, |m| m.bps) / 1e6),
+            // On arrivals, the bytes that arrived; otherwise those counted.
+            mb_s = format_args!("{:.0}", bps / 1e6),
+            on_arrivals = measured.is_some(),
             per_request_mb_s =
                 format_args!("{:.1}", measured.map_or(0.0, |m| m.per_request_bps) / 1e6),
             lag_share = format_args!("{:.2}", measured.map_or(0.0, |m| m.lag_share)),
