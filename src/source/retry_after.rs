@@ -54,6 +54,10 @@ impl RetryAfterConnector {
 
 impl HttpConnector for RetryAfterConnector {
     fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        // reqwest is built without a crypto provider of its own (Cargo.toml:
+        // ring instead of aws-lc-rs) and panics on https without one. An
+        // error means one is installed already, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let inner = ReqwestConnector::default().connect(options)?;
         Ok(HttpClient::new(RetryAfterService { inner, gate: self.gate.clone() }))
     }

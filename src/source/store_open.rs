@@ -144,4 +144,27 @@ mod tests {
         let opts = StoreOptions { options: vec![("endpoint".into(), "http://x".into())] };
         assert_eq!(s3_endpoint(&gcs, &opts), None);
     }
+
+    /// https goes through rustls on ring (no provider is built into
+    /// reqwest): the client sends a TLS ClientHello and a server that does
+    /// not answer it is an error, not a panic.
+    #[tokio::test]
+    async fn an_https_store_speaks_tls_through_the_ring_provider() {
+        use object_store::ObjectStoreExt;
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.expect("accept");
+            let mut first = [0u8; 3];
+            conn.read_exact(&mut first).await.expect("read");
+            first // dropped here: the handshake gets no answer
+        });
+        let url = DatasetUrl::parse(&format!("https://{addr}/d/")).expect("url");
+        let store = open_store(&url, &StoreOptions::default()).expect("store");
+        let got = store.get(&object_store::path::Path::from("d/x.tar")).await;
+        assert!(got.is_err(), "a server that drops the handshake gave {got:?}");
+        // A TLS handshake record (0x16), protocol 3.x.
+        assert_eq!(server.await.expect("server")[..2], [0x16, 0x03]);
+    }
 }
