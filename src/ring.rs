@@ -19,7 +19,12 @@ mod fd_passing;
 mod memfd_segment;
 mod session_ring;
 mod slot_table;
+#[cfg(test)]
+mod slot_table_tests;
 mod sync;
+// The slot table on shuttle's atomics, under randomized schedules.
+#[cfg(test)]
+mod model;
 
 pub use fd_passing::{MAX_PAYLOAD, recv_fd, send_fd};
 pub use memfd_segment::{MemfdSegment, ReadOnlyMapping};

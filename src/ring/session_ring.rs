@@ -171,9 +171,7 @@ impl Drop for Filling<'_> {
     }
 }
 
-// The slot table runs on shuttle's atomics under `model`: only the model
-// test may touch it then.
-#[cfg(all(test, not(feature = "model")))]
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::batch::{batch_bytes, collate, collate_into};

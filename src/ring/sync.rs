@@ -1,7 +1,4 @@
-//! The atomics the slot table uses: std's, or shuttle's when the `model`
-//! feature runs the randomized-schedule model test (as tokio swaps in loom).
+//! The atomics the slot table uses: std's here; `model.rs` compiles the
+//! table again on shuttle's for its randomized-schedule test.
 
-#[cfg(all(test, feature = "model"))]
-pub use shuttle::sync::atomic::{AtomicU64, Ordering};
-#[cfg(not(all(test, feature = "model")))]
 pub use std::sync::atomic::{AtomicU64, Ordering};
