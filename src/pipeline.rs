@@ -229,7 +229,7 @@ impl BatchWriter for VecWriter {
         index: u64,
         _progress: Option<Progress>,
     ) -> Result<Option<Batch>> {
-        Ok(Some(match self.recycled.try_take(batch_bytes(samples) as usize) {
+        Ok(Some(match self.recycled.try_take_room(batch_bytes(samples) as usize) {
             Some(buf) => collate_in(buf, samples, epoch, index),
             None => collate(samples, epoch, index),
         }))
@@ -273,12 +273,11 @@ impl Pipeline<Batch> {
     /// allocation, and a parallel copy into it.
     pub fn recycle(&self, batch: Batch) {
         if let Some(recycled) = &self.recycled {
-            // All of it, so a later, larger batch fits: the tail past this
-            // batch is zeroed once (a buffer from `collate_in` was cut to
-            // its batch), then stays initialised.
-            let mut buf = batch.buf;
-            buf.resize(buf.capacity(), 0);
-            recycled.give(buf);
+            // As long as its batch (initialised); a later, larger batch
+            // zeroes only what it needs past that (`collate_in`), not the
+            // whole spare capacity every time (1.3% of a loopback pass's
+            // CPU did).
+            recycled.give(batch.buf);
         }
     }
 }

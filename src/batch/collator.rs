@@ -165,10 +165,17 @@ pub fn collate(samples: &[Sample], epoch: u64, index: u64) -> Batch {
     Batch { buf, num_samples: samples.len(), keys, columns, epoch, index }
 }
 
-/// Collates `samples` into `buf`, a recycled batch buffer (at least
-/// [`batch_bytes`] long, any contents), written like a ring slot, in
-/// parallel; the batch's buffer is `buf` cut to the batch.
+/// Collates `samples` into `buf`, a recycled batch buffer (its bytes
+/// initialised, any contents; best with room for [`batch_bytes`]), written
+/// like a ring slot, in parallel; the batch's buffer is `buf` cut to the
+/// batch. Only the bytes the batch needs past `buf`'s length are zeroed
+/// first (a recycled buffer is its last batch's length, and batches differ
+/// by a few per cent).
 pub fn collate_in(mut buf: Vec<u8>, samples: &[Sample], epoch: u64, index: u64) -> Batch {
+    let need = batch_bytes(samples) as usize;
+    if buf.len() < need {
+        buf.resize(need, 0);
+    }
     let (keys, columns, len) = collate_into(samples, &mut buf);
     buf.truncate(len);
     Batch { buf, num_samples: samples.len(), keys, columns, epoch, index }
@@ -308,8 +315,16 @@ mod tests {
         assert_eq!((keys, columns), (b.keys.clone(), b.columns.clone()));
         assert_eq!(len, b.buf.len());
         assert!(slot[..len] == b.buf[..], "the slot differs from the serial collation");
-        // Recycled buffers, as long as the batch and longer, stale bytes.
-        for stale in [vec![0x5a; slot.len()], vec![0x5a; 2 * slot.len()]] {
+        // Recycled buffers, shorter than the batch, as long and longer,
+        // stale bytes.
+        let short = |n: usize| {
+            let mut v = Vec::with_capacity(slot.len());
+            v.resize(n, 0x5a);
+            v
+        };
+        for stale in
+            [short(0), short(slot.len() / 2), vec![0x5a; slot.len()], vec![0x5a; 2 * slot.len()]]
+        {
             let r = collate_in(stale, &samples, 0, 0);
             assert!(r.buf == b.buf, "a recycled buffer differs from the serial collation");
             assert_eq!(r.columns, b.columns);

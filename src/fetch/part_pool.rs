@@ -41,12 +41,22 @@ impl PartPool {
         self.try_take(len).unwrap_or_else(|| vec![0; len])
     }
 
-    /// A retained buffer of at least `len` bytes, if one is free.
+    /// A retained buffer of at least `len` initialised bytes, if one is free.
     pub fn try_take(&self, len: usize) -> Option<Vec<u8>> {
+        self.take_where(|b| b.len() >= len)
+    }
+
+    /// A retained buffer with room for `len` bytes (its capacity; fewer
+    /// of them may be initialised), if one is free.
+    pub fn try_take_room(&self, len: usize) -> Option<Vec<u8>> {
+        self.take_where(|b| b.capacity() >= len)
+    }
+
+    fn take_where(&self, fits: impl Fn(&Vec<u8>) -> bool) -> Option<Vec<u8>> {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        let at = free.iter().rposition(|b| b.len() >= len)?;
+        let at = free.iter().rposition(fits)?;
         let buf = free.swap_remove(at);
-        self.retained_bytes.fetch_sub(buf.len() as u64, Ordering::Relaxed);
+        self.retained_bytes.fetch_sub(buf.capacity() as u64, Ordering::Relaxed);
         self.reused.fetch_add(1, Ordering::Relaxed);
         Some(buf)
     }
@@ -54,7 +64,7 @@ impl PartPool {
     /// Frees every retained buffer (an idle daemon gives its memory back).
     pub fn clear(&self) {
         let drained = std::mem::take(&mut *self.free.lock().unwrap_or_else(|p| p.into_inner()));
-        let n: u64 = drained.iter().map(|b| b.len() as u64).sum();
+        let n: u64 = drained.iter().map(|b| b.capacity() as u64).sum();
         self.retained_bytes.fetch_sub(n, Ordering::Relaxed);
     }
 
@@ -65,7 +75,8 @@ impl PartPool {
     /// Keeps `buf` (all of its `len` bytes initialised) for a later
     /// `take`, unless that would retain more than the pool's cap.
     pub fn give(&self, buf: Vec<u8>) {
-        let n = buf.len() as u64;
+        // What it holds, initialised or not.
+        let n = buf.capacity() as u64;
         if self.retained_bytes.load(Ordering::Relaxed) + n > self.max_retained_bytes {
             return;
         }
@@ -117,6 +128,19 @@ mod tests {
         let again = pool.take(80);
         assert_eq!(again.len(), 100, "the same buffer came back");
         assert_eq!(pool.reused.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_recycled_batch_buffer_is_taken_for_its_room_and_counted_by_it() {
+        let pool = PartPool::new(10_000);
+        let mut short = Vec::with_capacity(100);
+        short.resize(10, 7);
+        pool.give(short);
+        assert_eq!(pool.retained_bytes(), 100, "what it holds, not what is initialised");
+        assert!(pool.try_take(50).is_none(), "only 10 bytes are initialised");
+        let buf = pool.try_take_room(50).expect("room for 50");
+        assert_eq!((buf.len(), buf.capacity()), (10, 100));
+        assert_eq!(pool.retained_bytes(), 0);
     }
 
     #[test]
