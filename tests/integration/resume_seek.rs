@@ -4,7 +4,7 @@
 //! what it had not delivered (the held samples again, alone, and the rest
 //! of the epoch from the read position), not the epoch up to k again.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::Ordering;
 

@@ -4,7 +4,7 @@
 //! declared drops and repeats; the index recorded as a by-product, checked
 //! against each shard's version and rebuilt when it is not right.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use stoker::fetch::FetchEngine;

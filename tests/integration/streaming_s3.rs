@@ -1,7 +1,7 @@
 //! The streaming core against a real S3-protocol server on loopback: every
 //! generated sample delivered exactly once across ranks, byte-identical.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 

@@ -1,7 +1,7 @@
 //! The `stoker` binary as a user runs it: help, gen, bench --json,
 //! --keys-out partitioning, the embedded default, and clear errors.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::process::{Command, Output};

@@ -2,7 +2,7 @@
 //! a failure-injecting wrapper around the real S3 client answers some GETs
 //! with 503 SlowDown and breaks some bodies off mid-stream.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,7 +1,7 @@
 //! Bad input gets a named error with the shard URL and offset: no panic,
 //! no hang. Each case runs against the real S3-protocol server.
 
-mod support;
+use crate::support;
 
 use stoker::fetch::{FetchConfig, FetchError};
 use stoker::pipeline::PipelineConfig;
