@@ -1,7 +1,8 @@
 //! The slot table's randomized-schedule model test (shuttle): the same
 //! source file compiled a second time on shuttle's atomics, beside the real
-//! one, so that `cargo test` runs it with no feature and no second build of
-//! the crate (as tokio swaps in loom, without the cfg).
+//! one, so that `cargo test` runs it. (tokio swaps in loom's atomics with a
+//! cfg, which needs a build of its own; a second copy of one small module
+//! does not.)
 
 /// What `slot_table.rs` imports as `super::sync`.
 mod sync {
