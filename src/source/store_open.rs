@@ -164,7 +164,12 @@ mod tests {
         let store = open_store(&url, &StoreOptions::default()).expect("store");
         let got = store.get(&object_store::path::Path::from("d/x.tar")).await;
         assert!(got.is_err(), "a server that drops the handshake gave {got:?}");
-        // A TLS handshake record (0x16), protocol 3.x.
-        assert_eq!(server.await.expect("server")[..2], [0x16, 0x03]);
+        // A TLS handshake record (0x16), protocol 3.x; a client that never
+        // connected fails here instead of leaving the accept waiting.
+        let first = tokio::time::timeout(std::time::Duration::from_secs(10), server)
+            .await
+            .expect("the client never connected")
+            .expect("server");
+        assert_eq!(first[..2], [0x16, 0x03]);
     }
 }

@@ -1,6 +1,6 @@
 //! The integration tests, one binary: each test binary links the whole
 //! crate and compiles the test support (an S3 server, a proxy) again, so
-//! one binary instead of ten takes minutes off a fresh build. One concept
+//! one binary instead of nine takes minutes off a fresh build. One concept
 //! per file. The autotuner's loopback tests, which measure throughput, and
 //! its grid stay binaries of their own (`tests/autotune_*.rs`), so nothing
 //! else runs beside them.
