@@ -179,6 +179,17 @@ pub struct ControllerConfig {
     /// byte). From 16 up each doubling cost more per pass: 16 → 32 +0.5
     /// CPU-s, 32 → 64 +1.4–1.6 (netlab, 10–30 ms; docs/AUTOTUNE.md).
     pub cpu_judged_from: usize,
+    /// A flat start-up round whose timer was late for 70% of its time
+    /// exits at once to the best level measured, without the second look
+    /// a level caught in slow start gets. At the best static level the
+    /// timer runs late 0.29–0.40 of the time (a first round at 32 after
+    /// the leap, 20 ms / 400 Mbit: 0.22–0.55), one level above 0.5 or
+    /// more. At 30 ms / 250 Mbit on a busy hour (netlab's packet work took
+    /// both cores: static 64 ran at 239–428 MB/s against static 32's 600)
+    /// the 64-request round read 0.80 and its second look 0.61: 0.66 s
+    /// more at 64, whose slow requests (retried after 4 s) then held the
+    /// parser for two seconds (docs/AUTOTUNE.md, "Melting cores").
+    pub cpu_melt_lag: f64,
     /// After a leap, the steady periods (4, ~1 s at 20 ms) in which the
     /// uncontended latency, guessed from arrivals, gives way to what whole
     /// parts took (at least `whole_part_share` of a part's bytes on
@@ -270,6 +281,7 @@ impl Default for ControllerConfig {
             startup_fast_below: 8,
             cpu_lag: 0.15,
             cpu_judged_from: 16,
+            cpu_melt_lag: 0.7,
             guessed_latency_periods: 4,
             whole_part_share: 0.9,
             round_measure_ttfbs: 2.0,

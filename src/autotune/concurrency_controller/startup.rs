@@ -41,7 +41,8 @@
 //!   the knee. Start-up ends there: a round that grew is held; one that
 //!   did not is looked at again (its new connections may still be in
 //!   slow start), and a second flat look exits to the best level measured
-//!   (more connections only cost more CPU).
+//!   (more connections only cost more CPU). A flat round late for 70% of
+//!   its time exits at once: the cores are melting, not slow start.
 //! * Without arrivals a round lasts 1.5 request latencies and a completion
 //!   per slot; growth is judged on bytes counted (Little's estimate reads
 //!   high while requests in flight double); the plateau's goodput is the
@@ -158,7 +159,13 @@ impl ConcurrencyController {
         // the next 100 ms at 32 carried 1,000–1,170).
         // The knee is then the best level measured, not the last that grew
         // (the first look at a level may have caught it in slow start).
-        let cpu_knee = (self.cpu_bound(measured) && stalled >= 1).then(|| self.best_level());
+        // A round whose timer was late most of its time (`cpu_melt_lag`)
+        // is not a level caught in slow start: its added connections are
+        // what the cores cannot serve, and a second look only leaves more
+        // slow requests in flight to drain after the exit.
+        let melting = measured.is_some_and(|m| m.lag_share >= self.cfg.cpu_melt_lag);
+        let cpu_knee =
+            (self.cpu_bound(measured) && (stalled >= 1 || melting)).then(|| self.best_level());
         let full = stalled + 1 >= self.cfg.startup_patience
             || judged.demand_met
             || cpu_knee.is_some()

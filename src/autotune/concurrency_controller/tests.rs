@@ -630,6 +630,18 @@ fn no_growth_on_saturated_cores_twice_exits_to_the_level_below() {
     assert!(windows < patient_windows, "{windows} windows against {patient_windows}");
 }
 
+#[test]
+fn a_flat_round_on_melting_cores_exits_at_once() {
+    // As above, but 64's timer is late 80% of the time (netlab at 30 ms
+    // on a busy hour read 0.80): no second look at 64; 32 is held.
+    let ((seen, held), windows) = arrival_ramp_lagging(32, 64, 0.04, NEAR_TTFB);
+    let ((_, busy_held), busy_windows) = arrival_ramp_lagging(32, 64, 0.02, NEAR_TTFB);
+    assert_eq!(seen, vec![1, 2, 8, 16, 32, 64]);
+    assert!((32..=36).contains(&held), "held {held}");
+    assert!((32..=36).contains(&busy_held), "held {busy_held}");
+    assert!(windows < busy_windows, "{windows} windows against {busy_windows} with two looks");
+}
+
 /// The concurrency start-up holds where, from 32 requests up, the cores
 /// are saturated and 32's first round (three windows) carries `first`×
 /// 16's rate, its later ones `then`× (32's own rate is 2×).
