@@ -21,6 +21,7 @@ mod demand_gauge;
 mod fetch_stats;
 mod hedge;
 mod memory_budget;
+mod open_pace;
 mod part_data;
 mod part_plan;
 mod part_pool;
@@ -289,6 +290,7 @@ impl FetchEngine {
     ) -> Arc<FetchEngine> {
         let controller = autotune_task::controller_for(&config);
         let start = controller.as_ref().map_or(config.concurrency, |c| c.concurrency());
+        let (limit, paced) = open_pace::limit_for(start);
         let engine = Arc::new(FetchEngine {
             store,
             gate: config.rate_limit.then(|| {
@@ -298,7 +300,7 @@ impl FetchEngine {
             settled: Default::default(),
             demand: Default::default(),
             sharing: Default::default(),
-            limit: ConcurrencyLimit::new(start),
+            limit,
             budget,
             pool,
             stats: Arc::new(FetchStats::default()),
@@ -307,6 +309,9 @@ impl FetchEngine {
         });
         if let Some(controller) = controller {
             autotune_task::spawn(&engine, controller);
+        }
+        if paced {
+            open_pace::spawn(&engine);
         }
         engine
     }

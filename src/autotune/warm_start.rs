@@ -7,7 +7,8 @@
 //! (goodput, the uncontended latency and its share spent waiting for the
 //! first byte, the mean bytes per request). It starts in steady state, so a
 //! stale start is corrected by the usual steady rules and probes, not
-//! trusted blindly.
+//! trusted blindly; above 32 requests the engine opens them in cohorts
+//! (`fetch::open_pace`), not all at once.
 
 use serde::{Deserialize, Serialize};
 

@@ -10,7 +10,9 @@ use crate::fetch::FetchConfig;
 #[derive(Debug, Clone, Args)]
 pub struct FetchArgs {
     /// Range-GET requests in flight (per endpoint): `auto` lets the
-    /// autotuner choose from what it measures; a number pins it.
+    /// autotuner choose from what it measures; a number pins it. Above 32,
+    /// the first 32 open at once and the rest in doubling cohorts as
+    /// replies start (many slow starts at once can swamp a node).
     #[arg(long, default_value = "auto", value_parser = parse_concurrency)]
     pub concurrency: ConcurrencyArg,
     /// Size of each range GET; pins it [default: 8MiB, the AWS CRT default, then

@@ -4,6 +4,9 @@
 //! the autotuner turns. Growing adds permits at once; shrinking forgets idle
 //! permits at once and retires the rest as they come back, so a new limit
 //! takes effect within one request time and never cancels a request.
+//!
+//! A ceiling can hold the permits below the limit for a while: an engine
+//! that starts many requests at once opens them in cohorts (`open_pace`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,7 +17,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 #[derive(Debug)]
 pub struct ConcurrencyLimit {
     semaphore: Arc<Semaphore>,
+    /// What was asked for (`set_limit`).
     limit: AtomicUsize,
+    /// A cap on the permits while requests are opened in cohorts.
+    ceiling: AtomicUsize,
+    /// The semaphore's size: the limit under the ceiling.
+    granted: AtomicUsize,
     /// Permits still to retire after a shrink.
     debt: AtomicUsize,
     in_flight: AtomicUsize,
@@ -29,10 +37,18 @@ pub struct ConnPermit {
 
 impl ConcurrencyLimit {
     pub fn new(limit: usize) -> Arc<ConcurrencyLimit> {
-        let limit = limit.max(1);
+        Self::under_ceiling(limit, usize::MAX)
+    }
+
+    /// A limit whose permits stay under `ceiling` until it is raised.
+    pub fn under_ceiling(limit: usize, ceiling: usize) -> Arc<ConcurrencyLimit> {
+        let (limit, ceiling) = (limit.max(1), ceiling.max(1));
+        let granted = limit.min(ceiling);
         Arc::new(ConcurrencyLimit {
-            semaphore: Arc::new(Semaphore::new(limit)),
+            semaphore: Arc::new(Semaphore::new(granted)),
             limit: AtomicUsize::new(limit),
+            ceiling: AtomicUsize::new(ceiling),
+            granted: AtomicUsize::new(granted),
             debt: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
         })
@@ -46,9 +62,14 @@ impl ConcurrencyLimit {
         ConnPermit { permit, owner: self.clone() }
     }
 
-    /// The current limit.
+    /// The current limit (what was asked for, whatever the ceiling).
     pub fn limit(&self) -> usize {
         self.limit.load(Ordering::Relaxed)
+    }
+
+    /// The ceiling on permits (`usize::MAX`: none).
+    pub fn ceiling(&self) -> usize {
+        self.ceiling.load(Ordering::Relaxed)
     }
 
     /// Requests in flight now.
@@ -58,10 +79,22 @@ impl ConcurrencyLimit {
 
     /// Changes the limit (at least 1).
     pub fn set_limit(&self, new_limit: usize) {
-        let new_limit = new_limit.max(1);
-        let old = self.limit.swap(new_limit, Ordering::AcqRel);
-        if new_limit > old {
-            let mut grow = new_limit - old;
+        self.limit.store(new_limit.max(1), Ordering::Release);
+        self.regrant();
+    }
+
+    /// Changes the ceiling (`usize::MAX` lifts it).
+    pub fn set_ceiling(&self, ceiling: usize) {
+        self.ceiling.store(ceiling.max(1), Ordering::Release);
+        self.regrant();
+    }
+
+    /// Sizes the semaphore to the limit under the ceiling.
+    fn regrant(&self) {
+        let new = self.limit().min(self.ceiling());
+        let old = self.granted.swap(new, Ordering::AcqRel);
+        if new > old {
+            let mut grow = new - old;
             // Cancel outstanding retirements before adding permits.
             let _ = self.debt.fetch_update(Ordering::AcqRel, Ordering::Acquire, |debt| {
                 let cancel = debt.min(grow);
@@ -69,8 +102,8 @@ impl ConcurrencyLimit {
                 Some(debt - cancel)
             });
             self.semaphore.add_permits(grow);
-        } else if new_limit < old {
-            let shrink = old - new_limit;
+        } else if new < old {
+            let shrink = old - new;
             let forgotten = self.semaphore.forget_permits(shrink);
             self.debt.fetch_add(shrink - forgotten, Ordering::AcqRel);
         }
@@ -141,6 +174,28 @@ mod tests {
         assert_eq!(limit.semaphore.available_permits(), 5);
         limit.set_limit(1);
         assert_eq!(limit.semaphore.available_permits(), 1);
+        assert_eq!(limit.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_ceiling_holds_permits_until_raised() {
+        let limit = ConcurrencyLimit::under_ceiling(64, 8);
+        assert_eq!(limit.limit(), 64);
+        assert_eq!(limit.semaphore.available_permits(), 8);
+        let held: Vec<_> = futures::future::join_all((0..8).map(|_| limit.acquire())).await;
+        let ninth = tokio::time::timeout(std::time::Duration::from_millis(20), limit.acquire());
+        assert!(ninth.await.is_err(), "a ninth request ran under a ceiling of 8");
+        // The limit moves under the ceiling; the ceiling caps it.
+        limit.set_limit(32);
+        assert_eq!(limit.semaphore.available_permits(), 0);
+        limit.set_ceiling(16);
+        assert_eq!(limit.semaphore.available_permits(), 8);
+        limit.set_ceiling(usize::MAX);
+        assert_eq!(limit.semaphore.available_permits(), 24);
+        // A limit below the ceiling is the limit.
+        limit.set_limit(4);
+        drop(held);
+        assert_eq!(limit.semaphore.available_permits(), 4);
         assert_eq!(limit.in_flight(), 0);
     }
 

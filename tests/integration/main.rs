@@ -14,6 +14,7 @@ mod conformance;
 mod even_split;
 mod faults;
 mod hostile_shards;
+mod open_pace;
 mod resume_seek;
 mod store_faults;
 mod streaming_s3;
