@@ -26,7 +26,9 @@
 //! hold the limit down); it is lifted once it no longer binds.
 
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::{ConcurrencyLimit, FetchEngine};
 
@@ -98,5 +100,47 @@ async fn run(engine: Weak<FetchEngine>) {
         }
         e.limit.set_ceiling(next);
         opened = next - ceiling;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::FetchConfig;
+    use object_store::memory::InMemory;
+
+    fn engine(concurrency: usize) -> Arc<FetchEngine> {
+        let config = FetchConfig { concurrency, ..FetchConfig::default() };
+        FetchEngine::new(Arc::new(InMemory::new()), config)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_that_never_answers_does_not_hold_the_limit_down() {
+        // No request ever gets a first byte: each step waits its second.
+        let e = engine(100);
+        assert_eq!((e.limit.limit(), e.limit.ceiling()), (100, 32));
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert_eq!(e.limit.ceiling(), 32, "a step waits for first bytes, up to a second");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(e.limit.ceiling(), 64);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(e.limit.ceiling(), usize::MAX, "lifted once it no longer binds");
+        assert_eq!(e.limit.limit(), 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_limit_brought_under_the_ceiling_ends_the_pacing() {
+        let e = engine(64);
+        e.limit.set_limit(20);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(e.limit.ceiling(), usize::MAX);
+        assert_eq!(e.limit.limit(), 20);
+    }
+
+    #[tokio::test]
+    async fn at_most_the_first_cohort_is_not_paced() {
+        let e = engine(FIRST_COHORT);
+        assert_eq!(e.limit.ceiling(), usize::MAX);
+        assert_eq!(e.limit.limit(), FIRST_COHORT);
     }
 }
