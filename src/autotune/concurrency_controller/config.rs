@@ -188,7 +188,10 @@ pub struct ControllerConfig {
     /// both cores: static 64 ran at 239–428 MB/s against static 32's 600)
     /// the 64-request round read 0.80 and its second look 0.61: 0.66 s
     /// more at 64, whose slow requests (retried after 4 s) then held the
-    /// parser for two seconds (docs/AUTOTUNE.md, "Melting cores").
+    /// parser for two seconds (docs/AUTOTUNE.md, "Melting cores"). A
+    /// round that grew that late (at 20 ms, 64 against a 32-round cut
+    /// short in slow start, 0.73–0.82 late) exits to the level below:
+    /// held, 64 kept a four-epoch run at 618 MB/s against 712–918 at 32.
     pub cpu_melt_lag: f64,
     /// After a leap, the steady periods (4, ~1 s at 20 ms) in which the
     /// uncontended latency, guessed from arrivals, gives way to what whole

@@ -41,8 +41,9 @@
 //!   the knee. Start-up ends there: a round that grew is held; one that
 //!   did not is looked at again (its new connections may still be in
 //!   slow start), and a second flat look exits to the best level measured
-//!   (more connections only cost more CPU). A flat round late for 70% of
-//!   its time exits at once: the cores are melting, not slow start.
+//!   (more connections only cost more CPU). A round late for 70% of its
+//!   time ran on melting cores: flat, it exits at once (not slow start);
+//!   grown, it exits to the level below (judged like any shrink).
 //! * Without arrivals a round lasts 1.5 request latencies and a completion
 //!   per slot; growth is judged on bytes counted (Little's estimate reads
 //!   high while requests in flight double); the plateau's goodput is the
@@ -125,9 +126,21 @@ impl ConcurrencyController {
             }
             if self.cpu_bound(measured) {
                 // It grew, but on saturated cores: a doubling would cost
-                // more CPU than it adds (the knee is here).
+                // more CPU than it adds (the knee is here). On melting
+                // cores the knee is the level below: the growth was
+                // against a round cut short in slow start, and what more
+                // connections cost the node shows in every later second.
+                // The step down is judged like any shrink (undone if it
+                // costs goodput twice).
                 let here = self.concurrency;
-                return self.exit_startup(blended, here, true, None, Some(here));
+                let knee = if self.melting(measured)
+                    && (self.cfg.cpu_judged_from..here).contains(&best_concurrency)
+                {
+                    best_concurrency
+                } else {
+                    here
+                };
+                return self.exit_startup(blended, here, true, None, Some(knee));
             }
             let next = self.clamp(self.concurrency * 2);
             if next == self.concurrency {
@@ -163,7 +176,7 @@ impl ConcurrencyController {
         // is not a level caught in slow start: its added connections are
         // what the cores cannot serve, and a second look only leaves more
         // slow requests in flight to drain after the exit.
-        let melting = measured.is_some_and(|m| m.lag_share >= self.cfg.cpu_melt_lag);
+        let melting = self.melting(measured);
         let cpu_knee =
             (self.cpu_bound(measured) && (stalled >= 1 || melting)).then(|| self.best_level());
         let full = stalled + 1 >= self.cfg.startup_patience
@@ -440,6 +453,12 @@ impl ConcurrencyController {
     fn cpu_bound(&self, measured: Option<RoundMeasure>) -> bool {
         self.concurrency >= self.cfg.cpu_judged_from
             && measured.is_some_and(|m| m.lag_share >= self.cfg.cpu_lag)
+    }
+
+    /// Whether a round's timer was late for `cpu_melt_lag` of it: the
+    /// node's cores, not the path, set what more requests carry.
+    fn melting(&self, measured: Option<RoundMeasure>) -> bool {
+        measured.is_some_and(|m| m.lag_share >= self.cfg.cpu_melt_lag)
     }
 
     /// Whether the requests a doubling added each carried a fair share of

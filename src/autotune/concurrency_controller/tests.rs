@@ -608,6 +608,20 @@ fn a_round_on_saturated_cores_ends_start_up() {
 }
 
 #[test]
+fn a_round_that_grew_on_melting_cores_exits_to_the_level_below() {
+    // 64 grows over 32 (no knee in goodput) but its timer is late 80% of
+    // the time (netlab at 20 ms on a busy hour read 0.74–0.79 after a
+    // 32-round cut short in slow start): the level below is held. Late
+    // 40% of the time (saturated, not melting), 64 is held, as at 60 ms
+    // where static 64 carries more than 32 at 0.3–0.6 late.
+    let ((seen, held), _) = arrival_ramp_lagging(1000, 64, 0.04, NEAR_TTFB);
+    assert_eq!(seen, vec![1, 2, 8, 16, 32, 64]);
+    assert_eq!(held, 32);
+    let ((_, saturated), _) = arrival_ramp_lagging(1000, 64, 0.02, NEAR_TTFB);
+    assert_eq!(saturated, 64);
+}
+
+#[test]
 fn eight_requests_on_busy_cores_still_double() {
     // A far store (first bytes after 30 ms) whose 8 requests already keep
     // the cores busy: 8 → 16 costs no more CPU a byte (netlab at 10 ms:
