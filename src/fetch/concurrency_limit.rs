@@ -8,8 +8,8 @@
 //! A ceiling can hold the permits below the limit for a while: an engine
 //! that starts many requests at once opens them in cohorts (`open_pace`).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -21,8 +21,12 @@ pub struct ConcurrencyLimit {
     limit: AtomicUsize,
     /// A cap on the permits while requests are opened in cohorts.
     ceiling: AtomicUsize,
-    /// The semaphore's size: the limit under the ceiling.
-    granted: AtomicUsize,
+    /// The semaphore's size: the limit under the ceiling. Under a lock:
+    /// the autotuner's task sets the limit while the pacer raises the
+    /// ceiling, and two resizes computed from different moments must not
+    /// apply out of order (the last would leave the semaphore at a size
+    /// neither asked for).
+    granted: Mutex<usize>,
     /// Permits still to retire after a shrink.
     debt: AtomicUsize,
     in_flight: AtomicUsize,
@@ -48,7 +52,7 @@ impl ConcurrencyLimit {
             semaphore: Arc::new(Semaphore::new(granted)),
             limit: AtomicUsize::new(limit),
             ceiling: AtomicUsize::new(ceiling),
-            granted: AtomicUsize::new(granted),
+            granted: Mutex::new(granted),
             debt: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
         })
@@ -91,8 +95,9 @@ impl ConcurrencyLimit {
 
     /// Sizes the semaphore to the limit under the ceiling.
     fn regrant(&self) {
+        let mut granted = self.granted.lock().unwrap_or_else(|p| p.into_inner());
         let new = self.limit().min(self.ceiling());
-        let old = self.granted.swap(new, Ordering::AcqRel);
+        let old = std::mem::replace(&mut *granted, new);
         if new > old {
             let mut grow = new - old;
             // Cancel outstanding retirements before adding permits.
